@@ -1,0 +1,1 @@
+"""The HDF5 feature cache: its layout (written by extract/), the reader for training, `python -m cache.inspect`."""

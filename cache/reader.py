@@ -1,0 +1,164 @@
+"""The cache reader for training: batches of one split, token states padded to the batch's longest text.
+
+A split is held in memory when it fits (see `memory_budget`), else read from disk per batch; the layout
+(`cache/layout.py`) keeps one record's image map in one chunk and its tokens in one or two, so a random
+batch reads few chunks. Features stay in their stored float16 in memory and become float32 per batch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from cache.layout import read_attrs
+
+
+@dataclass
+class FeatureBatch:
+    image_maps: torch.Tensor  # [B, C, h, w]
+    first_token: torch.Tensor  # [B, K, D]
+    token_states: torch.Tensor  # [B, K, L, D], zero past each text's length
+    token_mask: torch.Tensor  # [B, L] bool, True on real tokens
+    labels: torch.Tensor  # [B] long
+    ids: list[str]
+
+    def to(self, device) -> "FeatureBatch":
+        return FeatureBatch(*(t.to(device, non_blocking=True) for t in (
+            self.image_maps, self.first_token, self.token_states, self.token_mask, self.labels)), self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def memory_budget() -> int:
+    """Half of the memory available now: what a split may take to be held in memory."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") // 2
+
+
+class CachedSplit:
+    """One split of a cache file. `layers`: indices into the cached layers (e.g. [-2, -1] = the last two);
+    `in_memory`: True, False, or None to decide by size against `memory_budget()`."""
+
+    def __init__(self, path: str | Path, split: str, layers: list[int] | None = None,
+                 in_memory: bool | None = None, dtype: torch.dtype = torch.float32):
+        self.path = Path(path)
+        self.split = split
+        self.dtype = dtype
+        self.attrs = read_attrs(self.path)
+        self.class_names: list[str] = self.attrs["class_names"]
+        self.cached_layers: list[int] = self.attrs["text_layers"]
+        positions = list(range(len(self.cached_layers)))
+        try:
+            self.layer_index = [positions[i] for i in layers] if layers is not None else positions
+        except IndexError:
+            raise ValueError(f"layers {layers}: the cache holds {len(positions)} layers {self.cached_layers}") from None
+        self.layers = [self.cached_layers[i] for i in self.layer_index]
+        self._file = h5py.File(self.path, "r")
+        if split not in self._file:
+            available = [name for name in self._file if isinstance(self._file[name], h5py.Group)]
+            raise KeyError(f"{self.path} has no split {split!r}; it has {available}")
+        group = self._file[split]
+        self.ids = list(group["ids"].asstr()[:])
+        self.labels = group["labels"][:]
+        self.offsets = group["token_offsets"][:]
+        self.lengths = group["text_lengths"][:]
+        self.map_shape = tuple(group["image_maps"].shape[1:])
+        self.text_dim = group["token_states"].shape[2]
+        arrays = ("image_maps", "first_token", "token_states")
+        self.nbytes = sum(group[name].size * group[name].dtype.itemsize for name in arrays)
+        self.in_memory = self.nbytes <= memory_budget() if in_memory is None else in_memory
+        if self.in_memory:
+            self._arrays = {name: group[name][:] for name in arrays}
+            self._file.close()
+        else:
+            self._arrays = {name: group[name] for name in arrays}
+            # The first-token vectors are small: hold them even when reading the rest from disk.
+            self._arrays["first_token"] = group["first_token"][:]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def batch(self, indices) -> FeatureBatch:
+        indices = np.asarray(indices, dtype=np.int64)
+        maps = self._arrays["image_maps"]
+        if self.in_memory:
+            image_maps = maps[indices]
+        else:  # h5py reads sorted, unique indices; put them back in the asked order
+            unique, inverse = np.unique(indices, return_inverse=True)
+            image_maps = maps[unique][inverse]
+        layer_index = self.layer_index
+        first = self._arrays["first_token"][indices][:, layer_index]
+        lengths = self.lengths[indices]
+        longest = int(lengths.max()) if len(indices) else 0
+        tokens = np.zeros((len(indices), len(layer_index), longest, self.text_dim), dtype=first.dtype)
+        states = self._arrays["token_states"]
+        for row, (index, length) in enumerate(zip(indices, lengths)):
+            start = self.offsets[index]
+            tokens[row, :, :length] = states[start:start + length][:, layer_index].transpose(1, 0, 2)
+        mask = np.arange(longest)[None, :] < lengths[:, None]
+        return FeatureBatch(torch.from_numpy(image_maps).to(self.dtype), torch.from_numpy(first).to(self.dtype),
+                            torch.from_numpy(tokens).to(self.dtype), torch.from_numpy(mask),
+                            torch.from_numpy(self.labels[indices]).long(), [self.ids[i] for i in indices])
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                drop_last: bool = False):
+        """Batches over the split; with `shuffle`, a permutation drawn from `generator`."""
+        order = (torch.randperm(len(self), generator=generator).numpy() if shuffle else np.arange(len(self)))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            if drop_last and len(chunk) < batch_size:
+                return
+            yield self.batch(chunk)
+
+    def close(self) -> None:
+        if not self.in_memory:
+            self._file.close()
+
+
+def cache_summary(path: str | Path) -> dict:
+    """Counts per split and label, shapes, dtype and sizes: what `python -m cache.inspect` prints."""
+    path = Path(path)
+    attrs = read_attrs(path)
+    summary = {"path": str(path), "file_bytes": path.stat().st_size, "format_version": int(attrs["format_version"]),
+               "dataset": attrs["dataset"], "class_names": attrs["class_names"], "text_layers": attrs["text_layers"],
+               "dtype": attrs["dtype"], "splits": {}}
+    with h5py.File(path, "r") as file:
+        for split in ("train", "dev", "test"):
+            if split not in file:
+                continue
+            group = file[split]
+            labels = group["labels"][:]
+            lengths = group["text_lengths"][:]
+            states = group["token_states"]
+            summary["splits"][split] = {
+                "records": len(labels),
+                "labels": {name: int((labels == i).sum()) for i, name in enumerate(attrs["class_names"])},
+                "image_map": list(group["image_maps"].shape[1:]),
+                "first_token": list(group["first_token"].shape[1:]),
+                "tokens": {"total": int(states.shape[0]), "mean": float(lengths.mean()) if len(lengths) else 0.0,
+                           "max": int(lengths.max()) if len(lengths) else 0},
+                "feature_bytes": int(sum(group[n].size * group[n].dtype.itemsize
+                                         for n in ("image_maps", "first_token", "token_states"))),
+            }
+    records = sum(s["records"] for s in summary["splits"].values())
+    features = sum(s["feature_bytes"] for s in summary["splits"].values())
+    summary["bytes_per_record"] = summary["file_bytes"] / max(records, 1)
+    summary["overhead"] = summary["file_bytes"] / max(features, 1)
+    summary["fingerprint"] = attrs["fingerprint"]
+    return summary
+

@@ -1,0 +1,42 @@
+"""Hashes of what determines the cached features, and a readable difference between two fingerprints."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+def sha256_state_dict(module: torch.nn.Module) -> str:
+    """A hash of a module's weights and buffers (names, dtypes, shapes, bytes), independent of file format."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def sha256_json(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        flat = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def differences(stored: dict, wanted: dict) -> list[str]:
+    """One line per setting that differs: 'text.layers: cache has [9, 10, 11, 12], this run asks [11, 12]'."""
+    old, new = _flatten(stored), _flatten(wanted)
+    lines = []
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key, "<absent>") != new.get(key, "<absent>"):
+            lines.append(f"{key}: cache has {old.get(key, '<absent>')!r}, this run asks {new.get(key, '<absent>')!r}")
+    return lines

@@ -1,0 +1,73 @@
+"""The frozen text encoder: per selected layer, the first-token vector and the states of the real tokens."""
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from extract.fingerprint import sha256_json, sha256_state_dict
+
+
+def resolve_layers(layers: list[int], num_layers: int) -> list[int]:
+    """Layer numbers as in BERT's papers (1..num_layers; 0 is the embeddings); negative ones count from the end."""
+    resolved = []
+    for layer in layers:
+        number = num_layers + 1 + layer if layer < 0 else layer
+        if not 0 <= number <= num_layers:
+            raise ValueError(f"--text-layers {layer}: the text encoder has layers 1..{num_layers} (0 = embeddings)")
+        resolved.append(number)
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"--text-layers names a layer twice: {resolved}")
+    return resolved
+
+
+def _tokenizer_sha256(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return sha256_json([type(tokenizer).__name__, backend.to_str()])
+    return sha256_json([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()),
+                        tokenizer.special_tokens_map])
+
+
+class TextEncoder:
+    def __init__(self, name_or_path: str, layers: list[int], max_length: int, device: torch.device | str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.name = name_or_path
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        torch.manual_seed(0)  # weights the checkpoint lacks (an unused pooler, say) are then the same each run
+        self.model = AutoModel.from_pretrained(name_or_path).eval().to(device)
+        self.device = torch.device(device)
+        num_layers = self.model.config.num_hidden_layers
+        self.layers = resolve_layers(layers, num_layers)
+        self.max_length = max_length
+        # Only the inputs this model's forward takes: MPNet, RoBERTa, DistilBERT... take no token_type_ids.
+        self.input_names = set(inspect.signature(self.model.forward).parameters) & {
+            "input_ids", "attention_mask", "token_type_ids"}
+        self.dim = self.model.config.hidden_size
+
+    def describe(self) -> dict:
+        return {"model": self.name, "class": type(self.model).__name__,
+                "weights_sha256": sha256_state_dict(self.model),
+                "config_sha256": sha256_json(self.model.config.to_dict()),
+                "tokenizer_sha256": _tokenizer_sha256(self.tokenizer),
+                "layers": self.layers, "max_length": self.max_length}
+
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """For each text: first-token vectors [K, D] and real-token states [K, L, D] (float32, on the CPU)."""
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        inputs = {name: tensor.to(self.device) for name, tensor in batch.items() if name in self.input_names}
+        hidden = self.model(**inputs, output_hidden_states=True).hidden_states
+        states = torch.stack([hidden[layer] for layer in self.layers], dim=1).float().cpu()  # [B, K, L, D]
+        mask = batch["attention_mask"].bool()
+        outputs = []
+        for row in range(len(texts)):
+            real = mask[row].nonzero().squeeze(1)  # works for left and right padding alike
+            tokens = states[row][:, real]
+            outputs.append((tokens[:, 0].clone(), tokens.clone()))
+        return outputs

@@ -1,0 +1,17 @@
+# Sourced by run_all.sh and run_tests.sh: create or reuse the local virtual environment (.venv, or $VENV)
+# and install requirements.txt into it when it changed since the last install. Sets PY.
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "creating the virtual environment $VENV"
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.requirements.sha256"
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "installing requirements.txt into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -r requirements.txt
+  echo "$want" > "$stamp"
+fi
+PY="$VENV/bin/python"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
