@@ -1,0 +1,129 @@
+"""Hyper-parameters of the SPP-SCL heads, the paper's dataset presets, and the ablation switches.
+
+Everything a run needs to be reproduced from its folder is in `SPPSCLConfig`; the trainer writes
+`config.to_dict()` as JSON next to the checkpoints and `SPPSCLConfig.from_dict` reads it back.
+
+Defaults are the paper's (table 2 and the authors' code) for MVSA-Single, except `fusion`, which
+defaults to our batch-independent "cmf-bank" (see `heads/fusion/bank_cross_attention.py`); the
+paper's own batch-attention fusion is `fusion="cmf-batch"`, i.e. `resolve_config(..., faithful=True)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+FUSION_KINDS = ("cmf-bank", "cmf-batch", "concat")
+MODALITIES = ("both", "text", "image")
+
+
+@dataclass(frozen=True)
+class SPPSCLConfig:
+    # --- architecture -------------------------------------------------------------------------
+    embed_dim: int = 32  # d: size of the aligned embeddings t and v, where the contrastive losses act
+    lstm_hidden: int = 64  # per direction, so the text vector is 2 * 64 = 128 wide
+    image_reduced_channels: int = 128  # 1x1 conv output; matches the text vector width
+    fusion_hidden: int = 64  # hidden width of the classifier after fusion
+    dropout: float = 0.2
+    bank_size: int = 32  # learned key/value slots per modality, used by fusion "cmf-bank" only
+
+    # --- losses and the two-step rule ---------------------------------------------------------
+    temperature: float = 0.07  # tau of the supervised contrastive losses
+    theta: float = 2.0 / 3.0  # modalities count as aligned when c >= theta * P
+    ce_weight: float = 5.0  # lambda, the cross-entropy weight
+
+    # --- optimisation -------------------------------------------------------------------------
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 1e-6
+    lr_step_size: int = 10  # StepLR, in epochs
+    lr_gamma: float = 0.5
+    batch_size: int = 64
+    epochs: int = 150
+    seed: int = 42
+    patience: int | None = None  # early stopping on the dev split; None = train all epochs
+
+    # --- ablation switches --------------------------------------------------------------------
+    two_step: bool = True  # False = the paper's "one-step" ablation: all losses summed, one backward
+    intra_loss: bool = True  # L_cli and L_clt
+    inter_loss: bool = True  # L_clm (and with it, step two)
+    fusion: str = "cmf-bank"
+    modality: str = "both"
+    text_layers_last: int | None = None  # use only the last k cached text layers; None = all
+
+    # Name of the preset this config was resolved from, kept so a run folder says where it came from.
+    preset: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        # JSON has no tuples; accept a list so from_dict(to_dict()) is an exact round trip.
+        object.__setattr__(self, "betas", tuple(self.betas))
+        if self.fusion not in FUSION_KINDS:
+            raise ValueError(f"fusion must be one of {FUSION_KINDS}, got {self.fusion!r}")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.text_layers_last is not None and self.text_layers_last < 1:
+            raise ValueError(f"text_layers_last must be None or >= 1, got {self.text_layers_last}")
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must hold two numbers, got {self.betas!r}")
+        for name in ("embed_dim", "lstm_hidden", "image_reduced_channels", "fusion_hidden",
+                     "bank_size", "batch_size", "epochs", "lr_step_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (betas becomes a list)."""
+        values = dataclasses.asdict(self)
+        values["betas"] = list(self.betas)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SPPSCLConfig":
+        """Inverse of to_dict; an unknown key is an error, so a stale or mistyped file is caught."""
+        _reject_unknown_fields(values)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "SPPSCLConfig":
+        _reject_unknown_fields(changes)
+        return dataclasses.replace(self, **changes)
+
+
+# Paper table 2. Fields not listed keep the dataclass defaults (shared by all three datasets).
+PRESETS: dict[str, dict[str, Any]] = {
+    "mvsa-single": {"ce_weight": 5.0, "lr": 1e-4, "lr_step_size": 10, "batch_size": 64},
+    "mvsa-multiple": {"ce_weight": 5.0, "lr": 1e-4, "lr_step_size": 15, "batch_size": 128},
+    "hfm": {"ce_weight": 10.0, "lr": 5e-5, "lr_step_size": 5, "batch_size": 256},
+}
+
+
+def resolve_config(preset: str | None = None, faithful: bool = False, **overrides: Any) -> SPPSCLConfig:
+    """Defaults, then the preset's values, then `faithful` (fusion "cmf-batch"), then overrides.
+
+    Explicit overrides win over everything, including the fusion that `faithful` picks.
+    """
+    _reject_unknown_fields(overrides)
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(PRESETS)}")
+        values.update(PRESETS[preset])
+        values["preset"] = preset
+    if faithful:
+        values["fusion"] = "cmf-batch"
+    values.update(overrides)
+    return SPPSCLConfig(**values)
+
+
+def _reject_unknown_fields(values: dict[str, Any]) -> None:
+    known = {f.name for f in dataclasses.fields(SPPSCLConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown SPPSCLConfig field(s): {', '.join(repr(name) for name in unknown)}; "
+            f"known fields: {', '.join(sorted(known))}"
+        )

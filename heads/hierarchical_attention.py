@@ -1,0 +1,75 @@
+"""Hierarchical Attention (HA): the text branch of SPP-SCL.
+
+The K cached encoder layers are weighted by a small gate computed from their [CLS] vectors, the
+weighted token states go through a bias-free BiLSTM, and the LSTM outputs are averaged over the real
+tokens into one text vector.
+
+Unlike the authors' code, padding is kept out of the computation: the LSTM runs on a packed sequence
+of the real tokens only and the mean divides by the real length. A sample's text vector therefore
+does not depend on how far its batch was padded.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+class HierarchicalAttention(nn.Module):
+    """first_token [B, K, D], token_states [B, K, L, D], token_mask [B, L] -> [B, 2 * lstm_hidden]."""
+
+    def __init__(self, num_layers: int, text_dim: int, lstm_hidden: int = 64) -> None:
+        super().__init__()
+        self.num_layers = num_layers
+        # Bias-free so that the gate depends on the [CLS] summaries alone (as in the paper).
+        self.layer_gate = nn.Sequential(
+            nn.Linear(num_layers, num_layers, bias=False),
+            nn.ReLU(),
+            nn.Linear(num_layers, num_layers, bias=False),
+            nn.Sigmoid(),
+        )
+        self.lstm = nn.LSTM(
+            input_size=text_dim, hidden_size=lstm_hidden, batch_first=True, bidirectional=True, bias=False
+        )
+        self.out_dim = 2 * lstm_hidden
+
+    def layer_weights(self, first_token: torch.Tensor) -> torch.Tensor:
+        """Per-sample, per-layer weights in (0, 1): [B, K]. Independent sigmoids, not a softmax."""
+        return self.layer_gate(first_token.mean(dim=-1))
+
+    def forward(
+        self, first_token: torch.Tensor, token_states: torch.Tensor, token_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (text vector [B, 2H], layer weights [B, K])."""
+        if first_token.shape[1] != self.num_layers or token_states.shape[1] != self.num_layers:
+            raise ValueError(
+                f"expected {self.num_layers} layers, got first_token {tuple(first_token.shape)} "
+                f"and token_states {tuple(token_states.shape)}"
+            )
+        lengths = real_token_lengths(token_mask)
+
+        weights = self.layer_weights(first_token)
+        mixed_tokens = (weights[:, :, None, None] * token_states).sum(dim=1)
+
+        # Packing keeps padded positions out of the recurrence (in both directions) entirely.
+        packed = pack_padded_sequence(mixed_tokens, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed_out, _ = self.lstm(packed)
+        # Unpacking fills padded positions with exact zeros, so a plain sum over L is a sum over real tokens.
+        token_out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=token_mask.shape[1])
+        text_vector = token_out.sum(dim=1) / lengths.unsqueeze(1).to(token_out.dtype)
+        return text_vector, weights
+
+
+def real_token_lengths(token_mask: torch.Tensor) -> torch.Tensor:
+    """Number of real tokens per row; the mask must mark a non-empty prefix of each row."""
+    if token_mask.dtype != torch.bool:
+        token_mask = token_mask.bool()
+    lengths = token_mask.sum(dim=1)
+    if bool((lengths < 1).any()):
+        raise ValueError("every text needs at least one real token (token_mask row of all False)")
+    positions = torch.arange(token_mask.shape[1], device=token_mask.device)
+    # pack_padded_sequence assumes real tokens come first; a mask with holes would be silently misread.
+    if not torch.equal(positions.unsqueeze(0) < lengths.unsqueeze(1), token_mask):
+        raise ValueError("token_mask must mark the real tokens as a prefix of each row (right padding)")
+    return lengths

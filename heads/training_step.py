@@ -1,0 +1,128 @@
+"""One SPP-SCL training iteration: two-step ("semi-push-pull") or the one-step ablation.
+
+Two-step (config.two_step = True):
+  1. forward; L1 = lambda * L_ce + L_cli + L_clt; backward; optimiser step.
+  2. forward the same batch again with the updated weights; if the two-step rule says the
+     modalities are not yet aligned, L2 = L_clm; backward; a second optimiser step.
+One-step (config.two_step = False): L = lambda * L_ce + L_cli + L_clt + L_clm, one backward, one step.
+
+Switches: intra_loss=False drops L_cli and L_clt; inter_loss=False drops L_clm, and then step two
+(and its second forward) never happens. In the unimodal ablations only the terms whose embeddings
+exist are used (L_clt for text, L_cli for image, never L_clm).
+
+Things the caller should know:
+- The model must be in train mode and the batch must hold at least two samples (BatchNorm).
+- In two-step mode BatchNorm running statistics are updated by both forwards, as in the original.
+- Gradients are cleared with set_to_none=True before each backward, so the second optimiser step
+  (L_clm reaches only the text/image branches) leaves the fusion and classifier untouched: AdamW
+  skips parameters without a gradient, including their weight decay and moment updates.
+- Under multi-process data parallelism each process decides step two on its own shard; the
+  decision would have to be agreed across processes (and unused parameters allowed) before the
+  second backward. Single-process training needs nothing.
+- The LR scheduler is stepped by the trainer (per epoch), not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import nn
+
+from heads.config import SPPSCLConfig
+from heads.losses import inter_modal_supcon_loss, intra_modal_supcon_loss, weighted_cross_entropy
+from heads.two_step import alignment_decision
+
+MODEL_INPUTS = ("image_maps", "first_token", "token_states", "token_mask")
+
+
+def step_one_losses(
+    outputs: Mapping[str, torch.Tensor | None], labels: torch.Tensor, config: SPPSCLConfig
+) -> dict[str, torch.Tensor]:
+    """The enabled step-one terms: "ce" (already times lambda) and, if on, "intra_image", "intra_text"."""
+    terms = {"ce": weighted_cross_entropy(outputs["logits"], labels, config.ce_weight)}
+    if config.intra_loss:
+        if outputs["v"] is not None:
+            terms["intra_image"] = intra_modal_supcon_loss(outputs["v"], labels, config.temperature)
+        if outputs["t"] is not None:
+            terms["intra_text"] = intra_modal_supcon_loss(outputs["t"], labels, config.temperature)
+    return terms
+
+
+def inter_loss_enabled(config: SPPSCLConfig) -> bool:
+    """L_clm needs both modalities and the switch."""
+    return config.inter_loss and config.modality == "both"
+
+
+def spp_scl_step(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    config: SPPSCLConfig,
+    backward: Callable[[torch.Tensor], None] | None = None,
+) -> dict[str, float]:
+    """Run one iteration on `batch` (keys image_maps, first_token, token_states, token_mask, labels;
+    tensors already on the model's device; inputs the modality does not use may be absent).
+
+    `backward` replaces `loss.backward()` (e.g. Accelerate's `accelerator.backward`).
+
+    Returns floats (disabled terms are 0.0):
+      loss_step_one, loss_step_two (0.0 unless step two ran), ce (times lambda), intra_image,
+      intra_text, inter (L_clm; in two-step mode measured on the second forward, and applied only
+      when step_two_ran), step_two_ran, rule_checked, aligned, below_mean_count (c),
+      same_label_pairs (P); the last four are 0.0 when the rule was not evaluated.
+    """
+    if backward is None:
+        backward = _plain_backward
+    labels = batch["labels"]
+    inputs = {name: batch.get(name) for name in MODEL_INPUTS}
+    use_inter = inter_loss_enabled(config)
+
+    outputs = model(**inputs)
+    terms = step_one_losses(outputs, labels, config)
+    if use_inter and not config.two_step:
+        terms["inter"] = inter_modal_supcon_loss(outputs["v"], outputs["t"], labels, config.temperature)
+    loss_step_one = sum(terms.values())
+    _optimise(loss_step_one, optimizer, backward)
+
+    report = {
+        "loss_step_one": loss_step_one.item(),
+        "loss_step_two": 0.0,
+        "ce": terms["ce"].item(),
+        "intra_image": terms["intra_image"].item() if "intra_image" in terms else 0.0,
+        "intra_text": terms["intra_text"].item() if "intra_text" in terms else 0.0,
+        "inter": terms["inter"].item() if "inter" in terms else 0.0,
+        "step_two_ran": 0.0,
+        "rule_checked": 0.0,
+        "aligned": 0.0,
+        "below_mean_count": 0.0,
+        "same_label_pairs": 0.0,
+    }
+    if not (config.two_step and use_inter):
+        return report
+
+    # Step two: re-embed the same batch with the weights step one just updated.
+    outputs = model(**inputs)
+    decision = alignment_decision(outputs["t"], outputs["v"], labels, config.theta)
+    inter = inter_modal_supcon_loss(outputs["v"], outputs["t"], labels, config.temperature)
+    report.update(
+        inter=inter.item(),
+        rule_checked=1.0,
+        aligned=float(decision.aligned),
+        below_mean_count=float(decision.below_mean_count),
+        same_label_pairs=float(decision.same_label_pairs),
+    )
+    if not decision.aligned:
+        _optimise(inter, optimizer, backward)
+        report.update(loss_step_two=inter.item(), step_two_ran=1.0)
+    return report
+
+
+def _optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, backward: Callable[[torch.Tensor], None]) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    backward(loss)
+    optimizer.step()
+
+
+def _plain_backward(loss: torch.Tensor) -> None:
+    loss.backward()

@@ -1,0 +1,40 @@
+"""The semi-push-pull rule: are image and text already aligned enough to skip step two?
+
+On the aligned embeddings t and v as they come out of the alignment layers (not L2-normalised),
+S = sigmoid(t v^T) is a [B, B] matrix whose diagonal scores each sample's own image-text pair.
+m is the mean of that diagonal and c counts the entries of S below m, i.e. the pairs that score
+worse than a typical matching pair. P is the number of ordered same-label pairs (i, j), i = j
+included. When c >= theta * P, most pairs already sit below the matching pairs, the modalities
+count as aligned, and the inter-modal pull (step two) is skipped for this iteration.
+
+Note that c and m do not change when S is transposed, so which modality indexes the rows is moot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class AlignmentDecision:
+    aligned: bool
+    below_mean_count: int  # c
+    same_label_pairs: int  # P
+
+
+@torch.no_grad()
+def alignment_decision(
+    t: torch.Tensor, v: torch.Tensor, labels: torch.Tensor, theta: float = 2.0 / 3.0
+) -> AlignmentDecision:
+    """t [B, d], v [B, d], labels [B] -> AlignmentDecision(aligned = c >= theta * P, c, P)."""
+    similarity = torch.sigmoid(t @ v.transpose(0, 1))
+    diagonal_mean = similarity.diagonal().mean()
+    below_mean_count = int((similarity < diagonal_mean).sum())
+    same_label_pairs = int((labels.unsqueeze(0) == labels.unsqueeze(1)).sum())
+    return AlignmentDecision(
+        aligned=below_mean_count >= theta * same_label_pairs,
+        below_mean_count=below_mean_count,
+        same_label_pairs=same_label_pairs,
+    )
