@@ -44,6 +44,8 @@ class SPPSCLConfig:
     epochs: int = 150
     seed: int = 42
     patience: int | None = None  # early stopping on the dev split; None = train all epochs
+    # The dev metric that selects the checkpoint: weighted F1 for MVSA, macro F1 for HFM (the papers' metrics).
+    selection_metric: str = "f1_weighted"
 
     # --- ablation switches --------------------------------------------------------------------
     two_step: bool = True  # False = the paper's "one-step" ablation: all losses summed, one backward
@@ -71,6 +73,8 @@ class SPPSCLConfig:
                      "bank_size", "batch_size", "epochs", "lr_step_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.selection_metric not in ("accuracy", "f1_weighted", "f1_macro"):
+            raise ValueError(f"selection_metric must be accuracy, f1_weighted or f1_macro, got {self.selection_metric!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.dropout < 1.0:
@@ -97,7 +101,7 @@ class SPPSCLConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "mvsa-single": {"ce_weight": 5.0, "lr": 1e-4, "lr_step_size": 10, "batch_size": 64},
     "mvsa-multiple": {"ce_weight": 5.0, "lr": 1e-4, "lr_step_size": 15, "batch_size": 128},
-    "hfm": {"ce_weight": 10.0, "lr": 5e-5, "lr_step_size": 5, "batch_size": 256},
+    "hfm": {"ce_weight": 10.0, "lr": 5e-5, "lr_step_size": 5, "batch_size": 256, "selection_metric": "f1_macro"},
 }
 
 

@@ -1,0 +1,172 @@
+"""Fit the SPP-SCL heads from a feature cache alone (no encoder is ever loaded), select on dev, write a run.
+
+A run folder holds:
+    config.json        the resolved config, the cache it trained on (path and fingerprint), versions
+    log.jsonl          one line per epoch: losses, how often step two ran, learning rate, dev metrics, seconds
+    model.safetensors  the selected weights, with head.json (config and shapes to rebuild the head)
+    metrics.json       {"selected_epoch", "dev": {...}, "test": {...}}: accuracy, F1s, per class, confusion
+    predictions.csv    split, id, label, prediction, one probability column per class, for dev and test
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cache.reader import CachedSplit
+from heads.config import SPPSCLConfig
+from heads.model import SPPSCLHead
+from heads.training_step import spp_scl_step
+from runs.checkpoint import build_head, save_head
+from runs.metrics import classification_metrics
+
+LOSS_KEYS = ("loss_step_one", "loss_step_two", "ce", "intra_image", "intra_text", "inter", "step_two_ran")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    selected_epoch: int
+    epochs_run: int
+    seconds_per_epoch: float
+
+
+def open_splits(cache: str | Path, config: SPPSCLConfig, in_memory: bool | None = None) -> dict[str, CachedSplit]:
+    """The cache's splits, reading only the text layers the config uses (the last k of those cached)."""
+    import h5py
+
+    with h5py.File(cache, "r") as file:
+        present = [split for split in ("train", "dev", "test") if split in file and len(file[split]["ids"])]
+    layers = list(range(-config.text_layers_last, 0)) if config.text_layers_last else None
+    return {split: CachedSplit(cache, split, layers=layers, in_memory=in_memory) for split in present}
+
+
+def head_shapes(split: CachedSplit) -> dict:
+    return {"image_channels": split.map_shape[0], "text_dim": split.text_dim, "num_layers": len(split.layers),
+            "num_classes": split.num_classes, "class_names": split.class_names, "text_layers": split.layers}
+
+
+def _inputs(batch, device) -> dict:
+    batch = batch.to(device)
+    return {"image_maps": batch.image_maps, "first_token": batch.first_token, "token_states": batch.token_states,
+            "token_mask": batch.token_mask, "labels": batch.labels}
+
+
+@torch.no_grad()
+def predict(model: SPPSCLHead, split: CachedSplit, batch_size: int, device) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, labels, class probabilities) in the split's order, in consecutive batches of `batch_size`:
+    fixed batches, so that even the batch-dependent "cmf-batch" fusion gives reproducible predictions."""
+    model.eval()
+    ids, probabilities = [], []
+    for batch in split.batches(batch_size):
+        inputs = _inputs(batch, device)
+        inputs.pop("labels")
+        probabilities.append(torch.softmax(model(**inputs)["logits"].float(), dim=1).cpu().numpy())
+        ids.extend(batch.ids)
+    return ids, split.labels.copy(), np.concatenate(probabilities)
+
+
+def write_predictions(path: Path, rows: dict[str, tuple], class_names: list[str]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["split", "id", "label", "prediction", *[f"p_{name}" for name in class_names]])
+        for split, (ids, labels, probabilities) in rows.items():
+            for record_id, label, p in zip(ids, labels, probabilities):
+                writer.writerow([split, record_id, class_names[label], class_names[int(p.argmax())],
+                                 *[f"{value:.6f}" for value in p]])
+
+
+def _environment() -> dict:
+    import accelerate
+    import transformers
+
+    return {"torch": torch.__version__, "accelerate": accelerate.__version__,
+            "transformers": transformers.__version__, "python": sys.version.split()[0]}
+
+
+def train(cache: str | Path, config: SPPSCLConfig, run_dir: str | Path, *, mixed_precision: str = "no",
+          cpu: bool = False, in_memory: bool | None = None, log=print, splits: dict | None = None) -> TrainResult:
+    """Train on the cache's train split, select by `config.selection_metric` on dev, evaluate the selected
+    weights on dev and test. `splits` lets a caller (a sweep) pass splits it already opened."""
+    from accelerate import Accelerator
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    splits = splits or open_splits(cache, config, in_memory)
+    if "train" not in splits or "dev" not in splits:
+        raise ValueError(f"{cache} needs a train and a dev split to train and select on; it has {sorted(splits)}")
+    train_split, dev_split = splits["train"], splits["dev"]
+    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    device = accelerator.device
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    shapes = head_shapes(train_split)
+    model = build_head(config, shapes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    shuffle = torch.Generator().manual_seed(config.seed)
+
+    (run_dir / "config.json").write_text(json.dumps({
+        "config": config.to_dict(), "cache": str(Path(cache).resolve()),
+        "cache_fingerprint": train_split.attrs["fingerprint"], "head": shapes,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "mixed_precision": mixed_precision, "device": str(device), "environment": _environment()}, indent=1))
+    log_path = run_dir / "log.jsonl"
+    log_path.write_text("")
+    metric = config.selection_metric
+    best, best_epoch, epoch, seconds = -1.0, 0, 0, []
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        sums, steps = dict.fromkeys(LOSS_KEYS, 0.0), 0
+        for batch in train_split.batches(config.batch_size, shuffle=True, generator=shuffle):
+            if len(batch) < 2:  # BatchNorm cannot normalise a batch of one in train mode
+                continue
+            with accelerator.autocast():
+                report = spp_scl_step(model, _inputs(batch, device), optimizer, config, backward=accelerator.backward)
+            for key in LOSS_KEYS:
+                sums[key] += report[key]
+            steps += 1
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        ids, labels, probabilities = predict(model, dev_split, config.batch_size, device)
+        dev = classification_metrics(labels, probabilities.argmax(1), dev_split.class_names)
+        seconds.append(time.perf_counter() - started)
+        improved = dev[metric] > best
+        if improved:
+            best, best_epoch = dev[metric], epoch
+            save_head(run_dir, accelerator.unwrap_model(model), config, shapes)
+        line = {"epoch": epoch, "lr": lr, **{k: sums[k] / max(steps, 1) for k in LOSS_KEYS},
+                "dev_accuracy": dev["accuracy"], "dev_f1_weighted": dev["f1_weighted"],
+                "dev_f1_macro": dev["f1_macro"], "selected": improved, "seconds": round(seconds[-1], 3)}
+        line["step_two_rate"] = line.pop("step_two_ran")
+        with log_path.open("a") as handle:
+            handle.write(json.dumps(line) + "\n")
+        log(f"epoch {epoch:3d}/{config.epochs}  loss {line['loss_step_one']:.3f}  step two {line['step_two_rate']:.0%}  "
+            f"dev acc {dev['accuracy']:.4f} {metric} {dev[metric]:.4f}  (best {best:.4f} @ {best_epoch})  "
+            f"{seconds[-1]:.1f}s")
+        if config.patience is not None and epoch - best_epoch >= config.patience:
+            log(f"early stop: no better dev {metric} for {config.patience} epochs")
+            break
+
+    from runs.checkpoint import load_head
+
+    selected, _, _ = load_head(run_dir, device)
+    rows, metrics = {}, {"selected_epoch": best_epoch, "selection_metric": metric}
+    for name in ("dev", "test"):
+        if name in splits:
+            rows[name] = predict(selected, splits[name], config.batch_size, device)
+            metrics[name] = classification_metrics(rows[name][1], rows[name][2].argmax(1), train_split.class_names)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_predictions(run_dir / "predictions.csv", rows, train_split.class_names)
+    return TrainResult(run_dir, metrics, best_epoch, epoch, float(np.mean(seconds)) if seconds else 0.0)
