@@ -8,9 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 
-from cache.layout import read_skipped
+from cache.layout import read_skipped, skip_reason_counts
 from cache.reader import cache_summary
 
 
@@ -30,7 +29,7 @@ def describe(path: str, all_skipped: bool = False) -> str:
     lines.extend(f"  {key}: {json.dumps(value)}" for key, value in summary["fingerprint"].items())
     skipped = read_skipped(path)
     lines.append(f"skipped: {len(skipped)}")
-    for reason, n in Counter(s["reason"].split(":")[0].split(" (")[0] for s in skipped).most_common():
+    for reason, n in skip_reason_counts(skipped):
         lines.append(f"  {n} x {reason}")
     for item in skipped if all_skipped else skipped[:10]:
         lines.append(f"  {item['split']} {item['id']} ({item['source']}): {item['reason']}")

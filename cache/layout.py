@@ -95,3 +95,11 @@ def read_attrs(path: Path) -> dict:
 def read_skipped(path: Path) -> list[dict]:
     with h5py.File(path, "r") as file:
         return [json.loads(s) for s in file["skipped"].asstr()[:]] if "skipped" in file else []
+
+
+def skip_reason_counts(skipped: list[dict]) -> list[tuple[str, int]]:
+    """(reason kind, count), most common first: a reason without its details ('image not found: x.jpg' ->
+    'image not found')."""
+    from collections import Counter
+
+    return Counter(item["reason"].split(":")[0].split(" (")[0] for item in skipped).most_common()

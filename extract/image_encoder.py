@@ -131,8 +131,6 @@ class ImageEncoder:
         if resize or crop:
             self.preprocess = Preprocess(resize or self.preprocess.resize, crop or self.preprocess.crop,
                                          self.preprocess.mean, self.preprocess.std)
-        if self.preprocess.crop > self.preprocess.resize:
-            raise ValueError(f"image crop {self.preprocess.crop} is larger than the resize {self.preprocess.resize}")
         self.module = module.eval().to(self.device)
 
     def describe(self) -> dict:

@@ -6,7 +6,6 @@ Pillow and NumPy so that no torchvision is needed.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +21,10 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def __post_init__(self):
+        if not 0 < self.crop <= self.resize:
+            raise ValueError(f"image crop {self.crop} must be positive and at most the resize {self.resize}")
+
     def as_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
@@ -30,31 +33,38 @@ class ImageProblem(Exception):
     """An image that cannot be used; the message is the reason written to the skip report."""
 
 
+MAX_ASPECT = 50  # wider (or taller) than this, the resized image before the crop would be enormous
+
+
 def load_rgb(path: Path) -> Image.Image:
-    """Decode an image fully and return it as RGB; transparency is laid over white."""
+    """Decode an image fully and return it as RGB; transparency is laid over white. Any failure is an
+    ImageProblem: a corrupt file makes Pillow raise many kinds of exceptions."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.load()  # decode now, so that a truncated file fails here rather than later
-                if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                    rgba = image.convert("RGBA")
-                    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                    return Image.alpha_composite(white, rgba).convert("RGB")
-                if image.mode in ("I;16", "I;16B", "I", "F"):  # 16/32-bit grey: scale to 8 bits, not clip
-                    values = np.asarray(image, dtype=np.float64)
-                    span = max(values.max() - values.min(), 1e-12)
-                    grey = ((values - values.min()) / span * 255).round().astype(np.uint8)
-                    return Image.fromarray(grey, "L").convert("RGB")
-                return image.convert("RGB")
+        with Image.open(path) as image:
+            width, height = image.size
+            if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+                raise ImageProblem(f"image too large to decode safely ({width} x {height} pixels): {path}")
+            if max(width, height) > MAX_ASPECT * min(width, height):
+                raise ImageProblem(f"extreme aspect ratio ({width} x {height} pixels): {path}")
+            image.load()  # decode now, so that a truncated file fails here rather than later
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                return Image.alpha_composite(white, rgba).convert("RGB")
+            if image.mode in ("I;16", "I;16B", "I", "F"):  # 16/32-bit grey: scale to 8 bits, not clip
+                values = np.asarray(image, dtype=np.float64)
+                span = max(values.max() - values.min(), 1e-12)
+                grey = ((values - values.min()) / span * 255).round().astype(np.uint8)
+                return Image.fromarray(grey, "L").convert("RGB")
+            return image.convert("RGB")
+    except ImageProblem:
+        raise
     except FileNotFoundError:
         raise ImageProblem(f"image not found: {path}") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageProblem(f"image too large to decode safely: {error}") from None
     except Image.UnidentifiedImageError:
         raise ImageProblem(f"not a decodable image: {path}") from None
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
-        raise ImageProblem(f"image could not be decoded ({error}): {path}") from None
+    except Exception as error:  # truncated or corrupt data: OSError, SyntaxError, EOFError, struct.error...
+        raise ImageProblem(f"image could not be decoded ({type(error).__name__}: {error}): {path}") from None
 
 
 def to_pixels(image: Image.Image, preprocess: Preprocess) -> torch.Tensor:
@@ -67,11 +77,7 @@ def to_pixels(image: Image.Image, preprocess: Preprocess) -> torch.Tensor:
     if size != (width, height):
         image = image.resize(size, Image.BILINEAR)
     width, height = image.size
-    crop = preprocess.crop
-    if crop > min(width, height):  # as torchvision: pad with zeros where the crop exceeds the image
-        padded = Image.new("RGB", (max(width, crop), max(height, crop)))
-        padded.paste(image, ((padded.width - width) // 2, (padded.height - height) // 2))
-        image, (width, height) = padded, padded.size
+    crop = preprocess.crop  # at most the shorter side, which is now `resize`
     top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
     image = image.crop((left, top, left + crop, top + crop))
     pixels = np.asarray(image, dtype=np.float32) / 255.0

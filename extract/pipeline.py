@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from collections import Counter, deque
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from cache.layout import CacheWriter, read_attrs
+from cache.layout import CacheWriter, read_attrs, read_skipped, skip_reason_counts
 from extract.fingerprint import FORMAT_VERSION, differences
 from extract.image_encoder import ImageEncoder
 from extract.images import ImageProblem, load_pixels
@@ -73,8 +73,8 @@ class Summary:
     def text(self) -> str:
         lines = [f"cache {self.path}" + (" is up to date: nothing to do" if self.up_to_date else " written")]
         lines.append("records: " + ", ".join(f"{split} {count}" for split, count in self.records.items()))
-        reasons = Counter(item["reason"].split(":")[0].split(" (")[0] for item in self.skipped)
-        lines.append(f"skipped: {len(self.skipped)}" + "".join(f"\n  {n} x {r}" for r, n in reasons.most_common()))
+        lines.append(f"skipped: {len(self.skipped)}" + "".join(
+            f"\n  {n} x {r}" for r, n in skip_reason_counts(self.skipped)))
         if self.skipped:
             lines.append(f"  the list with reasons: {skipped_report_path(self.path)}")
         total = max(sum(self.records.values()), 1)
@@ -178,6 +178,42 @@ def _save_shard(path: Path, tensors: dict, metadata: dict) -> None:
     os.replace(tmp, path)
 
 
+def _extract_shards(mine: list[int], shards, parts: Path, dataset: Dataset, text: TextEncoder, image: ImageEncoder,
+                    config: ExtractConfig, show: bool) -> None:
+    """Extract this process's unfinished shards; image decoding, the forward passes and writing overlap."""
+    from tqdm.auto import tqdm
+
+    pending_records = [r for i in mine for r in dataset.records[shards[i][0]:shards[i][1]]]
+    loaded = prefetch(lambda r: _load(r, image.preprocess), pending_records, config.workers,
+                      depth=2 * config.image_batch_size)
+    bar = tqdm(total=len(pending_records), unit="rec", desc="extract", disable=not (config.progress and show),
+               smoothing=0.1, dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]")
+    with bar, ThreadPoolExecutor(max_workers=1) as writer:
+        last_write = None
+        for i in mine:
+            start, end = shards[i]
+            tensors, metadata = extract_shard(dataset.records[start:end], start, loaded, text, image, config, bar.update)
+            if last_write is not None:
+                last_write.result()
+            last_write = writer.submit(_save_shard, parts / f"shard-{i:05d}.safetensors", tensors, metadata)
+        if last_write is not None:
+            last_write.result()
+
+
+def _read_json(path: Path, parts: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CacheMismatch(f"{path} is unreadable ({error}); delete {parts} or pass --force") from None
+
+
+def _write_json(path: Path, value) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
 def build_fingerprint(dataset: Dataset, text: TextEncoder, image: ImageEncoder, dtype: str) -> dict:
     return {"format_version": FORMAT_VERSION,
             "dataset": {"name": dataset.name, "class_names": dataset.class_names,
@@ -198,30 +234,32 @@ def _check(stored: dict, wanted: dict, what: Path, force: bool) -> bool:
 
 def assemble(cache: Path, parts: Path, shards: list[tuple[int, int]], dataset: Dataset, attrs: dict,
              text: TextEncoder) -> list[dict]:
-    """Lay the finished shards out in the HDF5 cache; returns the full skip list."""
+    """Lay the finished shards out in the HDF5 cache; returns the full skip list. Two passes, one shard file
+    open at a time: the sizes first (the HDF5 arrays are made at their final size), then the features."""
     files = [parts / f"shard-{i:05d}.safetensors" for i in range(len(shards))]
-    handles = [safe_open(str(f), framework="np") for f in files]
-    metas = [h.metadata() for h in handles]
     skipped = [s.as_dict() for s in dataset.skipped]
-    sizes = {}
-    for handle, meta in zip(handles, metas):
-        lengths = handle.get_tensor("text_lengths")
-        for index, length in zip(json.loads(meta["records"]), lengths):
+    sizes, map_shape, kept = {}, None, []
+    for path in files:
+        with safe_open(str(path), framework="np") as handle:
+            meta, lengths = handle.metadata(), handle.get_tensor("text_lengths")
+            if handle.get_slice("image_maps").get_shape()[0]:
+                map_shape = map_shape or tuple(handle.get_slice("image_maps").get_shape()[1:])
+        indices = json.loads(meta["records"])
+        kept.append((indices, lengths))
+        for index, length in zip(indices, lengths):
             records, tokens = sizes.get(dataset.records[index].split, (0, 0))
             sizes[dataset.records[index].split] = (records + 1, tokens + int(length))
         for item in json.loads(meta["skipped"]):
             record = dataset.records[item["index"]]
             skipped.append({"split": record.split, "id": record.id, "source": record.source, "reason": item["reason"]})
-    map_shape = next((tuple(h.get_slice("image_maps").get_shape()[1:]) for h in handles
-                      if h.get_slice("image_maps").get_shape()[0]), (1, 1, 1))
+    map_shape = map_shape or (1, 1, 1)
     attrs = {**attrs, "image_map_shape": list(map_shape)}
     writer = CacheWriter(cache, attrs, sizes, map_shape, (len(text.layers), text.dim), attrs["dtype"])
     try:
-        for handle, meta in zip(handles, metas):
-            indices = json.loads(meta["records"])
-            lengths = handle.get_tensor("text_lengths")
+        for path, (indices, lengths) in zip(files, kept):
+            with safe_open(str(path), framework="np") as handle:
+                maps, first, tokens = (handle.get_tensor(n) for n in ("image_maps", "first_token", "token_states"))
             offsets = np.concatenate([[0], np.cumsum(lengths)])
-            maps, first, tokens = (handle.get_tensor(n) for n in ("image_maps", "first_token", "token_states"))
             start = 0
             while start < len(indices):  # one append per run of records of the same split
                 split = dataset.records[indices[start]].split
@@ -255,8 +293,6 @@ def write_skipped_report(cache: Path, skipped: list[dict]) -> None:
 def _summary(cache: Path, seconds: float, up_to_date: bool) -> Summary:
     import h5py
 
-    from cache.layout import read_skipped
-
     with h5py.File(cache, "r") as file:
         records = {split: len(file[split]["ids"]) for split in ("train", "dev", "test") if split in file}
     return Summary(cache, records, read_skipped(cache), cache.stat().st_size, seconds, up_to_date)
@@ -264,7 +300,6 @@ def _summary(cache: Path, seconds: float, up_to_date: bool) -> Summary:
 
 def run(config: ExtractConfig, log=print) -> Summary:
     from accelerate import PartialState
-    from tqdm.auto import tqdm
     from transformers.utils import logging as transformers_logging
 
     started = time.time()
@@ -287,54 +322,46 @@ def run(config: ExtractConfig, log=print) -> Summary:
         state.wait_for_everyone()
         if state.is_main_process:
             shutil.rmtree(parts, ignore_errors=True)
+            write_skipped_report(cache, read_skipped(cache))  # a kill right after the rename may have lost it
         return _summary(cache, time.time() - started, up_to_date=True)
     plan = {"shard_size": config.shard_size, "image_batch_size": config.image_batch_size,
             "text_batch_size": config.text_batch_size, "records": len(dataset.records)}
-    if (parts / "fingerprint.json").exists():
-        same = _check(json.loads((parts / "fingerprint.json").read_text()), fingerprint,
-                      parts, config.force)
-        stored_plan = json.loads((parts / "plan.json").read_text())
-        if same and stored_plan != plan:
+    resuming = (parts / "fingerprint.json").exists() and _check(
+        _read_json(parts / "fingerprint.json", parts), fingerprint, parts, config.force)
+    if resuming:
+        stored_plan = _read_json(parts / "plan.json", parts)
+        if stored_plan != plan:
             log(f"resuming {parts} with its batch plan {stored_plan} (the batch sizes it was started with)")
             plan = stored_plan
     state.wait_for_everyone()
-    if state.is_main_process:
-        if config.force and cache.exists():
-            cache.unlink()
-        if not (parts / "fingerprint.json").exists() or differences(
-                json.loads((parts / "fingerprint.json").read_text()), fingerprint):
-            shutil.rmtree(parts, ignore_errors=True)
-            parts.mkdir(parents=True)
-            (parts / "plan.json").write_text(json.dumps(plan))
-            (parts / "fingerprint.json").write_text(json.dumps(fingerprint, indent=1))
+    if state.is_main_process and not resuming:
+        shutil.rmtree(parts, ignore_errors=True)
+        parts.mkdir(parents=True)
+        _write_json(parts / "plan.json", plan)
+        _write_json(parts / "fingerprint.json", fingerprint)
     state.wait_for_everyone()
     config = ExtractConfig(**{**asdict(config), "shard_size": plan["shard_size"],
                               "image_batch_size": plan["image_batch_size"],
                               "text_batch_size": plan["text_batch_size"]})
-
     shards = plan_shards(len(dataset.records), config.shard_size)
-    mine = [i for i in range(len(shards)) if i % state.num_processes == state.process_index
-            and not (parts / f"shard-{i:05d}.safetensors").exists()]
-    done = len(shards) - sum(1 for i in range(len(shards)) if not (parts / f"shard-{i:05d}.safetensors").exists())
-    if done and state.is_main_process:
-        log(f"resuming: {done} of {len(shards)} shards already extracted in {parts}")
-    pending_records = [r for i in mine for r in dataset.records[shards[i][0]:shards[i][1]]]
-    loaded = prefetch(lambda r: _load(r, image.preprocess), pending_records, config.workers,
-                      depth=2 * config.image_batch_size)
-    bar = tqdm(total=len(pending_records), unit="rec", desc="extract", disable=not (config.progress and state.is_main_process),
-               smoothing=0.1, dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]")
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        last_write = None
-        for i in mine:
-            start, end = shards[i]
-            tensors, metadata = extract_shard(dataset.records[start:end], start, loaded, text, image, config, bar.update)
-            if last_write is not None:
-                last_write.result()
-            last_write = writer.submit(_save_shard, parts / f"shard-{i:05d}.safetensors", tensors, metadata)
-        if last_write is not None:
-            last_write.result()
-    bar.close()
+    finished = {i for i in range(len(shards)) if (parts / f"shard-{i:05d}.safetensors").exists()}
+    if finished and state.is_main_process:
+        log(f"resuming: {len(finished)} of {len(shards)} shards already extracted in {parts}")
+    mine = [i for i in range(len(shards)) if i % state.num_processes == state.process_index and i not in finished]
+    error = None
+    try:
+        # Each process checks the unfinished work against its own settings: processes could differ (weights, files).
+        _check(_read_json(parts / "fingerprint.json", parts), fingerprint, parts, force=False)
+        _extract_shards(mine, shards, parts, dataset, text, image, config, show=state.is_main_process)
+    except Exception as caught:  # reported after every process has stopped, so none waits for ever
+        error = caught
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        if any(gather_object([error is not None])) and error is None:
+            raise RuntimeError("another extraction process failed; see its error above (finished shards are kept)")
+    if error is not None:
+        raise error
     state.wait_for_everyone()
 
     if state.is_main_process:

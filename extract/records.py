@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import unicodedata
@@ -59,15 +60,18 @@ class Dataset:
     image_root: Path
     policy: dict = field(default_factory=dict)  # the options that decide which records are kept
 
-    def sources_sha256(self) -> str:
-        """One hash over the split files' bytes and the image folder's listing (names and sizes)."""
-        digest = hashlib.sha256()
-        for path in sorted(self.source_files):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    def sources_sha256(self) -> dict[str, str]:
+        """A hash per split file (its bytes) and one over the kept records' image files (id and bytes), so a
+        changed split file or a replaced image is named when a cache is checked against its sources."""
+        hashes = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(self.source_files)}
+        images = hashlib.sha256()
         for record in self.records:
-            size = record.image.stat().st_size if record.image.is_file() else -1
-            digest.update(f"{record.id}\0{size}\n".encode())
-        return digest.hexdigest()
+            images.update(record.id.encode() + b"\0")
+            with record.image.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    images.update(chunk)
+        hashes["images"] = images.hexdigest()
+        return hashes
 
 
 class _Collector:
@@ -108,20 +112,17 @@ def image_path(root: Path, relative: str) -> Path | None:
 
 
 def parse_label(value: object, class_names: list[str] | None) -> int | None:
-    """A label given as an index or (when class names are known) a name; None when it is neither."""
-    if isinstance(value, bool):
+    """A label given as a class name or an index; None when it is neither. Names win, so that classes
+    named '1', '2', '3' are read by name."""
+    if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int):
-        index = value
-    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        index = int(value.strip())
-    elif isinstance(value, str) and class_names and value.strip() in class_names:
-        return class_names.index(value.strip())
-    else:
-        return None
-    if class_names is not None and not 0 <= index < len(class_names):
-        return None
-    return index
+    text = str(value).strip()
+    if class_names and text in class_names:
+        return class_names.index(text)
+    if isinstance(value, int) or (isinstance(value, str) and text.lstrip("-").isdigit()):
+        index = int(text)
+        return index if class_names is None or 0 <= index < len(class_names) else None
+    return None
 
 
 def _add(records, collector, seen, split, record_id, text, label, image_root, relative_image, source, allow_non_english):
@@ -135,7 +136,10 @@ def _add(records, collector, seen, split, record_id, text, label, image_root, re
         return collector.skip(split, record_id, source, problem)
     if label is None:
         return collector.skip(split, record_id, source, "label is not one of the dataset's classes")
-    path = image_path(image_root, relative_image)
+    try:
+        path = image_path(image_root, relative_image)
+    except (ValueError, OSError) as error:  # a NUL byte or an over-long name cannot be a path
+        return collector.skip(split, record_id, source, f"image path {relative_image!r} is not usable: {error}")
     if path is None:
         return collector.skip(split, record_id, source, f"image path {relative_image!r} reaches outside {image_root}")
     if not path.is_file():
@@ -183,13 +187,13 @@ def read_split_folder(folder: Path, dataset: str, images: Path | None, strict: b
 def _generic_rows(path: Path, collector: _Collector):
     """(source, row dict or None) for each line of a JSONL or CSV file; None marks a malformed line."""
     if path.suffix.lower() == ".jsonl":
-        with path.open(encoding="utf-8", errors="replace") as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
+        with path.open("rb") as lines:
+            for number, raw in enumerate(lines, 1):
+                if not raw.strip():
                     continue
                 try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
+                    row = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
+                except (json.JSONDecodeError, UnicodeDecodeError) as error:
                     collector.skip("?", "?", f"{path.name}:{number}", f"malformed JSON line: {error}")
                     continue
                 if not isinstance(row, dict):
@@ -197,30 +201,33 @@ def _generic_rows(path: Path, collector: _Collector):
                     continue
                 yield f"{path.name}:{number}", row
         return
-    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise BadInput(f"{path} is empty")
-        header = [name.strip() for name in header]
-        missing = {"image", "text", "label", "split"} - set(header)
-        if missing:
-            raise BadInput(f"{path} lacks the column(s) {sorted(missing)}; it needs image, text, label, split")
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as error:
-                collector.skip("?", "?", f"{path.name}:{reader.line_num}", f"malformed CSV line: {error}")
-                continue
-            if not any(cell.strip() for cell in cells):
-                continue
-            if len(cells) != len(header):
-                collector.skip("?", "?", f"{path.name}:{reader.line_num}",
-                               f"malformed CSV line: {len(cells)} fields, the header has {len(header)}")
-                continue
-            yield f"{path.name}:{reader.line_num}", dict(zip(header, cells))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise BadInput(f"{path} is not UTF-8 text: {error}") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        raise BadInput(f"{path} is empty")
+    header = [name.strip() for name in header]
+    missing = {"image", "text", "label", "split"} - set(header)
+    if missing:
+        raise BadInput(f"{path} lacks the column(s) {sorted(missing)}; it needs image, text, label, split")
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            collector.skip("?", "?", f"{path.name}:{reader.line_num}", f"malformed CSV line: {error}")
+            continue
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) != len(header):
+            collector.skip("?", "?", f"{path.name}:{reader.line_num}",
+                           f"malformed CSV line: {len(cells)} fields, the header has {len(header)}")
+            continue
+        yield f"{path.name}:{reader.line_num}", dict(zip(header, cells))
 
 
 def read_generic_file(path: Path, images: Path | None, classes: list[str] | None, strict: bool,
@@ -231,6 +238,8 @@ def read_generic_file(path: Path, images: Path | None, classes: list[str] | None
         raise BadInput(f"{path}: a data file must be .jsonl or .csv (or give a folder in the split format)")
     collector = _Collector(strict)
     rows = list(_generic_rows(path, collector))
+    if classes is None and name in DATASET_CLASSES:
+        classes = DATASET_CLASSES[name]
     if classes is None:
         labels = [str(row.get("label", "")).strip() for _, row in rows]
         if labels and all(label.lstrip("-").isdigit() for label in labels):

@@ -33,8 +33,9 @@ def parse_args(argv=None) -> ExtractConfig:
     data.add_argument("--data", required=True,
                       help="a folder in the CLMLF split format (train.json, dev.json, test.json; any may be absent) "
                            "or a .jsonl / .csv file with image, text, label, split (and optional id) per row")
-    data.add_argument("--dataset", choices=sorted(DATASET_CLASSES),
-                      help="fixes the class names of a split folder (required for one); for a file, its name")
+    data.add_argument("--dataset", help=f"{', '.join(sorted(DATASET_CLASSES))}: fixes the class names (required for a "
+                                        "split folder; for a file, it also fixes them); another name for a file just "
+                                        "names the dataset")
     data.add_argument("--images", help="image folder: <id>.jpg for a split folder (default DATA/images); "
                                        "the root of the image paths of a file (default the file's folder)")
     data.add_argument("--classes", type=lambda v: [c.strip() for c in v.split(",")],
@@ -69,6 +70,8 @@ def parse_args(argv=None) -> ExtractConfig:
     run_group.add_argument("--workers", type=int, default=defaults.workers, help="image decoding threads")
     run_group.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     args = parser.parse_args(argv)
+    if not args.text_layers:
+        parser.error("--text-layers names no layer")
     for name in ("text_batch_size", "image_batch_size", "shard_size", "max_length"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")

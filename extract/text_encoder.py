@@ -10,6 +10,8 @@ from extract.fingerprint import sha256_json, sha256_state_dict
 
 def resolve_layers(layers: list[int], num_layers: int) -> list[int]:
     """Layer numbers as in BERT's papers (1..num_layers; 0 is the embeddings); negative ones count from the end."""
+    if not layers:
+        raise ValueError("--text-layers names no layer")
     resolved = []
     for layer in layers:
         number = num_layers + 1 + layer if layer < 0 else layer

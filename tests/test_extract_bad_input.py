@@ -189,3 +189,47 @@ def test_bad_plugin_preprocess_names_the_key(tmp_path, tiny):
         run(tiny_config(tiny, tmp_path / "c.h5", image_encoder=f"{plugin}:build"))
     with pytest.raises(ValueError, match="has no function nothere"):
         run(tiny_config(tiny, tmp_path / "c.h5", image_encoder=f"{plugin}:nothere"))
+
+
+def test_label_names_win_over_indices_and_known_datasets_fix_the_classes(tmp_path):
+    from extract.records import parse_label
+
+    assert parse_label("1", ["1", "2", "3"]) == 0 and parse_label("3", ["1", "2", "3"]) == 2
+    assert parse_label(2, ["a", "b", "c"]) == 2 and parse_label("7", ["a", "b"]) is None
+    assert parse_label(None, ["a"]) is None and parse_label(True, ["a", "b"]) is None
+    _picture(1).save(tmp_path / "x.jpg")
+    # A BOM-prefixed CSV (as spreadsheet programs save it) with the classes of a known dataset.
+    (tmp_path / "posts.csv").write_bytes("\ufeffimage,text,label,split\nx.jpg,nice,negative,train\n".encode("utf-8"))
+    dataset = read_dataset(tmp_path / "posts.csv", dataset="mvsa-single")
+    assert dataset.class_names == ["positive", "neutral", "negative"]
+    assert [r.label for r in dataset.records] == [2]
+
+
+def test_unusable_paths_and_extreme_images_are_skipped(tmp_path, tiny):
+    data = tmp_path / "d"
+    (data / "images").mkdir(parents=True)
+    _picture(1).save(data / "images" / "ok.jpg")
+    Image.new("RGB", (2000, 20), (200, 10, 10)).save(data / "images" / "thin.jpg")
+    rows = [{"id": "ok", "text": "fine", "emotion_label": 0}, {"id": "bad\u0000id", "text": "x", "emotion_label": 0},
+            {"id": "thin", "text": "a very wide banner", "emotion_label": 1}]
+    (data / "train.json").write_text(json.dumps(rows))
+    summary = run(tiny_config(tiny, tmp_path / "c.h5", data=str(data)))
+    reasons = {item["id"]: item["reason"] for item in summary.skipped}
+    assert "is not usable" in reasons["bad\u0000id"]
+    assert reasons["thin"].startswith("extreme aspect ratio (2000 x 20 pixels)")
+    assert summary.records == {"train": 1}
+
+
+def test_replaced_image_of_the_same_size_is_named(tiny, tmp_path):
+    from extract.pipeline import CacheMismatch
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny["data"], data)
+    out = tmp_path / "cache.h5"
+    run(tiny_config(tiny, out, data=str(data)))
+    image = data / "images" / "1.jpg"
+    raw = bytearray(image.read_bytes())
+    raw[-3] ^= 0xFF  # same size, other bytes
+    image.write_bytes(bytes(raw))
+    with pytest.raises(CacheMismatch, match=r"dataset\.sources_sha256\.images"):
+        run(tiny_config(tiny, out, data=str(data)))

@@ -207,3 +207,35 @@ def test_several_processes_give_the_same_cache(tiny, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert_same_cache(single, double)
+
+
+EFFICIENTNET = ROOT_DIR.parent / "shared" / "encoders" / "efficientnet_lite2.py"
+
+
+@pytest.mark.skipif(not EFFICIENTNET.is_file() or __import__("importlib").util.find_spec(
+    "efficientnet_lite_pytorch") is None, reason="the EfficientNet-Lite2 factory of ../shared/encoders is not installed "
+                                                "(../shared/encoders/get_real_encoders.sh installs it)")
+def test_shared_efficientnet_factory_in_the_plugin_form(tiny, tmp_path):
+    """The real plugin of ../shared/encoders: stored maps equal a direct forward of its module."""
+    from extract.image_encoder import load_plugin
+    from extract.images import Preprocess, load_pixels
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    records = json.loads((Path(tiny["data"]) / "dev.json").read_text())[:3]
+    for record in records:
+        (data / "images" / f"{record['id']}.jpg").write_bytes(
+            (Path(tiny["data"]) / "images" / f"{record['id']}.jpg").read_bytes())
+    (data / "dev.json").write_text(json.dumps(records))
+    out = tmp_path / "cache.h5"
+    run(tiny_config(tiny, out, data=str(data), image_encoder=f"{EFFICIENTNET}:build"))
+    module, preprocess = load_plugin(f"{EFFICIENTNET}:build")
+    pixels = load_pixels(data / "images" / f"{records[1]['id']}.jpg",
+                         Preprocess(preprocess["resize"], preprocess["crop"], tuple(preprocess["mean"]),
+                                    tuple(preprocess["std"])))
+    with torch.no_grad():
+        expected = module.eval()(pixels[None])[0]
+    with h5py.File(out, "r") as file:
+        assert file["dev"]["image_maps"].shape[1:] == (1280, 7, 7)
+        torch.testing.assert_close(torch.from_numpy(file["dev"]["image_maps"][1]).float(), expected,
+                                   atol=2e-2, rtol=2e-3)
