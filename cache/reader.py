@@ -77,9 +77,12 @@ class CachedSplit:
         self.text_dim = group["token_states"].shape[2]
         arrays = ("image_maps", "first_token", "token_states")
         self.nbytes = sum(group[name].size * group[name].dtype.itemsize for name in arrays)
-        self.in_memory = self.nbytes <= memory_budget() if in_memory is None else in_memory
+        budget = memory_budget()
+        self.in_memory = self.nbytes <= budget if in_memory is None else in_memory
         if self.in_memory:
-            self._arrays = {name: group[name][:] for name in arrays}
+            # Held as float32 when that fits too: batches then need no conversion, only a gather.
+            widen = dtype == torch.float32 and 2 * self.nbytes <= budget
+            self._arrays = {name: group[name][:].astype(np.float32) if widen else group[name][:] for name in arrays}
             self._file.close()
         else:
             self._arrays = {name: group[name] for name in arrays}
@@ -101,28 +104,35 @@ class CachedSplit:
         else:  # h5py reads sorted, unique indices; put them back in the asked order
             unique, inverse = np.unique(indices, return_inverse=True)
             image_maps = maps[unique][inverse]
-        layer_index = self.layer_index
-        first = self._arrays["first_token"][indices][:, layer_index]
+        # Indexing the layer axis copies; skip it when every cached layer is used.
+        layer_index = None if self.layer_index == list(range(len(self.cached_layers))) else self.layer_index
+        first = self._arrays["first_token"][indices]
+        first = first if layer_index is None else first[:, layer_index]
         lengths = self.lengths[indices]
         longest = int(lengths.max()) if len(indices) else 0
-        tokens = np.zeros((len(indices), len(layer_index), longest, self.text_dim), dtype=first.dtype)
+        tokens = np.zeros((len(indices), first.shape[1], longest, self.text_dim), dtype=first.dtype)
         states = self._arrays["token_states"]
         for row, (index, length) in enumerate(zip(indices, lengths)):
             start = self.offsets[index]
-            tokens[row, :, :length] = states[start:start + length][:, layer_index].transpose(1, 0, 2)
+            record = states[start:start + length]
+            tokens[row, :, :length] = (record if layer_index is None else record[:, layer_index]).transpose(1, 0, 2)
         mask = np.arange(longest)[None, :] < lengths[:, None]
         return FeatureBatch(torch.from_numpy(image_maps).to(self.dtype), torch.from_numpy(first).to(self.dtype),
                             torch.from_numpy(tokens).to(self.dtype), torch.from_numpy(mask),
                             torch.from_numpy(self.labels[indices]).long(), [self.ids[i] for i in indices])
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                drop_last: bool = False):
-        """Batches over the split; with `shuffle`, a permutation drawn from `generator`."""
+                drop_last: bool = False, longest_first: bool = False):
+        """Batches over the split; with `shuffle`, a permutation drawn from `generator`. `longest_first` orders
+        the records inside each batch by text length (which records share a batch is unchanged): training
+        losses do not depend on the order, and a sorted batch feeds an LSTM without re-sorting."""
         order = (torch.randperm(len(self), generator=generator).numpy() if shuffle else np.arange(len(self)))
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             if drop_last and len(chunk) < batch_size:
                 return
+            if longest_first:
+                chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
             yield self.batch(chunk)
 
     def close(self) -> None:

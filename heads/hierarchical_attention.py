@@ -50,10 +50,14 @@ class HierarchicalAttention(nn.Module):
         lengths = real_token_lengths(token_mask)
 
         weights = self.layer_weights(first_token)
-        mixed_tokens = (weights[:, :, None, None] * token_states).sum(dim=1)
+        # A batched matmul over the layer axis: no [B, K, L, D] temporary, forward or backward.
+        mixed_tokens = torch.einsum("bk,bkld->bld", weights, token_states)
 
         # Packing keeps padded positions out of the recurrence (in both directions) entirely.
-        packed = pack_padded_sequence(mixed_tokens, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        lengths_cpu = lengths.cpu()
+        # A batch already sorted longest-first (the trainer's are) packs without a sort/unsort gather.
+        presorted = bool((lengths_cpu[:-1] >= lengths_cpu[1:]).all())
+        packed = pack_padded_sequence(mixed_tokens, lengths_cpu, batch_first=True, enforce_sorted=presorted)
         packed_out, _ = self.lstm(packed)
         # Unpacking fills padded positions with exact zeros, so a plain sum over L is a sum over real tokens.
         token_out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=token_mask.shape[1])

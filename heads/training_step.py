@@ -101,9 +101,17 @@ def spp_scl_step(
     if not (config.two_step and use_inter):
         return report
 
-    # Step two: re-embed the same batch with the weights step one just updated.
-    outputs = model(**inputs)
+    # Step two: re-embed the same batch with the weights step one just updated. Most iterations find the
+    # modalities aligned and stop here, so this forward builds no graph; when step two does run, the same
+    # forward is replayed with a graph from the same random state and BatchNorm statistics, which gives
+    # exactly the outputs (and the statistics updates) of one forward with gradients.
+    replay = _ForwardReplay(model)
+    with torch.no_grad():
+        outputs = model(**inputs)
     decision = alignment_decision(outputs["t"], outputs["v"], labels, config.theta)
+    if not decision.aligned:
+        replay.restore()
+        outputs = model(**inputs)
     inter = inter_modal_supcon_loss(outputs["v"], outputs["t"], labels, config.temperature)
     report.update(
         inter=inter.item(),
@@ -116,6 +124,25 @@ def spp_scl_step(
         _optimise(inter, optimizer, backward)
         report.update(loss_step_two=inter.item(), step_two_ran=1.0)
     return report
+
+
+class _ForwardReplay:
+    """Saves what a training-mode forward consumes or changes besides its inputs (the random state that
+    draws dropout masks, the BatchNorm running statistics) so that the forward can be run again identically."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+        self.model = model
+        self.cpu_rng = torch.get_rng_state()
+        self.cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu_rng)
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        with torch.no_grad():
+            for name, buffer in self.model.named_buffers():
+                buffer.copy_(self.buffers[name])
 
 
 def _optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, backward: Callable[[torch.Tensor], None]) -> None:

@@ -129,7 +129,7 @@ def train(cache: str | Path, config: SPPSCLConfig, run_dir: str | Path, *, mixed
         started = time.perf_counter()
         model.train()
         sums, steps = dict.fromkeys(LOSS_KEYS, 0.0), 0
-        for batch in train_split.batches(config.batch_size, shuffle=True, generator=shuffle):
+        for batch in train_split.batches(config.batch_size, shuffle=True, generator=shuffle, longest_first=True):
             if len(batch) < 2:  # BatchNorm cannot normalise a batch of one in train mode
                 continue
             with accelerator.autocast():

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from heads.config import resolve_config
+from heads.config import SPPSCLConfig, resolve_config
 from heads.model import SPPSCLHead
 from heads.training_step import spp_scl_step
 
@@ -173,3 +173,46 @@ def test_unimodal_step_uses_only_its_own_terms(modality):
     own, missing = ("intra_text", "intra_image") if modality == "text" else ("intra_image", "intra_text")
     assert report[own] > 0 and report[missing] == 0.0
     assert report["inter"] == 0.0 and report["step_two_ran"] == 0.0 and len(calls) == 1
+
+
+def _reference_two_step(model, batch, optimizer, config):
+    """The two-step iteration written plainly: the second forward always builds its graph."""
+    from heads.losses import inter_modal_supcon_loss
+    from heads.training_step import step_one_losses
+    from heads.two_step import alignment_decision
+
+    inputs = {k: batch[k] for k in ("image_maps", "first_token", "token_states", "token_mask")}
+    loss = sum(step_one_losses(model(**inputs), batch["labels"], config).values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    outputs = model(**inputs)
+    if not alignment_decision(outputs["t"], outputs["v"], batch["labels"], config.theta).aligned:
+        optimizer.zero_grad(set_to_none=True)
+        inter_modal_supcon_loss(outputs["v"], outputs["t"], batch["labels"], config.temperature).backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("theta", [0.0, 1e9])  # never / always run step two
+def test_gradient_free_decision_forward_changes_nothing(theta):
+    """spp_scl_step decides on a forward without a graph and replays it when step two runs: weights, BatchNorm
+    statistics and the random state must end exactly as with the plain two-forward iteration."""
+    config = SPPSCLConfig(theta=theta)
+    generator = torch.Generator().manual_seed(3)
+    batch = {"image_maps": torch.randn(8, 6, 3, 3, generator=generator),
+             "first_token": torch.randn(8, 2, 5, generator=generator),
+             "token_states": torch.randn(8, 2, 4, 5, generator=generator),
+             "token_mask": torch.ones(8, 4, dtype=torch.bool), "labels": torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])}
+    states = []
+    for step in (spp_scl_step, _reference_two_step):
+        torch.manual_seed(0)
+        model = SPPSCLHead(config, 6, 5, 2, 3).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for _ in range(3):
+            step(model, batch, optimizer, config)
+        states.append(({k: v.clone() for k, v in model.state_dict().items()}, torch.rand(1)))
+    (ours, ours_next), (reference, reference_next) = states
+    assert ours.keys() == reference.keys()
+    for name in ours:
+        assert torch.equal(ours[name], reference[name]), name
+    assert torch.equal(ours_next, reference_next)
