@@ -1,19 +1,31 @@
-"""Trainable heads of SPP-SCL (image-text sentiment), on top of cached frozen-encoder features."""
+"""Trainable heads of SPP-SCL (image-text sentiment), and of the methods it is compared with (CLMLF- and
+MDSE-style), on top of cached frozen-encoder features. `config.head` selects one (heads/head_kinds.py)."""
 
-from heads.config import FUSION_KINDS, MODALITIES, PRESETS, SPPSCLConfig, resolve_config
+from heads.clmlf import CLMLFHead, clmlf_step
+from heads.config import FUSION_KINDS, HEAD_KINDS, MODALITIES, PRESETS, SPPSCLConfig, resolve_config
+from heads.head_kinds import build_head_model, report_keys_for, training_step_for
+from heads.mdse import MDSEHead, mdse_step
 from heads.model import SPPSCLHead
 from heads.training_step import spp_scl_step, step_one_losses
 from heads.two_step import AlignmentDecision, alignment_decision
 
 __all__ = [
     "FUSION_KINDS",
+    "HEAD_KINDS",
     "MODALITIES",
     "PRESETS",
     "AlignmentDecision",
+    "CLMLFHead",
+    "MDSEHead",
     "SPPSCLConfig",
     "SPPSCLHead",
     "alignment_decision",
+    "build_head_model",
+    "clmlf_step",
+    "mdse_step",
+    "report_keys_for",
     "resolve_config",
     "spp_scl_step",
     "step_one_losses",
+    "training_step_for",
 ]

@@ -1,4 +1,4 @@
-"""Hyper-parameters of the SPP-SCL heads, the paper's dataset presets, and the ablation switches.
+"""Hyper-parameters of the heads, the paper's dataset presets, and the ablation switches.
 
 Everything a run needs to be reproduced from its folder is in `SPPSCLConfig`; the trainer writes
 `config.to_dict()` as JSON next to the checkpoints and `SPPSCLConfig.from_dict` reads it back.
@@ -6,6 +6,12 @@ Everything a run needs to be reproduced from its folder is in `SPPSCLConfig`; th
 Defaults are the paper's (table 2 and the authors' code) for MVSA-Single, except `fusion`, which
 defaults to our batch-independent "cmf-bank" (see `heads/fusion/bank_cross_attention.py`); the
 paper's own batch-attention fusion is `fusion="cmf-batch"`, i.e. `resolve_config(..., faithful=True)`.
+
+`head` picks the trained model: "spp-scl" (the default), or the two methods SPP-SCL is compared
+with, "clmlf" and "mdse" (token-level heads, `heads/clmlf/` and `heads/mdse/`). All heads share the
+optimisation fields and the dataset presets, so one trainer, sweep and table serve them all; each
+head ignores the fields of the others (the CLMLF and MDSE heads ignore fusion, two_step, theta,
+ce_weight, intra_loss, inter_loss, embed_dim, lstm_hidden, image_reduced_channels and bank_size).
 """
 
 from __future__ import annotations
@@ -16,6 +22,11 @@ from typing import Any
 
 FUSION_KINDS = ("cmf-bank", "cmf-batch", "concat")
 MODALITIES = ("both", "text", "image")
+HEAD_KINDS = ("spp-scl", "clmlf", "mdse")
+
+# CLMLF's (fusion Transformer layers, image Transformer layers) per dataset, as its paper chose them.
+# MVSA-Single's serve when the preset names no dataset, as for every other default here.
+CLMLF_LAYERS: dict[str, tuple[int, int]] = {"mvsa-single": (3, 2), "mvsa-multiple": (4, 2), "hfm": (5, 1)}
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,21 @@ class SPPSCLConfig:
     modality: str = "both"
     text_layers_last: int | None = None  # use only the last k cached text layers; None = all
 
+    # --- head selector and the token-level heads (clmlf, mdse) ----------------------------------
+    head: str = "spp-scl"
+    model_dim: int = 128  # width of the token-level heads; text and image tokens are projected to it
+    attention_heads: int = 4
+    feedforward_dim: int = 256  # hidden width of their Transformer feed-forward blocks
+    # Which of the text layers a token-level head reads (an index into the layers it is given: the
+    # cached ones, or the last text_layers_last of them); -1 = the last, as in both papers.
+    token_layer: int = -1
+    # CLMLF's Transformer depths; None = CLMLF's choice for the preset's dataset (CLMLF_LAYERS).
+    clmlf_fusion_layers: int | None = None
+    clmlf_image_layers: int | None = None
+    # Weight of the token-level head's contrastive term (LBCL for clmlf, MACL for mdse); their
+    # cross-entropy has weight 1, as in both papers (ce_weight is SPP-SCL's lambda only).
+    contrastive_weight: float = 1.0
+
     # Name of the preset this config was resolved from, kept so a run folder says where it came from.
     preset: str | None = field(default=None)
 
@@ -65,6 +91,10 @@ class SPPSCLConfig:
             raise ValueError(f"fusion must be one of {FUSION_KINDS}, got {self.fusion!r}")
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.head not in HEAD_KINDS:
+            raise ValueError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
+        if self.head != "spp-scl":
+            self._check_token_head()
         if self.text_layers_last is not None and self.text_layers_last < 1:
             raise ValueError(f"text_layers_last must be None or >= 1, got {self.text_layers_last}")
         if len(self.betas) != 2:
@@ -79,6 +109,31 @@ class SPPSCLConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def _check_token_head(self) -> None:
+        if self.modality != "both":
+            raise ValueError(f"head {self.head!r} fuses both modalities; modality must be 'both', got "
+                             f"{self.modality!r} (the unimodal rows are SPP-SCL's branches: head 'spp-scl' with "
+                             "modality text or image)")
+        for name in ("model_dim", "attention_heads", "feedforward_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.model_dim % self.attention_heads:
+            raise ValueError(f"model_dim ({self.model_dim}) must be a multiple of attention_heads "
+                             f"({self.attention_heads})")
+        if self.contrastive_weight < 0:
+            raise ValueError(f"contrastive_weight must be >= 0, got {self.contrastive_weight}")
+        if self.head == "clmlf":
+            # Filled here, not at build time, so that config.json shows the depths a run really used,
+            # and so that base.replace(head="clmlf") (a sweep axis) picks the preset dataset's.
+            fusion_layers, image_layers = CLMLF_LAYERS[preset_dataset(self.preset) or "mvsa-single"]
+            if self.clmlf_fusion_layers is None:
+                object.__setattr__(self, "clmlf_fusion_layers", fusion_layers)
+            if self.clmlf_image_layers is None:
+                object.__setattr__(self, "clmlf_image_layers", image_layers)
+            if self.clmlf_fusion_layers < 1 or self.clmlf_image_layers < 0:
+                raise ValueError(f"clmlf_fusion_layers must be >= 1 and clmlf_image_layers >= 0, got "
+                                 f"{self.clmlf_fusion_layers} and {self.clmlf_image_layers}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (betas becomes a list)."""
@@ -98,11 +153,29 @@ class SPPSCLConfig:
 
 
 # Paper table 2. Fields not listed keep the dataclass defaults (shared by all three datasets).
-PRESETS: dict[str, dict[str, Any]] = {
+DATASET_PRESETS: dict[str, dict[str, Any]] = {
     "mvsa-single": {"ce_weight": 5.0, "lr": 1e-4, "lr_step_size": 10, "batch_size": 64},
     "mvsa-multiple": {"ce_weight": 5.0, "lr": 1e-4, "lr_step_size": 15, "batch_size": 128},
     "hfm": {"ce_weight": 10.0, "lr": 5e-5, "lr_step_size": 5, "batch_size": 256, "selection_metric": "f1_macro"},
 }
+# The compared methods train under the same protocol (optimiser, schedule, batch, epochs, dev selection)
+# as SPP-SCL on each dataset, so a head preset only picks the head; dataset-specific head values (CLMLF's
+# depths) follow the dataset. "clmlf" alone means MVSA-Single's values; "hfm+clmlf" those of HFM.
+HEAD_PRESETS: dict[str, dict[str, Any]] = {"clmlf": {"head": "clmlf"}, "mdse": {"head": "mdse"}}
+PRESETS: dict[str, dict[str, Any]] = {
+    **DATASET_PRESETS,
+    **HEAD_PRESETS,
+    **{f"{dataset}+{head}": {**DATASET_PRESETS[dataset], **HEAD_PRESETS[head]}
+       for dataset in DATASET_PRESETS for head in HEAD_PRESETS},
+}
+
+
+def preset_dataset(preset: str | None) -> str | None:
+    """The dataset a preset name stands for ("hfm", "hfm+clmlf" -> "hfm"; "clmlf", None -> None)."""
+    if preset is None:
+        return None
+    dataset = preset.split("+", 1)[0]
+    return dataset if dataset in DATASET_PRESETS else None
 
 
 def resolve_config(preset: str | None = None, faithful: bool = False, **overrides: Any) -> SPPSCLConfig:

@@ -60,6 +60,7 @@ def spp_scl_step(
     optimizer: torch.optim.Optimizer,
     config: SPPSCLConfig,
     backward: Callable[[torch.Tensor], None] | None = None,
+    decide_without_graph: bool = True,
 ) -> dict[str, float]:
     """Run one iteration on `batch` (keys image_maps, first_token, token_states, token_mask, labels;
     tensors already on the model's device; inputs the modality does not use may be absent).
@@ -101,15 +102,15 @@ def spp_scl_step(
     if not (config.two_step and use_inter):
         return report
 
-    # Step two: re-embed the same batch with the weights step one just updated. Most iterations find the
-    # modalities aligned and stop here, so this forward builds no graph; when step two does run, the same
-    # forward is replayed with a graph from the same random state and BatchNorm statistics, which gives
-    # exactly the outputs (and the statistics updates) of one forward with gradients.
-    replay = _ForwardReplay(model)
-    with torch.no_grad():
+    # Step two: re-embed the same batch with the weights step one just updated. When step two is expected
+    # to be rare (`decide_without_graph`), this forward builds no graph, and if step two does run it is
+    # replayed with a graph from the same random state and BatchNorm statistics: exactly the outputs (and
+    # statistics updates) of one forward with gradients, only cheaper when most batches are aligned.
+    replay = _ForwardReplay(model) if decide_without_graph else None
+    with torch.set_grad_enabled(not decide_without_graph):
         outputs = model(**inputs)
     decision = alignment_decision(outputs["t"], outputs["v"], labels, config.theta)
-    if not decision.aligned:
+    if not decision.aligned and replay is not None:
         replay.restore()
         outputs = model(**inputs)
     inter = inter_modal_supcon_loss(outputs["v"], outputs["t"], labels, config.temperature)

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     from runs.trainer import train
 
     run_dir = Path(out) if out else (Path("runs/out") / Path(cache).stem /
-                                     f"{preset or 'custom'}-{config.fusion}-seed{config.seed}")
+                                     f"{preset or 'custom'}-{config.fusion if config.head == 'spp-scl' else config.head}-seed{config.seed}")
     result = train(cache, config, run_dir, mixed_precision=mixed_precision, cpu=cpu)
     for split in ("dev", "test"):
         if split in result.metrics:

@@ -1,4 +1,5 @@
-"""Fit the SPP-SCL heads from a feature cache alone (no encoder is ever loaded), select on dev, write a run.
+"""Fit a head (config.head: SPP-SCL, CLMLF- or MDSE-style) from a feature cache alone (no encoder is ever loaded),
+select on dev, write a run.
 
 A run folder holds:
     config.json        the resolved config, the cache it trained on (path and fingerprint), versions
@@ -18,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from cache.reader import CachedSplit
 from heads.config import SPPSCLConfig
-from heads.model import SPPSCLHead
-from heads.training_step import spp_scl_step
+from heads.head_kinds import SPP_SCL_REPORT_KEYS, report_keys_for, training_step_for
 from runs.checkpoint import build_head, save_head
 from runs.metrics import classification_metrics
 
-LOSS_KEYS = ("loss_step_one", "loss_step_two", "ce", "intra_image", "intra_text", "inter", "step_two_ran")
+LOSS_KEYS = SPP_SCL_REPORT_KEYS  # SPP-SCL's; the keys logged for any head are report_keys_for(config)
 
 
 @dataclass
@@ -60,7 +61,7 @@ def _inputs(batch, device) -> dict:
 
 
 @torch.no_grad()
-def predict(model: SPPSCLHead, split: CachedSplit, batch_size: int, device) -> tuple[list[str], np.ndarray, np.ndarray]:
+def predict(model: nn.Module, split: CachedSplit, batch_size: int, device) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(ids, labels, class probabilities) in the split's order, in consecutive batches of `batch_size`:
     fixed batches, so that even the batch-dependent "cmf-batch" fusion gives reproducible predictions."""
     model.eval()
@@ -110,6 +111,7 @@ def train(cache: str | Path, config: SPPSCLConfig, run_dir: str | Path, *, mixed
     np.random.seed(config.seed)
     shapes = head_shapes(train_split)
     model = build_head(config, shapes)
+    step, loss_keys = training_step_for(config), report_keys_for(config)  # the head's own step and losses
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
@@ -124,19 +126,26 @@ def train(cache: str | Path, config: SPPSCLConfig, run_dir: str | Path, *, mixed
     log_path = run_dir / "log.jsonl"
     log_path.write_text("")
     metric = config.selection_metric
-    best, best_epoch, epoch, seconds = -1.0, 0, 0, []
+    best, best_epoch, epoch, seconds, sums_last = -1.0, 0, 0, [], {}
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         model.train()
-        sums, steps = dict.fromkeys(LOSS_KEYS, 0.0), 0
+        sums, steps = dict.fromkeys(loss_keys, 0.0), 0
+        # SPP-SCL's rule decides on a forward without a graph (replayed when step two runs) while step two is
+        # rare; once it ran in most of the last epoch's iterations, one forward with a graph is cheaper. The
+        # results are identical either way (tests/test_heads_training_step.py); only the time differs.
+        options = ({"decide_without_graph": sums_last.get("step_two_ran", 0.0) < 0.5}
+                   if config.head == "spp-scl" else {})
         for batch in train_split.batches(config.batch_size, shuffle=True, generator=shuffle, longest_first=True):
             if len(batch) < 2:  # BatchNorm cannot normalise a batch of one in train mode
                 continue
             with accelerator.autocast():
-                report = spp_scl_step(model, _inputs(batch, device), optimizer, config, backward=accelerator.backward)
-            for key in LOSS_KEYS:
+                report = step(model, _inputs(batch, device), optimizer, config, backward=accelerator.backward,
+                              **options)
+            for key in loss_keys:
                 sums[key] += report[key]
             steps += 1
+        sums_last = {key: value / max(steps, 1) for key, value in sums.items()}
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         ids, labels, probabilities = predict(model, dev_split, config.batch_size, device)
@@ -146,7 +155,7 @@ def train(cache: str | Path, config: SPPSCLConfig, run_dir: str | Path, *, mixed
         if improved:
             best, best_epoch = dev[metric], epoch
             save_head(run_dir, accelerator.unwrap_model(model), config, shapes)
-        line = {"epoch": epoch, "lr": lr, **{k: sums[k] / max(steps, 1) for k in LOSS_KEYS},
+        line = {"epoch": epoch, "lr": lr, **{k: sums[k] / max(steps, 1) for k in loss_keys},
                 "dev_accuracy": dev["accuracy"], "dev_f1_weighted": dev["f1_weighted"],
                 "dev_f1_macro": dev["f1_macro"], "selected": improved, "seconds": round(seconds[-1], 3)}
         line["step_two_rate"] = line.pop("step_two_ran")

@@ -192,8 +192,9 @@ def _reference_two_step(model, batch, optimizer, config):
         optimizer.step()
 
 
+@pytest.mark.parametrize("decide_without_graph", [True, False])
 @pytest.mark.parametrize("theta", [0.0, 1e9])  # never / always run step two
-def test_gradient_free_decision_forward_changes_nothing(theta):
+def test_gradient_free_decision_forward_changes_nothing(theta, decide_without_graph):
     """spp_scl_step decides on a forward without a graph and replays it when step two runs: weights, BatchNorm
     statistics and the random state must end exactly as with the plain two-forward iteration."""
     config = SPPSCLConfig(theta=theta)
@@ -203,7 +204,8 @@ def test_gradient_free_decision_forward_changes_nothing(theta):
              "token_states": torch.randn(8, 2, 4, 5, generator=generator),
              "token_mask": torch.ones(8, 4, dtype=torch.bool), "labels": torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])}
     states = []
-    for step in (spp_scl_step, _reference_two_step):
+    ours_step = lambda *args: spp_scl_step(*args, decide_without_graph=decide_without_graph)  # noqa: E731
+    for step in (ours_step, _reference_two_step):
         torch.manual_seed(0)
         model = SPPSCLHead(config, 6, 5, 2, 3).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)

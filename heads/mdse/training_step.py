@@ -1,0 +1,31 @@
+"""One MDSE-style training iteration: L = L_ce + contrastive_weight * L_macl, one backward, one step.
+
+MACL runs over the image, text and fused embeddings (v, t, fused) of the batch, 3B samples. The model
+must be in train mode and the batch hold two or more samples (the classifier's BatchNorm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from heads.config import SPPSCLConfig
+from heads.losses.modality_agnostic_contrastive import modality_agnostic_contrastive_loss
+from heads.single_backward_step import single_backward_step
+
+MDSE_REPORT_KEYS = ("loss_step_one", "loss_step_two", "ce", "macl", "step_two_ran")
+
+
+def mdse_step(model: nn.Module, batch: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+              config: SPPSCLConfig, backward: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
+    """Same signature as heads.training_step.spp_scl_step; returns the floats of MDSE_REPORT_KEYS."""
+
+    def loss_terms(outputs, labels):
+        macl = modality_agnostic_contrastive_loss(outputs["v"], outputs["t"], outputs["fused"], labels,
+                                                  config.temperature)
+        return {"ce": (1.0, F.cross_entropy(outputs["logits"], labels)), "macl": (config.contrastive_weight, macl)}
+
+    return single_backward_step(model, batch, optimizer, loss_terms, backward)

@@ -1,0 +1,112 @@
+"""Sweeps over config fields: grid or random points, N seeds each, and the summary that picks a point.
+
+The summary chooses the point with the best mean dev metric; only then does it look at that point's test
+metrics (mean +- std over seeds). Test numbers never steer any choice.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import statistics
+from pathlib import Path
+
+from heads.config import SPPSCLConfig
+from runs.trials import Trial
+
+
+def parse_values(field: str, text: str, base: SPPSCLConfig) -> list:
+    """'0.05,0.07,0.1' -> [0.05, 0.07, 0.1], typed like the field's current value ('true'/'false' for bools)."""
+    current = getattr(base, field)
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if isinstance(current, bool):
+            if part.lower() not in ("true", "false"):
+                raise ValueError(f"{field}: expected true or false, got {part!r}")
+            values.append(part.lower() == "true")
+        elif part.lower() == "none":
+            values.append(None)
+        elif isinstance(current, int) or (current is None and part.lstrip("-").isdigit()):
+            values.append(int(part))
+        elif isinstance(current, float):
+            values.append(float(part))
+        else:
+            values.append(part)
+    return values
+
+
+def parse_space(specs: list[str], base: SPPSCLConfig) -> dict[str, list]:
+    """['temperature=0.05,0.07', 'theta=0.5,0.67'] -> {field: values}; unknown fields are errors naming them."""
+    space = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise ValueError(f"sweep axis {spec!r}: write FIELD=V1,V2,...")
+        field, text = spec.split("=", 1)
+        field = field.strip().replace("-", "_")
+        field = {"tau": "temperature", "lambda": "ce_weight"}.get(field, field)
+        if not hasattr(base, field) or field == "seed":
+            raise ValueError(f"sweep axis {field!r} is not a config field (seeds are set with --seeds)")
+        space[field] = parse_values(field, text, base)
+    return space
+
+
+def expand(space: dict[str, list], seeds: list[int], random_points: int | None = None,
+           sample_seed: int = 0) -> list[Trial]:
+    """The grid (every combination), or `random_points` distinct combinations drawn from it, times the seeds."""
+    fields = list(space)
+    grid = [dict(zip(fields, values)) for values in itertools.product(*space.values())]
+    if random_points is not None and random_points < len(grid):
+        grid = random.Random(sample_seed).sample(grid, random_points)
+    return [Trial(point_name(point), point, seed) for point in grid for seed in seeds]
+
+
+def point_name(point: dict) -> str:
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()) or "base"
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else (
+        float("nan"), float("nan"))
+
+
+def summarise(rows: list[dict], metric: str) -> dict:
+    """Points ranked by mean dev `metric`; the best point's dev and test as mean +- std over its seeds."""
+    points: dict[str, list[dict]] = {}
+    for row in rows:
+        points.setdefault(row["name"], []).append(row)
+    ranked = []
+    for name, point_rows in points.items():
+        dev_mean, dev_std = mean_std([r["dev"][metric] for r in point_rows])
+        ranked.append({"name": name, "overrides": point_rows[0]["overrides"], "seeds": len(point_rows),
+                       "dev_mean": dev_mean, "dev_std": dev_std})
+    ranked.sort(key=lambda p: -p["dev_mean"])  # dev only
+    if not ranked:
+        return {"metric": metric, "points": [], "best": None}
+    best_rows = points[ranked[0]["name"]]
+    best = {"name": ranked[0]["name"], "overrides": ranked[0]["overrides"], "seeds": [r["seed"] for r in best_rows]}
+    for split in ("dev", "test"):
+        if all(r.get(split) for r in best_rows):
+            best[split] = {key: dict(zip(("mean", "std"), mean_std([r[split][key] for r in best_rows])))
+                           for key in ("accuracy", "f1_weighted", "f1_macro")}
+    return {"metric": metric, "points": ranked, "best": best}
+
+
+def write_summary(summary: dict, folder: Path) -> None:
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1))
+    metric = summary["metric"]
+    lines = [f"# Sweep summary (selection by mean dev {metric})", "",
+             f"| rank | point | seeds | dev {metric} (mean +- std) |", "|---|---|---|---|"]
+    for rank, point in enumerate(summary["points"], 1):
+        lines.append(f"| {rank} | {point['name']} | {point['seeds']} | {point['dev_mean']:.4f} +- {point['dev_std']:.4f} |")
+    best = summary["best"]
+    if best:
+        lines += ["", f"Best point by dev: **{best['name']}** (seeds {best['seeds']})", ""]
+        for split in ("dev", "test"):
+            if split in best:
+                values = best[split]
+                lines.append(f"- {split}: " + ", ".join(
+                    f"{key} {values[key]['mean']:.4f} +- {values[key]['std']:.4f}" for key in values))
+        if "test" not in best:
+            lines.append("- test: the cache has no test split")
+    (folder / "summary.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,132 @@
+"""Run many trainings (trials) on one cache: the engine under sweeps and the paper's tables.
+
+A trial is a config (a base config plus overrides) and a seed. Each finished trial is appended at once, as one
+JSON line, to a results file, so a stopped batch of trials resumes where it stopped and a finished one is a
+no-op. The cache is opened once per process and reused by every trial that process runs; with `jobs` > 1 the
+trials run in worker processes (one per GPU when there are GPUs, else the CPU cores shared between them).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from heads.config import SPPSCLConfig
+
+
+@dataclass(frozen=True)
+class Trial:
+    name: str  # what the trial stands for in a table or sweep ("two-step", "tau=0.07 theta=0.5")
+    overrides: dict
+    seed: int
+
+    def key(self, base: SPPSCLConfig) -> str:
+        """Identifies the trial by its full resolved config, so a changed base never reuses a stale result."""
+        config = self.config(base).to_dict()
+        return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+    def config(self, base: SPPSCLConfig) -> SPPSCLConfig:
+        return base.replace(**self.overrides, seed=self.seed)
+
+
+def read_results(path: Path) -> list[dict]:
+    """The finished trials of a results file; a last line cut short by a kill is ignored."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+_worker: dict = {}
+
+
+def _init_worker(cache: str, threads: int, devices) -> None:
+    import torch
+
+    if devices is not None:  # one GPU per worker, taken from a shared queue
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
+    torch.set_num_threads(threads)
+    _worker["cache"] = cache
+    _worker["splits"] = {}
+
+
+def _run_one(base: dict, trial: Trial, run_dir: str, cache: str | None = None) -> dict:
+    from runs.trainer import open_splits, train
+
+    cache = cache or _worker["cache"]
+    config = trial.config(SPPSCLConfig.from_dict(base))
+    layers_key = config.text_layers_last
+    splits_by_layers = _worker.setdefault("splits", {})
+    if layers_key not in splits_by_layers:  # opened once per process (per text-layer selection)
+        splits_by_layers[layers_key] = open_splits(cache, config)
+    started = time.time()
+    result = train(cache, config, run_dir, log=lambda *_: None, splits=splits_by_layers[layers_key])
+    return {"name": trial.name, "overrides": trial.overrides, "seed": trial.seed, "config": config.to_dict(),
+            "dev": _headline(result.metrics.get("dev")), "test": _headline(result.metrics.get("test")),
+            "selected_epoch": result.selected_epoch, "epochs_run": result.epochs_run,
+            "seconds": round(time.time() - started, 2), "seconds_per_epoch": round(result.seconds_per_epoch, 3),
+            "run_dir": run_dir}
+
+
+def _headline(metrics: dict | None) -> dict | None:
+    if metrics is None:
+        return None
+    return {key: metrics[key] for key in ("accuracy", "f1_weighted", "f1_macro")}
+
+
+def run_trials(cache: str | Path, base: SPPSCLConfig, trials: list[Trial], results: Path, runs_dir: Path,
+               jobs: int = 1, log=print) -> list[dict]:
+    """Run the trials not yet in `results`; returns the rows of all `trials` (finished before or now)."""
+    import torch
+
+    results.parent.mkdir(parents=True, exist_ok=True)
+    done = {row["key"]: row for row in read_results(results)}
+    if results.exists() and results.stat().st_size and not results.read_bytes().endswith(b"\n"):
+        with results.open("a") as handle:  # end a line a kill cut short, so the next result starts a line
+            handle.write("\n")
+    pending = [t for t in trials if t.key(base) not in done]
+    if len(pending) < len(trials):
+        log(f"{len(trials) - len(pending)} of {len(trials)} trials already in {results}")
+    base_dict = base.to_dict()
+
+    def record(trial: Trial, row: dict) -> None:
+        row = {"key": trial.key(base), **row}
+        with results.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        done[row["key"]] = row
+        log(f"[{len(done)}/{len(trials)}] {trial.name} seed {trial.seed}: dev acc {row['dev']['accuracy']:.4f} "
+            f"{base.selection_metric} {row['dev'][base.selection_metric]:.4f} ({row['seconds']:.0f} s)")
+
+    if jobs <= 1:
+        _worker.clear()
+        _worker["splits"] = {}
+        for trial in pending:
+            record(trial, _run_one(base_dict, trial, str(runs_dir / trial.key(base)), cache=str(cache)))
+    elif pending:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        gpus = torch.cuda.device_count()
+        devices = None
+        if gpus:
+            devices = context.Manager().Queue()
+            for index in range(jobs):
+                devices.put(index % gpus)
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                                 initargs=(str(cache), threads, devices)) as pool:
+            futures = {pool.submit(_run_one, base_dict, t, str(runs_dir / t.key(base))): t for t in pending}
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+    return [done[t.key(base)] for t in trials]
