@@ -1,0 +1,74 @@
+"""Read access to a finished run folder (written by runs/trainer.py), shared by predict and the diagnostics.
+
+A run folder names the cache it trained on (`config.json`: path and extraction fingerprint) and the head it
+selected (`head.json` + `model.safetensors`). Both predict and the diagnostics need the same few things from
+it: the selected head, the head as the trainer initialised it, and a cache split read with exactly the text
+layers the head uses.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from cache.reader import CachedSplit
+from heads.config import SPPSCLConfig
+from runs.checkpoint import build_head, load_head
+
+
+class RunFolderError(ValueError):
+    """A run folder that lacks what is asked of it (a file, its cache, an encoder fingerprint)."""
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        for name in ("config.json", "head.json", "model.safetensors"):
+            if not (self.path / name).is_file():
+                raise RunFolderError(f"{self.path} is not a finished run folder: it has no {name}")
+        self.run_config: dict = json.loads((self.path / "config.json").read_text())
+        self.head_meta: dict = json.loads((self.path / "head.json").read_text())
+        self.config = SPPSCLConfig.from_dict(self.head_meta["config"])
+        self.class_names: list[str] = self.head_meta["class_names"]
+        # The absolute encoder layers the head reads: all cached layers, or the last k with text_layers_last.
+        self.text_layers: list[int] = self.head_meta["text_layers"]
+        self.cache = Path(self.run_config["cache"])
+        self.fingerprint: dict = self.run_config.get("cache_fingerprint", {})
+
+    def shapes(self) -> dict:
+        return {key: value for key, value in self.head_meta.items() if key != "config"}
+
+    def trained_head(self, device: str | torch.device = "cpu"):
+        """The selected checkpoint, in eval mode."""
+        model, _, _ = load_head(self.path, device)
+        return model
+
+    def untrained_head(self, device: str | torch.device = "cpu"):
+        """The head exactly as the trainer initialised it before its first step (same seed, same build), eval mode."""
+        torch.manual_seed(self.config.seed)
+        return build_head(self.config, self.shapes()).to(device).eval()
+
+    def require_cache(self, why: str) -> Path:
+        if not self.cache.is_file():
+            raise RunFolderError(f"{why} needs the cache this run trained on, {self.cache}, which is not there "
+                                 "(rebuild it with extract/run.py and the same settings, or restore the file)")
+        return self.cache
+
+    def open_split(self, split: str, in_memory: bool | None = None) -> CachedSplit:
+        """One split of the run's cache, reading the head's text layers only."""
+        from cache.layout import read_attrs
+
+        cache = self.require_cache(f"reading the {split} split")
+        cached_layers = read_attrs(cache)["text_layers"]
+        missing = [layer for layer in self.text_layers if layer not in cached_layers]
+        if missing:
+            raise RunFolderError(f"{cache} holds text layers {cached_layers}; the head needs {self.text_layers}")
+        positions = [cached_layers.index(layer) for layer in self.text_layers]
+        return CachedSplit(cache, split, layers=positions, in_memory=in_memory)
+
+    def cache_splits(self) -> list[str]:
+        import h5py
+
+        with h5py.File(self.require_cache("listing the splits"), "r") as file:
+            return [split for split in ("train", "dev", "test") if split in file and len(file[split]["ids"])]
