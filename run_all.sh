@@ -1,44 +1,78 @@
 #!/usr/bin/env bash
-# The main job. With no data configured: the built-in demo (a generated image-text set and tiny random
-# encoders, all made locally). With data configured, every dataset given is extracted with the encoders given:
-#   MVSA_SINGLE=path/to/mvsa-single MVSA_MULTIPLE=... HFM=...   split folders (train/dev/test.json + images/)
-#   TEXT_ENCODER=bert-base-uncased  IMAGE_ENCODER=microsoft/resnet-50   (the paper's; ids, folders or plugins)
-#   TEXT_LAYERS=-4,-3,-2,-1         CACHE_DIR=cache/files
+# The main job: extraction, training, a tau / theta / lambda sweep, the paper's tables and plots.
+#
+# With no data configured it runs the built-in DEMO: a generated image-text set (labels in the text only, in the
+# image only, or only in both together) and tiny random encoders, all made locally, in a few minutes on 2 cores.
+#
+# Real data: set a split folder (train/dev/test.json + images/) per dataset, and the encoders:
+#   MVSA_SINGLE=path MVSA_MULTIPLE=path HFM=path
+#   TEXT_ENCODER=bert-base-uncased IMAGE_ENCODER=microsoft/resnet-50 TEXT_LAYERS=-4,-3,-2,-1   (the paper's)
+#   OUT=runs/out/all  CACHE_DIR=cache/files  SEEDS=5  SWEEP_SEEDS=1  JOBS=1  EPOCHS=(preset: 150)
+# For each dataset present: extraction, a 3 x 3 x 3 sweep of tau / theta / lambda on dev, then every table
+# (5 seeds each) from the sweep's best point, with plots. Rerunning skips every finished step.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/env.sh
+
+stage() { echo "== $*"; }
+
+if [ -z "${MVSA_SINGLE:-}${MVSA_MULTIPLE:-}${HFM:-}" ]; then
+  DEMO_DIR=${DEMO_DIR:-demo}
+  DEMO_SIZES=${DEMO_SIZES:-600,150,150}
+  DEMO_EPOCHS=${DEMO_EPOCHS:-12}
+  DEMO_SEEDS=${DEMO_SEEDS:-2}
+  stage "DEMO (no data configured; see README 'Real data'): generated posts and tiny random encoders in $DEMO_DIR/"
+  "$PY" -m extract.demo "$DEMO_DIR" --sizes "$DEMO_SIZES"
+  stage "extract the demo's features"
+  "$PY" extract/run.py --data "$DEMO_DIR/data" --dataset mvsa-single --text-encoder "$DEMO_DIR/text-encoder" \
+    --image-encoder "$DEMO_DIR/image-encoder" --out "$DEMO_DIR/cache/demo.h5"
+  # The demo's features are tiny and its training set small: a larger learning rate, few epochs.
+  settings=(--set epochs="$DEMO_EPOCHS" --set lr=0.002 --set lr_step_size=5 --set batch_size=32)
+  stage "sweep tau x theta x lambda (2 x 2 x 2, 1 seed) on dev"
+  "$PY" runs/sweep.py --cache "$DEMO_DIR/cache/demo.h5" --preset mvsa-single --axis tau=0.05,0.1 \
+    --axis theta=0.5,0.8 --axis lambda=3,5 "${settings[@]}" --out "$DEMO_DIR/sweep" > "$DEMO_DIR/sweep.log"
+  tail -n 4 "$DEMO_DIR/sweep/summary.md"
+  stage "the paper's tables 3-7 from the sweep's best point ($DEMO_SEEDS seeds)"
+  "$PY" runs/tables.py --cache "mvsa-single=$DEMO_DIR/cache/demo.h5" --base "mvsa-single=$DEMO_DIR/sweep/summary.json" \
+    --seeds "$DEMO_SEEDS" "${settings[@]}" --out "$DEMO_DIR/tables" > "$DEMO_DIR/tables.log"
+  stage "SPP-SCL beside CLMLF-style, MDSE-style, text-only and image-only heads ($DEMO_SEEDS seeds)"
+  "$PY" runs/compare.py --cache "mvsa-single=$DEMO_DIR/cache/demo.h5" --seeds "$DEMO_SEEDS" "${settings[@]}" \
+    --out "$DEMO_DIR/compare" > "$DEMO_DIR/compare.log"
+  cat "$DEMO_DIR/compare/comparison.md"
+  echo "DEMO done (generated data, not a measurement). Tables: $DEMO_DIR/tables/table{3,4,5,6,7}.md;" \
+       "sweep summary and plots: $DEMO_DIR/sweep/; comparison: $DEMO_DIR/compare/comparison.md. For real data see README."
+  exit 0
+fi
+
 TEXT_ENCODER=${TEXT_ENCODER:-bert-base-uncased}
 IMAGE_ENCODER=${IMAGE_ENCODER:-microsoft/resnet-50}
 TEXT_LAYERS=${TEXT_LAYERS:--4,-3,-2,-1}
 CACHE_DIR=${CACHE_DIR:-cache/files}
-
-ran=0
+OUT=${OUT:-runs/out/all}
+SEEDS=${SEEDS:-5}
+SWEEP_SEEDS=${SWEEP_SEEDS:-1}
+JOBS=${JOBS:-1}
+settings=()
+mkdir -p "$OUT"
+[ -n "${EPOCHS:-}" ] && settings+=(--set epochs="$EPOCHS")
+caches=(); bases=()
 for pair in "mvsa-single:${MVSA_SINGLE:-}" "mvsa-multiple:${MVSA_MULTIPLE:-}" "hfm:${HFM:-}"; do
   name=${pair%%:*}; folder=${pair#*:}
   [ -n "$folder" ] || continue
-  ran=1
-  echo "== extract $name from $folder"
-  "$PY" extract/run.py --data "$folder" --dataset "$name" --text-encoder "$TEXT_ENCODER" \
-    --text-layers="$TEXT_LAYERS" --image-encoder "$IMAGE_ENCODER" \
-    --out "$CACHE_DIR/$name.h5"
+  stage "$name: extract from $folder"
+  "$PY" extract/run.py --data "$folder" --dataset "$name" --text-encoder "$TEXT_ENCODER" --text-layers="$TEXT_LAYERS" \
+    --image-encoder "$IMAGE_ENCODER" --out "$CACHE_DIR/$name.h5"
+  lambdas=3,5,8; [ "$name" = hfm ] && lambdas=5,10,15
+  stage "$name: sweep tau x theta x lambda (3 x 3 x 3, $SWEEP_SEEDS seed(s)) on dev"
+  "$PY" runs/sweep.py --cache "$CACHE_DIR/$name.h5" --preset "$name" --axis tau=0.05,0.07,0.1 \
+    --axis theta=0.5,0.667,0.8 --axis lambda="$lambdas" --seeds "$SWEEP_SEEDS" --jobs "$JOBS" ${settings[@]+"${settings[@]}"} \
+    --out "$OUT/$name/sweep" > "$OUT.$name.sweep.log" 2>&1 || { cat "$OUT.$name.sweep.log"; exit 1; }
+  caches+=(--cache "$name=$CACHE_DIR/$name.h5"); bases+=(--base "$name=$OUT/$name/sweep/summary.json")
 done
-if [ $ran = 1 ]; then
-  echo "caches are in $CACHE_DIR (inspect one with: $PY -m cache.inspect $CACHE_DIR/NAME.h5)"
-  exit 0
-fi
-
-echo "== DEMO: no data configured (set MVSA_SINGLE=path/to/mvsa-single, see README), running the built-in demo"
-"$PY" - <<'PYEOF'
-from pathlib import Path
-from extract.demo import make_demo_dataset, make_tiny_image_encoder, make_tiny_text_encoder
-demo = Path("demo")
-if not (demo / "data" / "test.json").exists():
-    make_tiny_text_encoder(demo / "text-encoder")
-    make_tiny_image_encoder(demo / "image-encoder")
-    make_demo_dataset(demo / "data")
-    print("generated demo/data (600 / 150 / 150 posts) and tiny random encoders in demo/")
-PYEOF
-"$PY" extract/run.py --data demo/data --dataset mvsa-single --text-encoder demo/text-encoder \
-  --image-encoder demo/image-encoder --out demo/cache/demo.h5
-"$PY" -m cache.inspect demo/cache/demo.h5 | head -8
-echo "demo cache: demo/cache/demo.h5. This was a demo on generated data; see README for real data."
+stage "the paper's tables 3-7, $SEEDS seeds each, from each sweep's best point"
+"$PY" runs/tables.py "${caches[@]}" "${bases[@]}" --seeds "$SEEDS" --jobs "$JOBS" ${settings[@]+"${settings[@]}"} \
+  --out "$OUT/tables"
+stage "SPP-SCL beside CLMLF-style, MDSE-style, text-only and image-only heads, $SEEDS seeds each"
+"$PY" runs/compare.py "${caches[@]}" --seeds "$SEEDS" --jobs "$JOBS" ${settings[@]+"${settings[@]}"} --out "$OUT/compare"
+echo "done. Tables: $OUT/tables/table{3,4,5,6,7}.md; comparison: $OUT/compare/comparison.md;" \
+     "sweeps (summary.md, plots): $OUT/<dataset>/sweep/"

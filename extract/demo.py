@@ -132,3 +132,28 @@ def make_demo_dataset(folder: str | Path, sizes: dict[str, int] | None = None, s
             next_id += 1
         (folder / f"{split}.json").write_text(json.dumps(records, indent=1))
     return folder
+
+
+def main(argv=None) -> None:
+    """python -m extract.demo FOLDER [--sizes 600,150,150]: the demo set and tiny encoders, unless there."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder")
+    parser.add_argument("--sizes", default="600,150,150", help="train,dev,test records")
+    args = parser.parse_args(argv)
+    folder = Path(args.folder)
+    sizes = dict(zip(("train", "dev", "test"), (int(n) for n in args.sizes.split(","))))
+    marker = folder / "data" / "sizes.json"
+    if marker.exists() and json.loads(marker.read_text()) == sizes:
+        print(f"demo set and encoders already in {folder}")
+        return
+    make_tiny_text_encoder(folder / "text-encoder")
+    make_tiny_image_encoder(folder / "image-encoder")
+    make_demo_dataset(folder / "data", sizes)
+    marker.write_text(json.dumps(sizes))
+    print(f"generated {folder}/data ({args.sizes} train,dev,test posts) and tiny random encoders in {folder}")
+
+
+if __name__ == "__main__":
+    main()

@@ -75,7 +75,7 @@ def test_stopped_extraction_resumes_to_the_same_file(tiny, plugin, tmp_path, sto
     run(tiny_config(tiny, reference, image_encoder=plugin, shard_size=8, image_batch_size=4, text_batch_size=4))
     out = tmp_path / "resumed.h5"
     parts = parts_folder(out)
-    env = {**os.environ, "SLOW_PLUGIN_SLEEP": "0.15"}
+    env = {**os.environ, "SLOW_PLUGIN_SLEEP": "0.4"}  # about 0.8 s per shard: time to stop it part-way
     process = subprocess.Popen(_cli(tiny, out, plugin), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while len(list(parts.glob("shard-*.safetensors"))) < 3 and time.time() < deadline and process.poll() is None:
@@ -83,7 +83,9 @@ def test_stopped_extraction_resumes_to_the_same_file(tiny, plugin, tmp_path, sto
     process.send_signal(stop)
     process.wait(timeout=60)
     finished = sorted(parts.glob("shard-*.safetensors"))
-    assert 3 <= len(finished) < 8 and not out.exists(), "the run was meant to be stopped part-way"
+    assert 3 <= len(finished) < 8 and not out.exists(), (
+        f"the run was meant to be stopped part-way: {len(finished)} shards, exit {process.returncode}, "
+        f"output: {process.stdout.read().decode()[-2000:]}")
 
     log = tmp_path / "forward_calls.txt"
     env = {**os.environ, "SLOW_PLUGIN_LOG": str(log)}

@@ -1,0 +1,136 @@
+"""Sweeps and the paper's tables: grid expansion, resume without repeating trials, dev-only selection, the
+Markdown tables, the plots."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cache.synthetic import write_synthetic_cache
+from heads.config import resolve_config
+from runs.paper_tables import PAPER, render_table, table_rows
+from runs.sweeper import expand, parse_space, summarise
+from runs.trials import Trial, read_results, run_trials
+from tests.conftest import ROOT_DIR
+
+
+@pytest.fixture(scope="module")
+def small_cache(tmp_path_factory):
+    return write_synthetic_cache(tmp_path_factory.mktemp("sweep") / "cache.h5", {"train": 64, "dev": 32, "test": 32},
+                                 layers=2, dim=16, map_shape=(8, 2, 2), mean_tokens=6, signal=0.8, seed=2)
+
+
+def test_grid_expansion_types_names_and_random_points():
+    base = resolve_config("mvsa-single")
+    space = parse_space(["tau=0.05,0.1", "theta=0.5,0.8", "lambda=3,5", "two_step=true,false"], base)
+    assert space == {"temperature": [0.05, 0.1], "theta": [0.5, 0.8], "ce_weight": [3.0, 5.0],
+                     "two_step": [True, False]}
+    trials = expand(space, seeds=[42, 43])
+    assert len(trials) == 2 * 2 * 2 * 2 * 2
+    assert len({(t.name, t.seed) for t in trials}) == len(trials)
+    assert trials[0].overrides == {"temperature": 0.05, "theta": 0.5, "ce_weight": 3.0, "two_step": True}
+    assert trials[0].name == "temperature=0.05 theta=0.5 ce_weight=3 two_step=True"
+    drawn = expand(space, seeds=[1], random_points=5, sample_seed=0)
+    assert len(drawn) == 5 and len({t.name for t in drawn}) == 5
+    assert [t.name for t in drawn] == [t.name for t in expand(space, seeds=[1], random_points=5, sample_seed=0)]
+    with pytest.raises(ValueError, match="'temprature' is not a config field"):
+        parse_space(["temprature=0.1"], base)
+    with pytest.raises(ValueError, match="seeds are set with --seeds"):
+        parse_space(["seed=1,2"], base)
+    with pytest.raises(ValueError, match="expected true or false"):
+        parse_space(["two_step=maybe"], base)
+
+
+def test_summary_selects_on_dev_only():
+    """The point with the best test score but a worse dev score is not chosen; the chosen point's test
+    metrics are reported as mean +- std over its seeds."""
+    def row(name, seed, dev, test):
+        metrics = lambda value: {"accuracy": value, "f1_weighted": value, "f1_macro": value}  # noqa: E731
+        return {"name": name, "overrides": {"theta": name}, "seed": seed, "dev": metrics(dev), "test": metrics(test)}
+
+    rows = [row("a", 1, 0.70, 0.90), row("a", 2, 0.72, 0.92), row("b", 1, 0.75, 0.60), row("b", 2, 0.73, 0.64)]
+    summary = summarise(rows, "f1_weighted")
+    assert [p["name"] for p in summary["points"]] == ["b", "a"]
+    assert summary["best"]["name"] == "b"
+    assert summary["best"]["test"]["accuracy"]["mean"] == pytest.approx(0.62)
+    assert summary["best"]["test"]["accuracy"]["std"] == pytest.approx(0.0282842712, rel=1e-6)
+
+
+def test_table_writer_against_a_hand_made_results_file():
+    rows = [{"name": label, "seed": seed, "dev": {"accuracy": acc, "f1_weighted": acc - 0.01, "f1_macro": 0.0},
+             "test": None}
+            for label, accuracies in (("SPP-SCL (two-step, intra + inter, CMF, HA over all cached layers)", (0.80, 0.82)),
+                                      ("one-step (all losses summed)", (0.70, 0.70)))
+            for seed, acc in zip((1, 2), accuracies)]
+    text = render_table(4, {"mvsa-single": rows}, seeds=2)
+    assert "### mvsa-single (dev split; ours: mean +- std over 2 seeds" in text
+    assert ("| SPP-SCL (two-step, intra + inter, CMF, HA over all cached layers) | 0.8100 +- 0.0141 | "
+            "0.8000 +- 0.0141 | 0.8133 | 0.8015 |") in text
+    assert "| one-step (all losses summed) | 0.7000 +- 0.0000 | 0.6900 +- 0.0000 | 0.7956 | 0.7684 |" in text
+    assert PAPER["HA last 2"]["mvsa-single"] == (0.8222, 0.8181)
+    assert [label for label, _, _ in table_rows([4, 5])][1:] == [
+        "one-step (all losses summed)", "without L_cli, L_clt (intra)", "without L_clm (inter)"]
+
+
+def test_trials_resume_without_repeating(small_cache, tmp_path):
+    base = resolve_config("mvsa-single", epochs=2, batch_size=16)
+    trials = [Trial("a", {"theta": 0.5}, 1), Trial("a", {"theta": 0.5}, 2), Trial("b", {"theta": 0.9}, 1)]
+    results = tmp_path / "results.jsonl"
+    first = run_trials(small_cache, base, trials[:2], results, tmp_path / "trials", log=lambda *_: None)
+    results.write_text(results.read_text() + '{"key": "cut-off line')  # as a kill mid-write would leave it
+    messages = []
+    rows = run_trials(small_cache, base, trials, results, tmp_path / "trials", log=messages.append)
+    assert messages[0] == f"2 of 3 trials already in {results}"
+    assert [r["seconds"] for r in rows[:2]] == [r["seconds"] for r in first]  # reused, not rerun
+    assert len(read_results(results)) == 3
+    assert run_trials(small_cache, base, trials, results, tmp_path / "trials", log=messages.append) == rows
+    assert len(read_results(results)) == 3
+    # A changed base config makes new trials: results of other settings are never reused.
+    other = run_trials(small_cache, base.replace(lr=5e-4), trials[:1], results, tmp_path / "trials",
+                       log=lambda *_: None)
+    assert other[0]["config"]["lr"] == 5e-4 and len(read_results(results)) == 4
+
+
+def test_killed_sweep_finishes_without_repeating_and_writes_summary_and_plots(small_cache, tmp_path):
+    command = [sys.executable, str(ROOT_DIR / "runs" / "sweep.py"), "--cache", str(small_cache), "--preset",
+               "mvsa-single", "--axis", "tau=0.05,0.1", "--axis", "theta=0.5,0.8", "--axis", "lambda=3,5",
+               "--set", "epochs=2", "--set", "batch_size=16", "--out", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = tmp_path / "results.jsonl"
+    deadline = time.time() + 300
+    while len(read_results(results)) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = len(read_results(results))
+    assert 2 <= finished < 8
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"{finished} of 8 trials already in" in result.stdout
+    rows = read_results(results)
+    assert len(rows) == 8 and len({r["key"] for r in rows}) == 8
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    means = {p["name"]: p["dev_mean"] for p in summary["points"]}
+    assert summary["best"]["name"] == max(means, key=means.get)
+    for name in ("sweep_tau_theta.png", "sweep_lambda.png", "sweep_seed_spread.png"):
+        assert (tmp_path / name).stat().st_size > 5000
+
+
+def test_tables_command_writes_each_table(small_cache, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT_DIR / "runs" / "tables.py"), "--cache",
+                             f"mvsa-single={small_cache}", "--tables", "4,6", "--seeds", "2", "--set", "epochs=2",
+                             "--set", "batch_size=16", "--out", str(tmp_path)], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    table4, table6 = (tmp_path / "table4.md").read_text(), (tmp_path / "table6.md").read_text()
+    assert "one-step (all losses summed)" in table4 and "| 0.7956 | 0.7684 |" in table4
+    assert "(test split; ours: mean +- std over 2 seeds" in table4
+    # The cache holds 2 layers: HA over the last 3 cannot be trained and is left out, the last 1 is there.
+    assert "HA over the last 3 layers" not in table6 and "HA over the last 1 layer" in table6
+    # full, one-step, HA over the last 2 and the last 1, two seeds each
+    assert len(read_results(tmp_path / "mvsa-single" / "results.jsonl")) == 4 * 2
