@@ -20,8 +20,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from heads.config import DATASET_PRESETS, resolve_config  # noqa: E402
 from runs.comparison import comparison_trials, render_comparison, select_methods, summarise_dataset  # noqa: E402
-from runs.sweep import parse_settings  # noqa: E402
-from runs.tables import parse_named  # noqa: E402
+from runs.sweeper import parse_named, parse_settings  # noqa: E402
 
 
 def main(argv=None) -> int:

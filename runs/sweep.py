@@ -16,17 +16,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from heads.config import PRESETS, resolve_config  # noqa: E402
-from runs.sweeper import expand, parse_space, summarise, write_summary  # noqa: E402
-
-
-def parse_settings(specs: list[str], base) -> dict:
-    """['epochs=50', 'patience=20'] -> {'epochs': 50, 'patience': 20}, typed like the config's fields."""
-    settings = {}
-    for field, values in parse_space(specs, base).items():
-        if len(values) != 1:
-            raise ValueError(f"--set {field}: give one value")
-        settings[field] = values[0]
-    return settings
+from runs.sweeper import expand, parse_settings, parse_space, summarise, write_summary  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -51,6 +51,27 @@ def parse_space(specs: list[str], base: SPPSCLConfig) -> dict[str, list]:
     return space
 
 
+def parse_settings(specs: list[str], base) -> dict:
+    """['epochs=50', 'patience=20'] -> {'epochs': 50, 'patience': 20}, typed like the config's fields."""
+    settings = {}
+    for field, values in parse_space(specs, base).items():
+        if len(values) != 1:
+            raise ValueError(f"--set {field}: give one value")
+        settings[field] = values[0]
+    return settings
+
+
+def parse_named(values: list[str], what: str) -> dict[str, str]:
+    """['mvsa-single=path', ...] -> {'mvsa-single': 'path'}, for --cache and --base."""
+    named = {}
+    for value in values:
+        if "=" not in value:
+            raise ValueError(f"--{what} {value!r}: write DATASET=PATH")
+        name, path = value.split("=", 1)
+        named[name] = path
+    return named
+
+
 def expand(space: dict[str, list], seeds: list[int], random_points: int | None = None,
            sample_seed: int = 0) -> list[Trial]:
     """The grid (every combination), or `random_points` distinct combinations drawn from it, times the seeds."""

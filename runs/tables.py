@@ -18,19 +18,8 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 from cache.layout import read_attrs  # noqa: E402
 from heads.config import PRESETS, resolve_config  # noqa: E402
 from runs.paper_tables import table_rows, write_tables  # noqa: E402
-from runs.sweep import parse_settings  # noqa: E402
+from runs.sweeper import parse_named, parse_settings  # noqa: E402
 from runs.trials import Trial, run_trials  # noqa: E402
-
-
-def parse_named(values: list[str], what: str) -> dict[str, str]:
-    """['mvsa-single=path', ...] -> {'mvsa-single': 'path'}, for --cache and --base."""
-    named = {}
-    for value in values:
-        if "=" not in value:
-            raise ValueError(f"--{what} {value!r}: write DATASET=PATH")
-        name, path = value.split("=", 1)
-        named[name] = path
-    return named
 
 
 def main(argv=None) -> int:

@@ -23,11 +23,10 @@ from torch import nn
 
 from cache.reader import CachedSplit
 from heads.config import SPPSCLConfig
-from heads.head_kinds import SPP_SCL_REPORT_KEYS, report_keys_for, training_step_for
+from heads.head_kinds import report_keys_for, training_step_for
 from runs.checkpoint import build_head, save_head
 from runs.metrics import classification_metrics
 
-LOSS_KEYS = SPP_SCL_REPORT_KEYS  # SPP-SCL's; the keys logged for any head are report_keys_for(config)
 
 
 @dataclass
