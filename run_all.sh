@@ -19,15 +19,17 @@ stage() { echo "== $*"; }
 if [ -z "${MVSA_SINGLE:-}${MVSA_MULTIPLE:-}${HFM:-}" ]; then
   DEMO_DIR=${DEMO_DIR:-demo}
   DEMO_SIZES=${DEMO_SIZES:-600,150,150}
-  DEMO_EPOCHS=${DEMO_EPOCHS:-12}
+  DEMO_EPOCHS=${DEMO_EPOCHS:-8}
+  DEMO_JOBS=${DEMO_JOBS:-2}
   DEMO_SEEDS=${DEMO_SEEDS:-2}
   stage "DEMO (no data configured; see README 'Real data'): generated posts and tiny random encoders in $DEMO_DIR/"
   "$PY" -m extract.demo "$DEMO_DIR" --sizes "$DEMO_SIZES"
   stage "extract the demo's features"
   "$PY" extract/run.py --data "$DEMO_DIR/data" --dataset mvsa-single --text-encoder "$DEMO_DIR/text-encoder" \
     --image-encoder "$DEMO_DIR/image-encoder" --out "$DEMO_DIR/cache/demo.h5"
-  # The demo's features are tiny and its training set small: a larger learning rate, few epochs.
-  settings=(--set epochs="$DEMO_EPOCHS" --set lr=0.002 --set lr_step_size=5 --set batch_size=32)
+  # The demo's features are tiny and its training set small: a larger learning rate, few epochs (the preset's
+  # StepLR, every 10 epochs, never fires). Two trials at a time, one core each.
+  settings=(--set epochs="$DEMO_EPOCHS" --set lr=0.005 --set batch_size=32 --jobs "$DEMO_JOBS")
   stage "sweep tau x theta x lambda (2 x 2 x 2, 1 seed) on dev"
   "$PY" runs/sweep.py --cache "$DEMO_DIR/cache/demo.h5" --preset mvsa-single --axis tau=0.05,0.1 \
     --axis theta=0.5,0.8 --axis lambda=3,5 "${settings[@]}" --out "$DEMO_DIR/sweep" > "$DEMO_DIR/sweep.log"

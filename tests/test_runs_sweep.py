@@ -134,3 +134,25 @@ def test_tables_command_writes_each_table(small_cache, tmp_path):
     assert "HA over the last 3 layers" not in table6 and "HA over the last 1 layer" in table6
     # full, one-step, HA over the last 2 and the last 1, two seeds each
     assert len(read_results(tmp_path / "mvsa-single" / "results.jsonl")) == 4 * 2
+
+
+def test_parallel_trials_match_serial_ones(small_cache, tmp_path):
+    """Two worker processes give each trial the result it gets alone, and each is recorded exactly once."""
+    import torch
+
+    base = resolve_config("mvsa-single", epochs=2, batch_size=16)
+    trials = [Trial("a", {"theta": 0.5}, 1), Trial("b", {"temperature": 0.1}, 2), Trial("c", {"ce_weight": 3.0}, 3)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' setting on a 2-core machine, so both sides compute alike
+    try:
+        serial = run_trials(small_cache, base, trials, tmp_path / "serial.jsonl", tmp_path / "s", log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    parallel = run_trials(small_cache, base, trials, tmp_path / "parallel.jsonl", tmp_path / "p", jobs=2,
+                          log=lambda *_: None)
+    assert [r["key"] for r in parallel] == [r["key"] for r in serial]
+    assert sorted(r["key"] for r in read_results(tmp_path / "parallel.jsonl")) == sorted(r["key"] for r in serial)
+    for one, other in zip(serial, parallel):
+        assert one["selected_epoch"] == other["selected_epoch"]
+        for metric, value in one["dev"].items():
+            assert other["dev"][metric] == pytest.approx(value, abs=1e-6)
