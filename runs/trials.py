@@ -84,7 +84,7 @@ def _headline(metrics: dict | None) -> dict | None:
 
 
 def run_trials(cache: str | Path, base: SPPSCLConfig, trials: list[Trial], results: Path, runs_dir: Path,
-               jobs: int = 1, log=print) -> list[dict]:
+               jobs: int = 1, log=print, progress: bool = True) -> list[dict]:
     """Run the trials not yet in `results`; returns the rows of all `trials` (finished before or now)."""
     import torch
 
@@ -97,6 +97,11 @@ def run_trials(cache: str | Path, base: SPPSCLConfig, trials: list[Trial], resul
     if len(pending) < len(trials):
         log(f"{len(trials) - len(pending)} of {len(trials)} trials already in {results}")
     base_dict = base.to_dict()
+    from tqdm.auto import tqdm
+
+    # On a terminal only (tqdm's disable=None): logs keep one line per finished trial and no bar redraws.
+    bar = tqdm(total=len(trials), initial=len(trials) - len(pending), unit="trial", desc=results.parent.name,
+               disable=None if progress else True, dynamic_ncols=True)
 
     def record(trial: Trial, row: dict) -> None:
         row = {"key": trial.key(base), **row}
@@ -105,6 +110,7 @@ def run_trials(cache: str | Path, base: SPPSCLConfig, trials: list[Trial], resul
             handle.flush()
             os.fsync(handle.fileno())
         done[row["key"]] = row
+        bar.update(1)
         log(f"[{len(done)}/{len(trials)}] {trial.name} seed {trial.seed}: dev acc {row['dev']['accuracy']:.4f} "
             f"{base.selection_metric} {row['dev'][base.selection_metric]:.4f} ({row['seconds']:.0f} s)")
 
@@ -129,4 +135,5 @@ def run_trials(cache: str | Path, base: SPPSCLConfig, trials: list[Trial], resul
             futures = {pool.submit(_run_one, base_dict, t, str(runs_dir / t.key(base))): t for t in pending}
             for future in as_completed(futures):
                 record(futures[future], future.result())
+    bar.close()
     return [done[t.key(base)] for t in trials]
