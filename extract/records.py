@@ -29,6 +29,17 @@ class BadInput(ValueError):
     """A record or file that cannot be used, raised in strict mode (and for whole-file problems always)."""
 
 
+def read_json_list(path: Path, what: str) -> list:
+    """A JSON file that holds a list; a file that does not is a BadInput naming it."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BadInput(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(rows, list):
+        raise BadInput(f"{path} must hold a JSON list of {what}, not a {type(rows).__name__}")
+    return rows
+
+
 @dataclass(frozen=True)
 class Record:
     split: str
@@ -164,12 +175,7 @@ def read_split_folder(folder: Path, dataset: str, images: Path | None, strict: b
     collector, records, seen = _Collector(strict), [], {}
     for path in files:
         split = path.stem
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise BadInput(f"{path} is not valid JSON: {error}") from error
-        if not isinstance(rows, list):
-            raise BadInput(f"{path} must hold a JSON list of records, not a {type(rows).__name__}")
+        rows = read_json_list(path, "records")
         for index, row in enumerate(rows):
             source = f"{path.name}[{index}]"
             if not isinstance(row, dict) or not {"id", "text", "emotion_label"} <= row.keys():

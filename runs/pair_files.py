@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from extract.records import read_json_list
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -80,12 +82,7 @@ def read_pair_file(path: str | Path, images: str | Path | None = None) -> Iterat
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
     if suffix == ".json":
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from error
-        if not isinstance(rows, list):
-            raise ValueError(f"{path} must hold a JSON list of objects with text and image or id")
+        rows = read_json_list(path, "objects with text and image or id")
         for index, row in enumerate(rows):
             source = f"{path.name}[{index}]"
             yield (_pair_from_row(row, source, path, images) if isinstance(row, dict)

@@ -36,17 +36,23 @@ def parse_values(field: str, text: str, base: SPPSCLConfig) -> list:
     return values
 
 
-def parse_space(specs: list[str], base: SPPSCLConfig) -> dict[str, list]:
+def split_assignment(spec: str, option: str, form: str) -> tuple[str, str]:
+    """'name=value' -> ('name', 'value'); anything else is an error naming the option and its form."""
+    if "=" not in spec:
+        raise ValueError(f"{option} {spec!r}: write {form}")
+    name, value = spec.split("=", 1)
+    return name, value
+
+
+def parse_space(specs: list[str], base: SPPSCLConfig, option: str = "--axis") -> dict[str, list]:
     """['temperature=0.05,0.07', 'theta=0.5,0.67'] -> {field: values}; unknown fields are errors naming them."""
     space = {}
     for spec in specs:
-        if "=" not in spec:
-            raise ValueError(f"sweep axis {spec!r}: write FIELD=V1,V2,...")
-        field, text = spec.split("=", 1)
+        field, text = split_assignment(spec, option, "FIELD=V1,V2,..." if option == "--axis" else "FIELD=VALUE")
         field = field.strip().replace("-", "_")
         field = {"tau": "temperature", "lambda": "ce_weight"}.get(field, field)
         if not hasattr(base, field) or field == "seed":
-            raise ValueError(f"sweep axis {field!r} is not a config field (seeds are set with --seeds)")
+            raise ValueError(f"{option} {field!r} is not a config field (seeds are set with --seeds)")
         space[field] = parse_values(field, text, base)
     return space
 
@@ -54,7 +60,7 @@ def parse_space(specs: list[str], base: SPPSCLConfig) -> dict[str, list]:
 def parse_settings(specs: list[str], base) -> dict:
     """['epochs=50', 'patience=20'] -> {'epochs': 50, 'patience': 20}, typed like the config's fields."""
     settings = {}
-    for field, values in parse_space(specs, base).items():
+    for field, values in parse_space(specs, base, option="--set").items():
         if len(values) != 1:
             raise ValueError(f"--set {field}: give one value")
         settings[field] = values[0]
@@ -65,9 +71,7 @@ def parse_named(values: list[str], what: str) -> dict[str, str]:
     """['mvsa-single=path', ...] -> {'mvsa-single': 'path'}, for --cache and --base."""
     named = {}
     for value in values:
-        if "=" not in value:
-            raise ValueError(f"--{what} {value!r}: write DATASET=PATH")
-        name, path = value.split("=", 1)
+        name, path = split_assignment(value, f"--{what}", "DATASET=PATH")
         named[name] = path
     return named
 

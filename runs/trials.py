@@ -15,6 +15,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from heads.config import SPPSCLConfig
 
 
@@ -97,8 +99,6 @@ def run_trials(cache: str | Path, base: SPPSCLConfig, trials: list[Trial], resul
     if len(pending) < len(trials):
         log(f"{len(trials) - len(pending)} of {len(trials)} trials already in {results}")
     base_dict = base.to_dict()
-    from tqdm.auto import tqdm
-
     # On a terminal only (tqdm's disable=None): logs keep one line per finished trial and no bar redraws.
     bar = tqdm(total=len(trials), initial=len(trials) - len(pending), unit="trial", desc=results.parent.name,
                disable=None if progress else True, dynamic_ncols=True)

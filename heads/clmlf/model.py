@@ -27,7 +27,7 @@ from torch import nn
 
 from heads.classifier import SentimentClassifier
 from heads.config import SPPSCLConfig
-from heads.tokens import AttentionPooling, ImageTokens, SelfAttentionEncoder, TextTokens
+from heads.tokens import AttentionPooling, ImageTokens, SelfAttentionEncoder, TextTokens, token_inputs
 
 
 class CLMLFHead(nn.Module):
@@ -53,13 +53,9 @@ class CLMLFHead(nn.Module):
 
     def forward(self, image_maps: torch.Tensor, first_token: torch.Tensor | None, token_states: torch.Tensor,
                 token_mask: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        """first_token is not used (the token states hold the first token too); it is accepted so that
-        every head takes the same four inputs."""
-        if image_maps is None or token_states is None or token_mask is None:
-            raise ValueError("the clmlf head needs image_maps, token_states and token_mask")
-        token_mask = token_mask.bool()
-        text = self.text_tokens(token_states)
-        image = self.image_tokens(image_maps)
+        """first_token is accepted, unused, so that every head takes the same four inputs."""
+        text, image, token_mask = token_inputs("clmlf", self.text_tokens, self.image_tokens, image_maps,
+                                               token_states, token_mask)
         image = self.image_encoder(image)  # every map position is real: no mask
         image_mask = torch.ones(image.shape[:2], dtype=torch.bool, device=image.device)
         mask = torch.cat([token_mask, image_mask], dim=1)

@@ -24,7 +24,7 @@ from heads.classifier import SentimentClassifier
 from heads.config import SPPSCLConfig
 from heads.mdse.private_features import PrivateFeatures
 from heads.mdse.pair_fusion import PairFusion
-from heads.tokens import AttentionBlock, ImageTokens, TextTokens, masked_mean
+from heads.tokens import AttentionBlock, ImageTokens, TextTokens, masked_mean, token_inputs
 
 
 class MDSEHead(nn.Module):
@@ -52,13 +52,9 @@ class MDSEHead(nn.Module):
 
     def forward(self, image_maps: torch.Tensor, first_token: torch.Tensor | None, token_states: torch.Tensor,
                 token_mask: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        """first_token is not used (the token states hold the first token too); it is accepted so that
-        every head takes the same four inputs."""
-        if image_maps is None or token_states is None or token_mask is None:
-            raise ValueError("the mdse head needs image_maps, token_states and token_mask")
-        token_mask = token_mask.bool()
-        text = self.text_tokens(token_states)
-        image = self.image_tokens(image_maps)
+        """first_token is accepted, unused, so that every head takes the same four inputs."""
+        text, image, token_mask = token_inputs("mdse", self.text_tokens, self.image_tokens, image_maps,
+                                               token_states, token_mask)
         shared_text = self.text_over_image(text, image)  # every map position is real: no mask
         shared_image = self.image_over_text(image, text, context_padding=~token_mask)
         text_private, text_weights = self.text_private(text, shared_text, token_mask)

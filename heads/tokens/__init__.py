@@ -7,5 +7,6 @@ from heads.tokens.image_tokens import ImageTokens
 from heads.tokens.masked_mean import masked_mean
 from heads.tokens.self_attention_encoder import SelfAttentionEncoder
 from heads.tokens.text_tokens import TextTokens
+from heads.tokens.token_inputs import token_inputs
 
-__all__ = ["AttentionBlock", "AttentionPooling", "ImageTokens", "SelfAttentionEncoder", "TextTokens", "masked_mean"]
+__all__ = ["AttentionBlock", "AttentionPooling", "ImageTokens", "SelfAttentionEncoder", "TextTokens", "masked_mean", "token_inputs"]
