@@ -8,6 +8,7 @@ on the first N records of a real split folder (default ../shared/data/mvsa-singl
 
     .venv/bin/python bench/extract_throughput.py [--records 192] [--data ../shared/data/mvsa-single]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,10 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch  # noqa: E402
 
+from extract.image_encoder import ImageEncoder  # noqa: E402
 from extract.images import load_pixels  # noqa: E402
 from extract.pipeline import ExtractConfig, run  # noqa: E402
 from extract.text_encoder import TextEncoder  # noqa: E402
-from extract.image_encoder import ImageEncoder  # noqa: E402
 
 
 def build_models(folder: Path, vocab: Path | None) -> tuple[Path, Path]:
@@ -41,8 +42,11 @@ def build_models(folder: Path, vocab: Path | None) -> tuple[Path, Path]:
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=vocab_size)).save_pretrained(text)
     ResNetModel(ResNetConfig()).save_pretrained(image)  # the default config is ResNet-50
-    (image / "preprocessor_config.json").write_text(json.dumps({
-        "crop_pct": 0.875, "size": {"shortest_edge": 224}, "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD}))
+    (image / "preprocessor_config.json").write_text(
+        json.dumps(
+            {"crop_pct": 0.875, "size": {"shortest_edge": 224}, "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD}
+        )
+    )
     return text, image
 
 
@@ -51,15 +55,18 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/mvsa-single")
     parser.add_argument("--records", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--vocab", default=str(Path.home() / ".cache/real-encoders/all-MiniLM-L6-v2/vocab.txt"),
-                        help="a bert-base-uncased vocab.txt (MiniLM-L6 uses it); the demo vocabulary if absent")
+    parser.add_argument(
+        "--vocab",
+        default=str(Path.home() / ".cache/real-encoders/all-MiniLM-L6-v2/vocab.txt"),
+        help="a bert-base-uncased vocab.txt (MiniLM-L6 uses it); the demo vocabulary if absent",
+    )
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:
         vocab = Path(args.vocab) if Path(args.vocab).is_file() else None
         text_dir, image_dir = build_models(work, vocab)
-        records = json.loads((Path(args.data) / "train.json").read_text())[:args.records]
+        records = json.loads((Path(args.data) / "train.json").read_text())[: args.records]
         (work / "data").mkdir()
         (work / "data" / "train.json").write_text(json.dumps(records))
         images = Path(args.data) / "images"
@@ -73,23 +80,32 @@ def main() -> None:
         for _ in range(2):  # warm-up
             text.encode(texts[:4])
             image(torch.stack(pixels[:4]))
+
         def bare_pass() -> tuple[float, float]:
             start = time.perf_counter()
             for i in range(0, len(order), args.batch_size):
-                text.encode([texts[j] for j in order[i:i + args.batch_size]])
+                text.encode([texts[j] for j in order[i : i + args.batch_size]])
             middle = time.perf_counter()
             for i in range(0, len(pixels), args.batch_size):
-                image(torch.stack(pixels[i:i + args.batch_size]))
+                image(torch.stack(pixels[i : i + args.batch_size]))
             return middle - start, time.perf_counter() - middle
 
         # The best of two passes: the first also pays for one-off kernel selection per new shape.
         bare_text, bare_image = min((bare_pass() for _ in range(2)), key=sum)
         bare = bare_text + bare_image
 
-        config = ExtractConfig(data=str(work / "data"), dataset="mvsa-single", images=str(images),
-                               out=str(work / "cache.h5"), text_encoder=str(text_dir), image_encoder=str(image_dir),
-                               text_batch_size=args.batch_size, image_batch_size=args.batch_size, progress=False,
-                               allow_non_english=True)
+        config = ExtractConfig(
+            data=str(work / "data"),
+            dataset="mvsa-single",
+            images=str(images),
+            out=str(work / "cache.h5"),
+            text_encoder=str(text_dir),
+            image_encoder=str(image_dir),
+            text_batch_size=args.batch_size,
+            image_batch_size=args.batch_size,
+            progress=False,
+            allow_non_english=True,
+        )
         start = time.perf_counter()
         summary = run(config, log=lambda *_: None)
         pipeline = time.perf_counter() - start
@@ -97,15 +113,23 @@ def main() -> None:
         from cache.reader import cache_summary
 
         sizes = cache_summary(work / "cache.h5")
-        print(f"records: {kept} of {len(records)}; batch size {args.batch_size}; torch threads {torch.get_num_threads()}")
-        print(f"bare forward: text {bare_text:.1f} s + image {bare_image:.1f} s = {bare:.1f} s "
-              f"({kept / bare:.2f} records/s)")
-        print(f"pipeline (extract.pipeline.run, loading and hashing the encoders included): {pipeline:.1f} s "
-              f"({kept / pipeline:.2f} records/s)")
+        print(
+            f"records: {kept} of {len(records)}; batch size {args.batch_size}; torch threads {torch.get_num_threads()}"
+        )
+        print(
+            f"bare forward: text {bare_text:.1f} s + image {bare_image:.1f} s = {bare:.1f} s "
+            f"({kept / bare:.2f} records/s)"
+        )
+        print(
+            f"pipeline (extract.pipeline.run, loading and hashing the encoders included): {pipeline:.1f} s "
+            f"({kept / pipeline:.2f} records/s)"
+        )
         print(f"throughput ratio pipeline / bare: {bare / pipeline:.1%}")
-        print(f"cache: {sizes['bytes_per_record'] / 1024:.1f} KiB per record; {sizes['overhead']:.4f} x the float16 "
-              f"states (image map {sizes['splits']['train']['image_map']}, "
-              f"{sizes['splits']['train']['tokens']['mean']:.1f} tokens per text)")
+        print(
+            f"cache: {sizes['bytes_per_record'] / 1024:.1f} KiB per record; {sizes['overhead']:.4f} x the float16 "
+            f"states (image map {sizes['splits']['train']['image_map']}, "
+            f"{sizes['splits']['train']['tokens']['mean']:.1f} tokens per text)"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

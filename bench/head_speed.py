@@ -8,6 +8,7 @@ after each run is printed, since other processes on the machine inflate wall-clo
 
     .venv/bin/python bench/head_speed.py --cache cache/files/mvsa-single__mpnet__effnet-lite2.h5 --dataset mvsa-single
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,13 +52,27 @@ def main(argv=None) -> int:
             parameters = json.loads((Path(work) / method.key / "config.json").read_text())["trainable_parameters"]
             later = [line["seconds"] for line in log[1:]]
             later_mean = sum(later) / len(later) if later else float("nan")
-            rows.append((method.label, parameters, log[0]["seconds"], later_mean, cpu / args.epochs, wall,
-                         load_before, os.getloadavg()[0]))
+            rows.append(
+                (
+                    method.label,
+                    parameters,
+                    log[0]["seconds"],
+                    later_mean,
+                    cpu / args.epochs,
+                    wall,
+                    load_before,
+                    os.getloadavg()[0],
+                )
+            )
             print(f"{method.key}: {rows[-1][2:]}", flush=True)
-    print(f"\n{args.cache}: {len(splits['train'])} train / {len(splits['dev'])} dev records, {args.epochs} epochs, "
-          f"batch {base.batch_size}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs\n")
-    print("| method | trainable parameters | epoch 1 s | later epochs s (mean) "
-          "| CPU s per epoch (whole run, process time) | load before / after |\n|---|---|---|---|---|---|")
+    print(
+        f"\n{args.cache}: {len(splits['train'])} train / {len(splits['dev'])} dev records, {args.epochs} epochs, "
+        f"batch {base.batch_size}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs\n"
+    )
+    print(
+        "| method | trainable parameters | epoch 1 s | later epochs s (mean) "
+        "| CPU s per epoch (whole run, process time) | load before / after |\n|---|---|---|---|---|---|"
+    )
     for label, parameters, first, later, cpu, _, before, after in rows:
         print(f"| {label} | {parameters:,} | {first:.1f} | {later:.1f} | {cpu:.1f} | {before:.1f} / {after:.1f} |")
     return 0

@@ -7,6 +7,7 @@ head), after one warm-up call; throughput: all N pairs streamed at each batch si
 
     .venv/bin/python bench/predict_speed.py RUN_DIR [--records 256] [--latency-pairs 40] [--batch-sizes 1,16,32]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     split_file = Path(args.split_file)
-    records = json.loads(split_file.read_text())[:args.records]
+    records = json.loads(split_file.read_text())[: args.records]
     pairs = [(r["id"], split_file.parent / "images" / f"{r['id']}.jpg", r["text"]) for r in records]
     started = time.perf_counter()
     predictor = Predictor(args.run, args.text_encoder, args.image_encoder, batch_size=1)
@@ -46,13 +47,16 @@ def main(argv=None) -> int:
 
     list(predictor.predict(pairs[:1]))  # warm-up: first calls allocate and pick kernels
     latencies = []
-    for pair in pairs[:args.latency_pairs]:
+    for pair in pairs[: args.latency_pairs]:
         begin = time.perf_counter()
         list(predictor.predict([pair]))
         latencies.append(time.perf_counter() - begin)
-    report["latency_ms"] = {"median": round(1000 * statistics.median(latencies), 1),
-                            "p90": round(1000 * float(np.percentile(latencies, 90)), 1),
-                            "mean": round(1000 * statistics.mean(latencies), 1), "pairs": len(latencies)}
+    report["latency_ms"] = {
+        "median": round(1000 * statistics.median(latencies), 1),
+        "p90": round(1000 * float(np.percentile(latencies, 90)), 1),
+        "mean": round(1000 * statistics.mean(latencies), 1),
+        "pairs": len(latencies),
+    }
 
     report["throughput_pairs_per_s"] = {}
     results = None
@@ -70,8 +74,10 @@ def main(argv=None) -> int:
         ours = np.array([[r.probabilities[n] for n in names] for r in common])
         theirs = np.array([[float(saved[r.id][f"p_{n}"]) for n in names] for r in common])
         report["agreement_with_trainer_dev_predictions"] = {
-            "pairs": len(common), "same_class": float(np.mean([r.prediction == saved[r.id]["prediction"] for r in common])),
-            "max_abs_probability_difference": float(np.abs(ours - theirs).max())}
+            "pairs": len(common),
+            "same_class": float(np.mean([r.prediction == saved[r.id]["prediction"] for r in common])),
+            "max_abs_probability_difference": float(np.abs(ours - theirs).max()),
+        }
     report["errors"] = sum(r.error is not None for r in results)
     print(json.dumps(report, indent=1))
     return 0

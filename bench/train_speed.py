@@ -8,6 +8,7 @@ second forward of the two-step rule; then the same heads and losses. Timed per i
 
     .venv/bin/python bench/train_speed.py [--epochs 3] [--authors-iterations 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,9 +97,11 @@ def main() -> None:
         print(f"\ntorch threads {torch.get_num_threads()}")
         for fusion, (epoch, iterations) in ours.items():
             per_iteration = epoch / iterations
-            print(f"ours ({fusion}): {epoch:.2f} s per epoch (dev evaluation included), {iterations} iterations, "
-                  f"{per_iteration * 1000:.0f} ms per iteration; the authors' way: {authors:.1f} s per iteration "
-                  f"-> {authors / per_iteration:.0f}x faster per iteration")
+            print(
+                f"ours ({fusion}): {epoch:.2f} s per epoch (dev evaluation included), {iterations} iterations, "
+                f"{per_iteration * 1000:.0f} ms per iteration; the authors' way: {authors:.1f} s per iteration "
+                f"-> {authors / per_iteration:.0f}x faster per iteration"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -3,6 +3,7 @@ fingerprint and the skipped records.
 
     python -m cache.inspect cache/files/mvsa-single__bert-base-uncased__resnet-50.h5 [--all-skipped] [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,16 +16,21 @@ from cache.reader import cache_summary
 
 def describe(path: str, all_skipped: bool = False) -> str:
     summary = cache_summary(path)
-    lines = [f"{summary['path']}  (format {summary['format_version']}, dataset {summary['dataset']}, "
-             f"{summary['dtype']})",
-             f"classes: {', '.join(summary['class_names'])}; text layers {summary['text_layers']}"]
+    lines = [
+        f"{summary['path']}  (format {summary['format_version']}, dataset {summary['dataset']}, {summary['dtype']})",
+        f"classes: {', '.join(summary['class_names'])}; text layers {summary['text_layers']}",
+    ]
     for split, info in summary["splits"].items():
         counts = ", ".join(f"{name} {n}" for name, n in info["labels"].items())
-        lines.append(f"  {split:5s} {info['records']:6d} records ({counts}); image map {info['image_map']}, "
-                     f"first token {info['first_token']}, tokens per text mean {info['tokens']['mean']:.1f} "
-                     f"max {info['tokens']['max']}")
-    lines.append(f"file: {summary['file_bytes'] / 2**20:.1f} MiB, {summary['bytes_per_record'] / 1024:.1f} KiB per "
-                 f"record, {summary['overhead']:.3f} x the bytes of the stored features")
+        lines.append(
+            f"  {split:5s} {info['records']:6d} records ({counts}); image map {info['image_map']}, "
+            f"first token {info['first_token']}, tokens per text mean {info['tokens']['mean']:.1f} "
+            f"max {info['tokens']['max']}"
+        )
+    lines.append(
+        f"file: {summary['file_bytes'] / 2**20:.1f} MiB, {summary['bytes_per_record'] / 1024:.1f} KiB per "
+        f"record, {summary['overhead']:.3f} x the bytes of the stored features"
+    )
     lines.append("fingerprint:")
     lines.extend(f"  {key}: {json.dumps(value)}" for key, value in summary["fingerprint"].items())
     skipped = read_skipped(path)

@@ -12,6 +12,7 @@ One file per dataset and encoder setting, one group per split:
 File attributes: format_version, dataset, class_names, text_layers, dtype (JSON where not scalar),
 fingerprint (JSON: everything that determines the features) and provenance (JSON: paths, versions).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,15 @@ CHUNK_BYTES = 256 * 1024  # token-state chunks of about this size: a record of ~
 class CacheWriter:
     """Writes into `<path>.tmp` and renames it to `path` on `finish`, so a cache file is always whole."""
 
-    def __init__(self, path: Path, attrs: dict, split_sizes: dict[str, tuple[int, int]],
-                 map_shape: tuple[int, int, int], layers_dim: tuple[int, int], dtype: str):
+    def __init__(
+        self,
+        path: Path,
+        attrs: dict,
+        split_sizes: dict[str, tuple[int, int]],
+        map_shape: tuple[int, int, int],
+        layers_dim: tuple[int, int],
+        dtype: str,
+    ):
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.file = h5py.File(self.tmp, "w")
@@ -44,33 +52,46 @@ class CacheWriter:
             group.create_dataset("labels", (records,), dtype="int64")
             group.create_dataset("text_lengths", (records,), dtype="int32")
             group.create_dataset("token_offsets", (records + 1,), dtype="int64")
-            group.create_dataset("image_maps", (records, *map_shape), dtype=dtype,
-                                 chunks=(1, *map_shape) if records else None)
-            group.create_dataset("first_token", (records, k, d), dtype=dtype,
-                                 chunks=(min(records, 256), k, d) if records else None)
-            group.create_dataset("token_states", (tokens, k, d), dtype=dtype,
-                                 chunks=(min(tokens, token_rows), k, d) if tokens else None)
+            group.create_dataset(
+                "image_maps", (records, *map_shape), dtype=dtype, chunks=(1, *map_shape) if records else None
+            )
+            group.create_dataset(
+                "first_token", (records, k, d), dtype=dtype, chunks=(min(records, 256), k, d) if records else None
+            )
+            group.create_dataset(
+                "token_states", (tokens, k, d), dtype=dtype, chunks=(min(tokens, token_rows), k, d) if tokens else None
+            )
             self.position[split] = (0, 0)
 
-    def append(self, split: str, ids: list[str], labels: np.ndarray, text_lengths: np.ndarray,
-               image_maps: np.ndarray, first_token: np.ndarray, token_states: np.ndarray) -> None:
+    def append(
+        self,
+        split: str,
+        ids: list[str],
+        labels: np.ndarray,
+        text_lengths: np.ndarray,
+        image_maps: np.ndarray,
+        first_token: np.ndarray,
+        token_states: np.ndarray,
+    ) -> None:
         group, (row, token) = self.file[split], self.position[split]
         count, tokens = len(ids), int(text_lengths.sum())
-        group["ids"][row:row + count] = ids
-        group["labels"][row:row + count] = labels
-        group["text_lengths"][row:row + count] = text_lengths
-        group["token_offsets"][row + 1:row + count + 1] = token + np.cumsum(text_lengths)
-        group["image_maps"][row:row + count] = image_maps
-        group["first_token"][row:row + count] = first_token
-        group["token_states"][token:token + tokens] = token_states
+        group["ids"][row : row + count] = ids
+        group["labels"][row : row + count] = labels
+        group["text_lengths"][row : row + count] = text_lengths
+        group["token_offsets"][row + 1 : row + count + 1] = token + np.cumsum(text_lengths)
+        group["image_maps"][row : row + count] = image_maps
+        group["first_token"][row : row + count] = first_token
+        group["token_states"][token : token + tokens] = token_states
         self.position[split] = (row + count, token + tokens)
 
     def finish(self, skipped: list[dict]) -> None:
         for split, (row, token) in self.position.items():
             group = self.file[split]
             if row != len(group["ids"]) or token != len(group["token_states"]):
-                raise RuntimeError(f"cache writer: split {split} got {row} records / {token} tokens, "
-                                   f"expected {len(group['ids'])} / {len(group['token_states'])}")
+                raise RuntimeError(
+                    f"cache writer: split {split} got {row} records / {token} tokens, "
+                    f"expected {len(group['ids'])} / {len(group['token_states'])}"
+                )
         self.file.create_dataset("skipped", data=[json.dumps(s) for s in skipped], dtype=h5py.string_dtype())
         self.file.close()
         os.replace(self.tmp, self.path)

@@ -4,6 +4,7 @@ A split is held in memory when it fits (see `memory_budget`), else read from dis
 (`cache/layout.py`) keeps one record's image map in one chunk and its tokens in one or two, so a random
 batch reads few chunks. Features stay in their stored float16 in memory and become float32 per batch.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,14 @@ class FeatureBatch:
     labels: torch.Tensor  # [B] long
     ids: list[str]
 
-    def to(self, device) -> "FeatureBatch":
-        return FeatureBatch(*(t.to(device, non_blocking=True) for t in (
-            self.image_maps, self.first_token, self.token_states, self.token_mask, self.labels)), self.ids)
+    def to(self, device) -> FeatureBatch:
+        return FeatureBatch(
+            *(
+                t.to(device, non_blocking=True)
+                for t in (self.image_maps, self.first_token, self.token_states, self.token_mask, self.labels)
+            ),
+            self.ids,
+        )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -50,8 +56,14 @@ class CachedSplit:
     """One split of a cache file. `layers`: indices into the cached layers (e.g. [-2, -1] = the last two);
     `in_memory`: True, False, or None to decide by size against `memory_budget()`."""
 
-    def __init__(self, path: str | Path, split: str, layers: list[int] | None = None,
-                 in_memory: bool | None = None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        path: str | Path,
+        split: str,
+        layers: list[int] | None = None,
+        in_memory: bool | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         self.path = Path(path)
         self.split = split
         self.dtype = dtype
@@ -114,21 +126,32 @@ class CachedSplit:
         states = self._arrays["token_states"]
         for row, (index, length) in enumerate(zip(indices, lengths)):
             start = self.offsets[index]
-            record = states[start:start + length]
+            record = states[start : start + length]
             tokens[row, :, :length] = (record if layer_index is None else record[:, layer_index]).transpose(1, 0, 2)
         mask = np.arange(longest)[None, :] < lengths[:, None]
-        return FeatureBatch(torch.from_numpy(image_maps).to(self.dtype), torch.from_numpy(first).to(self.dtype),
-                            torch.from_numpy(tokens).to(self.dtype), torch.from_numpy(mask),
-                            torch.from_numpy(self.labels[indices]).long(), [self.ids[i] for i in indices])
+        return FeatureBatch(
+            torch.from_numpy(image_maps).to(self.dtype),
+            torch.from_numpy(first).to(self.dtype),
+            torch.from_numpy(tokens).to(self.dtype),
+            torch.from_numpy(mask),
+            torch.from_numpy(self.labels[indices]).long(),
+            [self.ids[i] for i in indices],
+        )
 
-    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                drop_last: bool = False, longest_first: bool = False):
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        longest_first: bool = False,
+    ):
         """Batches over the split; with `shuffle`, a permutation drawn from `generator`. `longest_first` orders
         the records inside each batch by text length (which records share a batch is unchanged): training
         losses do not depend on the order, and a sorted batch feeds an LSTM without re-sorting."""
-        order = (torch.randperm(len(self), generator=generator).numpy() if shuffle else np.arange(len(self)))
+        order = torch.randperm(len(self), generator=generator).numpy() if shuffle else np.arange(len(self))
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             if drop_last and len(chunk) < batch_size:
                 return
             if longest_first:
@@ -144,9 +167,16 @@ def cache_summary(path: str | Path) -> dict:
     """Counts per split and label, shapes, dtype and sizes: what `python -m cache.inspect` prints."""
     path = Path(path)
     attrs = read_attrs(path)
-    summary = {"path": str(path), "file_bytes": path.stat().st_size, "format_version": int(attrs["format_version"]),
-               "dataset": attrs["dataset"], "class_names": attrs["class_names"], "text_layers": attrs["text_layers"],
-               "dtype": attrs["dtype"], "splits": {}}
+    summary = {
+        "path": str(path),
+        "file_bytes": path.stat().st_size,
+        "format_version": int(attrs["format_version"]),
+        "dataset": attrs["dataset"],
+        "class_names": attrs["class_names"],
+        "text_layers": attrs["text_layers"],
+        "dtype": attrs["dtype"],
+        "splits": {},
+    }
     with h5py.File(path, "r") as file:
         for split in ("train", "dev", "test"):
             if split not in file:
@@ -160,10 +190,14 @@ def cache_summary(path: str | Path) -> dict:
                 "labels": {name: int((labels == i).sum()) for i, name in enumerate(attrs["class_names"])},
                 "image_map": list(group["image_maps"].shape[1:]),
                 "first_token": list(group["first_token"].shape[1:]),
-                "tokens": {"total": int(states.shape[0]), "mean": float(lengths.mean()) if len(lengths) else 0.0,
-                           "max": int(lengths.max()) if len(lengths) else 0},
-                "feature_bytes": int(sum(group[n].size * group[n].dtype.itemsize
-                                         for n in ("image_maps", "first_token", "token_states"))),
+                "tokens": {
+                    "total": int(states.shape[0]),
+                    "mean": float(lengths.mean()) if len(lengths) else 0.0,
+                    "max": int(lengths.max()) if len(lengths) else 0,
+                },
+                "feature_bytes": int(
+                    sum(group[n].size * group[n].dtype.itemsize for n in ("image_maps", "first_token", "token_states"))
+                ),
             }
     records = sum(s["records"] for s in summary["splits"].values())
     features = sum(s["feature_bytes"] for s in summary["splits"].values())
@@ -171,4 +205,3 @@ def cache_summary(path: str | Path) -> dict:
     summary["overhead"] = summary["file_bytes"] / max(features, 1)
     summary["fingerprint"] = attrs["fingerprint"]
     return summary
-

@@ -8,6 +8,7 @@ from the text alone, from the image alone, or only from both together:
 - "both" records: a cue word and a cue shape that each say nothing alone; their combination gives
   positive or negative (an exclusive or), so only fusion can read it.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,10 @@ CLASS_NAMES = ["positive", "neutral", "negative"]
 SENTIMENT_WORDS = {0: ["happy", "great", "love"], 1: ["okay", "plain", "usual"], 2: ["sad", "awful", "hate"]}
 SENTIMENT_COLOURS = {0: (230, 160, 30), 1: (128, 128, 128), 2: (30, 60, 200)}
 XOR_WORDS = ["alpha", "omega"]
-FILLER = ("the a of to in on at and this that today we they it is was photo picture street city time "
-          "morning evening friend people day night look here there new old just some more").split()
+FILLER = (
+    "the a of to in on at and this that today we they it is was photo picture street city time "
+    "morning evening friend people day night look here there new old just some more"
+).split()
 # Short posts: HA averages its LSTM outputs over the tokens, so one cue word in 40 fillers is a faint signal
 # that a few demo epochs cannot find; real tweets are short too (MVSA-S: about 31 tokens).
 FILLER_WORDS = (2, 12)
@@ -37,8 +40,9 @@ def write_wordpiece_tokenizer(folder: Path, tokenizer_class: str) -> None:
     """vocab.txt and tokenizer_config.json: the files AutoTokenizer.from_pretrained reads for a WordPiece model."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(demo_vocabulary()) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": tokenizer_class,
-                                                              "do_lower_case": True, "model_max_length": 256}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": tokenizer_class, "do_lower_case": True, "model_max_length": 256})
+    )
 
 
 def make_tiny_text_encoder(folder: str | Path, num_layers: int = 4, hidden: int = 32, seed: int = 0) -> Path:
@@ -49,8 +53,14 @@ def make_tiny_text_encoder(folder: str | Path, num_layers: int = 4, hidden: int 
     folder = Path(folder)
     write_wordpiece_tokenizer(folder, "BertTokenizer")
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(demo_vocabulary()), hidden_size=hidden, num_hidden_layers=num_layers,
-                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=256)
+    config = BertConfig(
+        vocab_size=len(demo_vocabulary()),
+        hidden_size=hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=256,
+    )
     model = BertModel(config).eval()
     # Word identity must outweigh position after the embedding LayerNorm, or random layers blur which word
     # sits where and the demo's cue words are faint (BERT's own init gives words and positions equal scale).
@@ -78,11 +88,21 @@ def make_tiny_image_encoder(folder: str | Path, size: int = 64, seed: int = 0) -
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
     model.save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "ConvNextImageProcessor", "crop_pct": 0.875, "size": {"shortest_edge": size},
-        "do_resize": True, "do_normalize": True, "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD,
-        "resample": 2,
-    }, indent=2))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "ConvNextImageProcessor",
+                "crop_pct": 0.875,
+                "size": {"shortest_edge": size},
+                "do_resize": True,
+                "do_normalize": True,
+                "image_mean": IMAGENET_MEAN,
+                "image_std": IMAGENET_STD,
+                "resample": 2,
+            },
+            indent=2,
+        )
+    )
     return folder
 
 
@@ -112,8 +132,11 @@ def _draw_image(rng: random.Random, colour: tuple, shape: str | None):
     draw = ImageDraw.Draw(image)
     for _ in range(6):  # clutter that carries no label
         x, y = rng.randrange(width), rng.randrange(height)
-        draw.line((x, y, rng.randrange(width), rng.randrange(height)),
-                  fill=tuple(rng.randint(0, 255) for _ in range(3)), width=2)
+        draw.line(
+            (x, y, rng.randrange(width), rng.randrange(height)),
+            fill=tuple(rng.randint(0, 255) for _ in range(3)),
+            width=2,
+        )
     side = min(width, height) // 2
     x0, y0 = (width - side) // 2, (height - side) // 2
     draw.rectangle((x0, y0, x0 + side, y0 + side), fill=colour)

@@ -1,4 +1,5 @@
 """Hashes of what determines the cached features, and a readable difference between two fingerprints."""
+
 from __future__ import annotations
 
 import hashlib

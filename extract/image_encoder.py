@@ -7,6 +7,7 @@ Two forms:
   `(module, preprocess)`: `module(pixels [B, 3, S, S]) -> [B, C, h, w]`, and `preprocess` a dict with
   `resize`, `crop`, `mean`, `std` and `name` (identifies the weights; part of the fingerprint).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -61,14 +62,20 @@ def check_plugin_preprocess(spec: str, preprocess: dict) -> tuple[Preprocess, st
             fail(key, "a positive int")
     for key in ("mean", "std"):
         value = preprocess.get(key)
-        if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)):
+        if not (
+            isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, (int, float)) for v in value)
+        ):
             fail(key, "3 numbers")
     if any(v <= 0 for v in preprocess["std"]):
         fail("std", "3 positive numbers")
     if not isinstance(preprocess.get("name"), str) or not preprocess["name"]:
         fail("name", "a non-empty string naming the weights")
-    return Preprocess(preprocess["resize"], preprocess["crop"], tuple(map(float, preprocess["mean"])),
-                      tuple(map(float, preprocess["std"]))), preprocess["name"]
+    return Preprocess(
+        preprocess["resize"],
+        preprocess["crop"],
+        tuple(map(float, preprocess["mean"])),
+        tuple(map(float, preprocess["std"])),
+    ), preprocess["name"]
 
 
 def transformers_preprocess(name_or_path: str) -> Preprocess:
@@ -86,15 +93,19 @@ def transformers_preprocess(name_or_path: str) -> Preprocess:
     crop_size = config.get("crop_size")
     crop = (crop_size.get("height") if isinstance(crop_size, dict) else crop_size) or size
     resize = round(crop / config["crop_pct"]) if config.get("crop_pct") else max(size, crop)
-    return Preprocess(int(resize), int(crop), tuple(config.get("image_mean", IMAGENET.mean)),
-                      tuple(config.get("image_std", IMAGENET.std)))
+    return Preprocess(
+        int(resize),
+        int(crop),
+        tuple(config.get("image_mean", IMAGENET.mean)),
+        tuple(config.get("image_std", IMAGENET.std)),
+    )
 
 
 def tokens_to_map(tokens: torch.Tensor) -> torch.Tensor:
     """[B, N, D] ViT-style tokens -> [B, D, g, g] from the last g*g (patch) tokens; leading class or
     register tokens are dropped."""
     grid = math.isqrt(tokens.shape[1])
-    patches = tokens[:, tokens.shape[1] - grid * grid:]
+    patches = tokens[:, tokens.shape[1] - grid * grid :]
     return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], grid, grid)
 
 
@@ -113,8 +124,9 @@ class _TransformersMaps(torch.nn.Module):
 
 
 class ImageEncoder:
-    def __init__(self, spec: str, device: torch.device | str = "cpu", resize: int | None = None,
-                 crop: int | None = None):
+    def __init__(
+        self, spec: str, device: torch.device | str = "cpu", resize: int | None = None, crop: int | None = None
+    ):
         self.spec = spec
         self.device = torch.device(device)
         if is_plugin(spec):
@@ -129,14 +141,22 @@ class ImageEncoder:
             self.preprocess, self.weights_name = transformers_preprocess(spec), spec
             self.kind = "transformers"
         if resize or crop:
-            self.preprocess = Preprocess(resize or self.preprocess.resize, crop or self.preprocess.crop,
-                                         self.preprocess.mean, self.preprocess.std)
+            self.preprocess = Preprocess(
+                resize or self.preprocess.resize,
+                crop or self.preprocess.crop,
+                self.preprocess.mean,
+                self.preprocess.std,
+            )
         self.module = module.eval().to(self.device)
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "name": self.weights_name, "weights_sha256": sha256_state_dict(self.module),
-                "preprocess": self.preprocess.as_dict(),
-                "config_sha256": sha256_json(self.module.model.config.to_dict()) if self.kind == "transformers" else None}
+        return {
+            "kind": self.kind,
+            "name": self.weights_name,
+            "weights_sha256": sha256_state_dict(self.module),
+            "preprocess": self.preprocess.as_dict(),
+            "config_sha256": sha256_json(self.module.model.config.to_dict()) if self.kind == "transformers" else None,
+        }
 
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:

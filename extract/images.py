@@ -4,6 +4,7 @@ The parameters come from the image encoder (`extract/image_encoder.py`); the ste
 Resize(int) + CenterCrop + Normalize on a PIL image, which is what the SPP-SCL code used, done here with
 Pillow and NumPy so that no torchvision is needed.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

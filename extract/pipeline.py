@@ -8,6 +8,7 @@ exist, they are laid out in the HDF5 cache (also written under a temporary name 
 depends only on the records and the batch sizes, never on where a run stopped or on how many processes ran
 it, so a resumed or a multi-process run computes every batch exactly as one uninterrupted run does.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,6 +32,7 @@ from extract.image_encoder import ImageEncoder
 from extract.images import ImageProblem, load_pixels
 from extract.records import BadInput, Dataset, Record, cache_name, read_dataset
 from extract.text_encoder import TextEncoder
+from spp_scl.errors import Refused
 
 
 @dataclass
@@ -57,7 +59,7 @@ class ExtractConfig:
     progress: bool = True
 
 
-class CacheMismatch(RuntimeError):
+class CacheMismatch(Refused):
     """An existing cache (or unfinished extraction) was made with other settings."""
 
 
@@ -73,12 +75,15 @@ class Summary:
     def text(self) -> str:
         lines = [f"cache {self.path}" + (" is up to date: nothing to do" if self.up_to_date else " written")]
         lines.append("records: " + ", ".join(f"{split} {count}" for split, count in self.records.items()))
-        lines.append(f"skipped: {len(self.skipped)}" + "".join(
-            f"\n  {n} x {r}" for r, n in skip_reason_counts(self.skipped)))
+        lines.append(
+            f"skipped: {len(self.skipped)}" + "".join(f"\n  {n} x {r}" for r, n in skip_reason_counts(self.skipped))
+        )
         if self.skipped:
             lines.append(f"  the list with reasons: {skipped_report_path(self.path)}")
         total = max(sum(self.records.values()), 1)
-        lines.append(f"file size: {self.file_bytes / 2**20:.1f} MiB ({self.file_bytes / total / 1024:.1f} KiB per record)")
+        lines.append(
+            f"file size: {self.file_bytes / 2**20:.1f} MiB ({self.file_bytes / total / 1024:.1f} KiB per record)"
+        )
         lines.append(f"time: {self.seconds:.1f} s")
         return "\n".join(lines)
 
@@ -121,12 +126,19 @@ def plan_shards(count: int, shard_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + shard_size, count)) for start in range(0, count, shard_size)]
 
 
-def extract_shard(records: list[Record], first_index: int, loaded, text: TextEncoder, image: ImageEncoder,
-                  config: ExtractConfig, progress) -> tuple[dict, dict]:
+def extract_shard(
+    records: list[Record],
+    first_index: int,
+    loaded,
+    text: TextEncoder,
+    image: ImageEncoder,
+    config: ExtractConfig,
+    progress,
+) -> tuple[dict, dict]:
     """Features of one shard's records: (tensors, metadata). `loaded` yields each record's pixels or problem."""
     dtype = _dtype(config.dtype)
     kept, skipped, maps = [], [], []
-    batch_pixels, batch_rows = [], []
+    batch_pixels = []
 
     def run_images():
         if batch_pixels:
@@ -153,7 +165,7 @@ def extract_shard(records: list[Record], first_index: int, loaded, text: TextEnc
     order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
     encoded = [None] * len(texts)
     for start in range(0, len(order), config.text_batch_size):
-        chunk = order[start:start + config.text_batch_size]
+        chunk = order[start : start + config.text_batch_size]
         for i, result in zip(chunk, text.encode([texts[i] for i in chunk])):
             encoded[i] = result
         progress(0.5 * len(chunk))
@@ -163,12 +175,18 @@ def extract_shard(records: list[Record], first_index: int, loaded, text: TextEnc
     tensors = {
         "image_maps": torch.cat(maps) if maps else torch.zeros(0, 1, 1, 1, dtype=dtype),
         "first_token": torch.stack([f for f, _ in encoded]).to(dtype) if encoded else torch.zeros(0, k, d, dtype=dtype),
-        "token_states": (torch.cat([t.transpose(0, 1) for _, t in encoded]).to(dtype).contiguous()
-                         if encoded else torch.zeros(0, k, d, dtype=dtype)),
+        "token_states": (
+            torch.cat([t.transpose(0, 1) for _, t in encoded]).to(dtype).contiguous()
+            if encoded
+            else torch.zeros(0, k, d, dtype=dtype)
+        ),
         "text_lengths": torch.tensor([t.shape[1] for _, t in encoded], dtype=torch.int32),
     }
-    metadata = {"records": json.dumps([first_index + row for row in kept]),
-                "ids": json.dumps([records[row].id for row in kept]), "skipped": json.dumps(skipped)}
+    metadata = {
+        "records": json.dumps([first_index + row for row in kept]),
+        "ids": json.dumps([records[row].id for row in kept]),
+        "skipped": json.dumps(skipped),
+    }
     return tensors, metadata
 
 
@@ -178,22 +196,39 @@ def _save_shard(path: Path, tensors: dict, metadata: dict) -> None:
     os.replace(tmp, path)
 
 
-def _extract_shards(mine: list[int], shards, parts: Path, dataset: Dataset, text: TextEncoder, image: ImageEncoder,
-                    config: ExtractConfig, show: bool) -> None:
+def _extract_shards(
+    mine: list[int],
+    shards,
+    parts: Path,
+    dataset: Dataset,
+    text: TextEncoder,
+    image: ImageEncoder,
+    config: ExtractConfig,
+    show: bool,
+) -> None:
     """Extract this process's unfinished shards; image decoding, the forward passes and writing overlap."""
     from tqdm.auto import tqdm
 
-    pending_records = [r for i in mine for r in dataset.records[shards[i][0]:shards[i][1]]]
-    loaded = prefetch(lambda r: _load(r, image.preprocess), pending_records, config.workers,
-                      depth=2 * config.image_batch_size)
-    bar = tqdm(total=len(pending_records), unit="rec", desc="extract", disable=not (config.progress and show),
-               smoothing=0.1, dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]")
+    pending_records = [r for i in mine for r in dataset.records[shards[i][0] : shards[i][1]]]
+    loaded = prefetch(
+        lambda r: _load(r, image.preprocess), pending_records, config.workers, depth=2 * config.image_batch_size
+    )
+    bar = tqdm(
+        total=len(pending_records),
+        unit="rec",
+        desc="extract",
+        disable=not (config.progress and show),
+        smoothing=0.1,
+        dynamic_ncols=True,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]",
+    )
     with bar, ThreadPoolExecutor(max_workers=1) as writer:
         last_write = None
         for i in mine:
             start, end = shards[i]
-            tensors, metadata = extract_shard(dataset.records[start:end], start, loaded, text, image, config, bar.update)
+            tensors, metadata = extract_shard(
+                dataset.records[start:end], start, loaded, text, image, config, bar.update
+            )
             if last_write is not None:
                 last_write.result()
             last_write = writer.submit(_save_shard, parts / f"shard-{i:05d}.safetensors", tensors, metadata)
@@ -215,10 +250,18 @@ def _write_json(path: Path, value) -> None:
 
 
 def build_fingerprint(dataset: Dataset, text: TextEncoder, image: ImageEncoder, dtype: str) -> dict:
-    return {"format_version": FORMAT_VERSION,
-            "dataset": {"name": dataset.name, "class_names": dataset.class_names,
-                        "sources_sha256": dataset.sources_sha256(), "policy": dataset.policy},
-            "text": text.describe(), "image": image.describe(), "dtype": dtype}
+    return {
+        "format_version": FORMAT_VERSION,
+        "dataset": {
+            "name": dataset.name,
+            "class_names": dataset.class_names,
+            "sources_sha256": dataset.sources_sha256(),
+            "policy": dataset.policy,
+        },
+        "text": text.describe(),
+        "image": image.describe(),
+        "dtype": dtype,
+    }
 
 
 def _check(stored: dict, wanted: dict, what: Path, force: bool) -> bool:
@@ -228,12 +271,16 @@ def _check(stored: dict, wanted: dict, what: Path, force: bool) -> bool:
         return True
     if force:
         return False
-    raise CacheMismatch(f"{what} was made with other settings:\n  " + "\n  ".join(lines) +
-                        "\nUse another --out for these settings, or pass --force to rebuild it.")
+    raise CacheMismatch(
+        f"{what} was made with other settings:\n  "
+        + "\n  ".join(lines)
+        + "\nUse another --out for these settings, or pass --force to rebuild it."
+    )
 
 
-def assemble(cache: Path, parts: Path, shards: list[tuple[int, int]], dataset: Dataset, attrs: dict,
-             text: TextEncoder) -> list[dict]:
+def assemble(
+    cache: Path, parts: Path, shards: list[tuple[int, int]], dataset: Dataset, attrs: dict, text: TextEncoder
+) -> list[dict]:
     """Lay the finished shards out in the HDF5 cache; returns the full skip list. Two passes, one shard file
     open at a time: the sizes first (the HDF5 arrays are made at their final size), then the features."""
     files = [parts / f"shard-{i:05d}.safetensors" for i in range(len(shards))]
@@ -267,8 +314,15 @@ def assemble(cache: Path, parts: Path, shards: list[tuple[int, int]], dataset: D
                 while end < len(indices) and dataset.records[indices[end]].split == split:
                     end += 1
                 chosen = [dataset.records[i] for i in indices[start:end]]
-                writer.append(split, [r.id for r in chosen], np.array([r.label for r in chosen]), lengths[start:end],
-                              maps[start:end], first[start:end], tokens[offsets[start]:offsets[end]])
+                writer.append(
+                    split,
+                    [r.id for r in chosen],
+                    np.array([r.label for r in chosen]),
+                    lengths[start:end],
+                    maps[start:end],
+                    first[start:end],
+                    tokens[offsets[start] : offsets[end]],
+                )
                 start = end
         writer.finish(skipped)
     except BaseException:
@@ -306,12 +360,16 @@ def run(config: ExtractConfig, log=print) -> Summary:
     state = PartialState()
     transformers_logging.disable_progress_bar()
     _dtype(config.dtype)
-    dataset = read_dataset(config.data, config.dataset, config.images, config.classes, config.strict,
-                           config.allow_non_english)
+    dataset = read_dataset(
+        config.data, config.dataset, config.images, config.classes, config.strict, config.allow_non_english
+    )
     if not dataset.records:
         raise BadInput(f"{config.data}: no usable record ({len(dataset.skipped)} skipped)")
-    cache = Path(config.out) if config.out else Path("cache/files") / cache_name(dataset, config.text_encoder,
-                                                                                 config.image_encoder)
+    cache = (
+        Path(config.out)
+        if config.out
+        else Path("cache/files") / cache_name(dataset, config.text_encoder, config.image_encoder)
+    )
     cache.parent.mkdir(parents=True, exist_ok=True)
     parts = parts_folder(cache)
     text = TextEncoder(config.text_encoder, config.text_layers, config.max_length, state.device)
@@ -324,10 +382,15 @@ def run(config: ExtractConfig, log=print) -> Summary:
             shutil.rmtree(parts, ignore_errors=True)
             write_skipped_report(cache, read_skipped(cache))  # a kill right after the rename may have lost it
         return _summary(cache, time.time() - started, up_to_date=True)
-    plan = {"shard_size": config.shard_size, "image_batch_size": config.image_batch_size,
-            "text_batch_size": config.text_batch_size, "records": len(dataset.records)}
+    plan = {
+        "shard_size": config.shard_size,
+        "image_batch_size": config.image_batch_size,
+        "text_batch_size": config.text_batch_size,
+        "records": len(dataset.records),
+    }
     resuming = (parts / "fingerprint.json").exists() and _check(
-        _read_json(parts / "fingerprint.json", parts), fingerprint, parts, config.force)
+        _read_json(parts / "fingerprint.json", parts), fingerprint, parts, config.force
+    )
     if resuming:
         stored_plan = _read_json(parts / "plan.json", parts)
         if stored_plan != plan:
@@ -340,9 +403,14 @@ def run(config: ExtractConfig, log=print) -> Summary:
         _write_json(parts / "plan.json", plan)
         _write_json(parts / "fingerprint.json", fingerprint)
     state.wait_for_everyone()
-    config = ExtractConfig(**{**asdict(config), "shard_size": plan["shard_size"],
-                              "image_batch_size": plan["image_batch_size"],
-                              "text_batch_size": plan["text_batch_size"]})
+    config = ExtractConfig(
+        **{
+            **asdict(config),
+            "shard_size": plan["shard_size"],
+            "image_batch_size": plan["image_batch_size"],
+            "text_batch_size": plan["text_batch_size"],
+        }
+    )
     shards = plan_shards(len(dataset.records), config.shard_size)
     finished = {i for i in range(len(shards)) if (parts / f"shard-{i:05d}.safetensors").exists()}
     if finished and state.is_main_process:
@@ -369,13 +437,27 @@ def run(config: ExtractConfig, log=print) -> Summary:
         import safetensors
         import transformers
 
-        attrs = {"format_version": FORMAT_VERSION, "dataset": dataset.name, "class_names": dataset.class_names,
-                 "text_layers": text.layers, "dtype": config.dtype, "fingerprint": fingerprint,
-                 "provenance": {"data": str(config.data), "images": str(dataset.image_root),
-                                "text_encoder": config.text_encoder, "image_encoder": config.image_encoder,
-                                "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                                             "h5py": h5py.__version__, "safetensors": safetensors.__version__,
-                                             "python": sys.version.split()[0]}}}
+        attrs = {
+            "format_version": FORMAT_VERSION,
+            "dataset": dataset.name,
+            "class_names": dataset.class_names,
+            "text_layers": text.layers,
+            "dtype": config.dtype,
+            "fingerprint": fingerprint,
+            "provenance": {
+                "data": str(config.data),
+                "images": str(dataset.image_root),
+                "text_encoder": config.text_encoder,
+                "image_encoder": config.image_encoder,
+                "versions": {
+                    "torch": torch.__version__,
+                    "transformers": transformers.__version__,
+                    "h5py": h5py.__version__,
+                    "safetensors": safetensors.__version__,
+                    "python": sys.version.split()[0],
+                },
+            },
+        }
         skipped = assemble(cache, parts, shards, dataset, attrs, text)
         write_skipped_report(cache, skipped)
         shutil.rmtree(parts, ignore_errors=True)

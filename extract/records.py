@@ -4,6 +4,7 @@ Every record a reader cannot use is either skipped with its reason (the default)
 run with an error naming the file and the record. Checks that need the image decoded happen later, in
 `extract/images.py`; everything that can be decided from the split files is decided here.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,6 +16,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spp_scl.errors import InputError
+
 SPLITS = ("train", "dev", "test")
 SPLIT_ALIASES = {"val": "dev", "valid": "dev", "validation": "dev"}
 DATASET_CLASSES = {
@@ -25,7 +28,7 @@ DATASET_CLASSES = {
 NON_LATIN_LIMIT = 0.5  # a text whose letters are mostly outside the Latin script is taken as non-English
 
 
-class BadInput(ValueError):
+class BadInput(InputError):
     """A record or file that cannot be used, raised in strict mode (and for whole-file problems always)."""
 
 
@@ -136,7 +139,9 @@ def parse_label(value: object, class_names: list[str] | None) -> int | None:
     return None
 
 
-def _add(records, collector, seen, split, record_id, text, label, image_root, relative_image, source, allow_non_english):
+def _add(
+    records, collector, seen, split, record_id, text, label, image_root, relative_image, source, allow_non_english
+):
     """Validate one raw row and append it as a Record, or report why it is skipped."""
     if not isinstance(record_id, str) or not record_id.strip():
         return collector.skip(split, str(record_id), source, "missing or empty id")
@@ -159,12 +164,15 @@ def _add(records, collector, seen, split, record_id, text, label, image_root, re
     records.append(Record(split, record_id, text, label, path, source))
 
 
-def read_split_folder(folder: Path, dataset: str, images: Path | None, strict: bool,
-                      allow_non_english: bool) -> Dataset:
+def read_split_folder(
+    folder: Path, dataset: str, images: Path | None, strict: bool, allow_non_english: bool
+) -> Dataset:
     """The CLMLF format: `train.json`, `dev.json`, `test.json` (any may be absent), images `<id>.jpg`."""
     if dataset not in DATASET_CLASSES:
-        raise BadInput(f"--dataset {dataset!r} is not known; choose one of {sorted(DATASET_CLASSES)} "
-                       "or give a JSONL/CSV file with --data")
+        raise BadInput(
+            f"--dataset {dataset!r} is not known; choose one of {sorted(DATASET_CLASSES)} "
+            "or give a JSONL/CSV file with --data"
+        )
     class_names = DATASET_CLASSES[dataset]
     image_root = images or folder / "images"
     if not image_root.is_dir():
@@ -179,15 +187,31 @@ def read_split_folder(folder: Path, dataset: str, images: Path | None, strict: b
         for index, row in enumerate(rows):
             source = f"{path.name}[{index}]"
             if not isinstance(row, dict) or not {"id", "text", "emotion_label"} <= row.keys():
-                collector.skip(split, str(row.get("id", "?")) if isinstance(row, dict) else "?", source,
-                               "malformed record: needs the keys id, text, emotion_label")
+                collector.skip(
+                    split,
+                    str(row.get("id", "?")) if isinstance(row, dict) else "?",
+                    source,
+                    "malformed record: needs the keys id, text, emotion_label",
+                )
                 continue
             record_id = str(row["id"]) if isinstance(row["id"], (str, int)) else row["id"]
             relative = f"{record_id}.jpg" if isinstance(record_id, str) else ""
-            _add(records, collector, seen, split, record_id, row["text"], parse_label(row["emotion_label"], class_names),
-                 image_root, relative, source, allow_non_english)
-    return Dataset(dataset, class_names, records, collector.skipped, files, image_root,
-                   {"allow_non_english": allow_non_english})
+            _add(
+                records,
+                collector,
+                seen,
+                split,
+                record_id,
+                row["text"],
+                parse_label(row["emotion_label"], class_names),
+                image_root,
+                relative,
+                source,
+                allow_non_english,
+            )
+    return Dataset(
+        dataset, class_names, records, collector.skipped, files, image_root, {"allow_non_english": allow_non_english}
+    )
 
 
 def _generic_rows(path: Path, collector: _Collector):
@@ -230,14 +254,24 @@ def _generic_rows(path: Path, collector: _Collector):
         if not any(cell.strip() for cell in cells):
             continue
         if len(cells) != len(header):
-            collector.skip("?", "?", f"{path.name}:{reader.line_num}",
-                           f"malformed CSV line: {len(cells)} fields, the header has {len(header)}")
+            collector.skip(
+                "?",
+                "?",
+                f"{path.name}:{reader.line_num}",
+                f"malformed CSV line: {len(cells)} fields, the header has {len(header)}",
+            )
             continue
         yield f"{path.name}:{reader.line_num}", dict(zip(header, cells))
 
 
-def read_generic_file(path: Path, images: Path | None, classes: list[str] | None, strict: bool,
-                      allow_non_english: bool, name: str | None = None) -> Dataset:
+def read_generic_file(
+    path: Path,
+    images: Path | None,
+    classes: list[str] | None,
+    strict: bool,
+    allow_non_english: bool,
+    name: str | None = None,
+) -> Dataset:
     """Rows with `image` (relative to `images`, default the file's folder), `text`, `label` (name or index),
     `split` (train/dev/test; val and validation mean dev), and optionally `id` (default: the image path)."""
     if path.suffix.lower() not in (".jsonl", ".csv"):
@@ -262,26 +296,53 @@ def read_generic_file(path: Path, images: Path | None, classes: list[str] | None
         record_id = row.get("id")
         record_id = str(record_id) if record_id not in (None, "") else relative
         if split not in SPLITS:
-            collector.skip(split or "?", str(record_id), source, f"unknown split {row.get('split')!r} (train, dev, test)")
+            collector.skip(
+                split or "?", str(record_id), source, f"unknown split {row.get('split')!r} (train, dev, test)"
+            )
             continue
         if not isinstance(relative, str) or not relative.strip():
             collector.skip(split, str(record_id), source, "missing image path")
             continue
-        _add(by_split[split], collector, seen, split, record_id, row.get("text"),
-             parse_label(row.get("label"), classes), image_root, relative, source, allow_non_english)
+        _add(
+            by_split[split],
+            collector,
+            seen,
+            split,
+            record_id,
+            row.get("text"),
+            parse_label(row.get("label"), classes),
+            image_root,
+            relative,
+            source,
+            allow_non_english,
+        )
     records = [record for split in SPLITS for record in by_split[split]]
-    return Dataset(name or path.stem, classes, records, collector.skipped, [path], image_root,
-                   {"allow_non_english": allow_non_english})
+    return Dataset(
+        name or path.stem,
+        classes,
+        records,
+        collector.skipped,
+        [path],
+        image_root,
+        {"allow_non_english": allow_non_english},
+    )
 
 
-def read_dataset(data: str | Path, dataset: str | None = None, images: str | Path | None = None,
-                 classes: list[str] | None = None, strict: bool = False, allow_non_english: bool = False) -> Dataset:
+def read_dataset(
+    data: str | Path,
+    dataset: str | None = None,
+    images: str | Path | None = None,
+    classes: list[str] | None = None,
+    strict: bool = False,
+    allow_non_english: bool = False,
+) -> Dataset:
     data = Path(data)
     images = Path(images) if images else None
     if data.is_dir():
         if dataset is None:
-            raise BadInput(f"{data} is a split folder: name its classes with --dataset "
-                           f"({', '.join(sorted(DATASET_CLASSES))})")
+            raise BadInput(
+                f"{data} is a split folder: name its classes with --dataset ({', '.join(sorted(DATASET_CLASSES))})"
+            )
         return read_split_folder(data, dataset, images, strict, allow_non_english)
     if data.is_file():
         return read_generic_file(data, images, classes, strict, allow_non_english, name=dataset)
@@ -290,6 +351,8 @@ def read_dataset(data: str | Path, dataset: str | None = None, images: str | Pat
 
 def cache_name(dataset: Dataset, text_encoder: str, image_encoder: str) -> str:
     """A default cache file name from the dataset and the encoders' last path parts."""
+
     def short(spec: str) -> str:
         return os.path.basename(spec.rstrip("/").split(":")[0]).removesuffix(".py") or "encoder"
+
     return f"{dataset.name}__{short(text_encoder)}__{short(image_encoder)}.h5"

@@ -1,4 +1,5 @@
 """The frozen text encoder: per selected layer, the first-token vector and the states of the real tokens."""
+
 from __future__ import annotations
 
 import inspect
@@ -27,8 +28,7 @@ def _tokenizer_sha256(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         return sha256_json([type(tokenizer).__name__, backend.to_str()])
-    return sha256_json([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()),
-                        tokenizer.special_tokens_map])
+    return sha256_json([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()), tokenizer.special_tokens_map])
 
 
 class TextEncoder:
@@ -45,15 +45,22 @@ class TextEncoder:
         self.max_length = max_length
         # Only the inputs this model's forward takes: MPNet, RoBERTa, DistilBERT... take no token_type_ids.
         self.input_names = set(inspect.signature(self.model.forward).parameters) & {
-            "input_ids", "attention_mask", "token_type_ids"}
+            "input_ids",
+            "attention_mask",
+            "token_type_ids",
+        }
         self.dim = self.model.config.hidden_size
 
     def describe(self) -> dict:
-        return {"model": self.name, "class": type(self.model).__name__,
-                "weights_sha256": sha256_state_dict(self.model),
-                "config_sha256": sha256_json(self.model.config.to_dict()),
-                "tokenizer_sha256": _tokenizer_sha256(self.tokenizer),
-                "layers": self.layers, "max_length": self.max_length}
+        return {
+            "model": self.name,
+            "class": type(self.model).__name__,
+            "weights_sha256": sha256_state_dict(self.model),
+            "config_sha256": sha256_json(self.model.config.to_dict()),
+            "tokenizer_sha256": _tokenizer_sha256(self.tokenizer),
+            "layers": self.layers,
+            "max_length": self.max_length,
+        }
 
     def token_lengths(self, texts: list[str]) -> list[int]:
         encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)

@@ -99,12 +99,22 @@ class SPPSCLConfig:
             raise ValueError(f"text_layers_last must be None or >= 1, got {self.text_layers_last}")
         if len(self.betas) != 2:
             raise ValueError(f"betas must hold two numbers, got {self.betas!r}")
-        for name in ("embed_dim", "lstm_hidden", "image_reduced_channels", "fusion_hidden",
-                     "bank_size", "batch_size", "epochs", "lr_step_size"):
+        for name in (
+            "embed_dim",
+            "lstm_hidden",
+            "image_reduced_channels",
+            "fusion_hidden",
+            "bank_size",
+            "batch_size",
+            "epochs",
+            "lr_step_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.selection_metric not in ("accuracy", "f1_weighted", "f1_macro"):
-            raise ValueError(f"selection_metric must be accuracy, f1_weighted or f1_macro, got {self.selection_metric!r}")
+            raise ValueError(
+                f"selection_metric must be accuracy, f1_weighted or f1_macro, got {self.selection_metric!r}"
+            )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.dropout < 1.0:
@@ -112,15 +122,18 @@ class SPPSCLConfig:
 
     def _check_token_head(self) -> None:
         if self.modality != "both":
-            raise ValueError(f"head {self.head!r} fuses both modalities; modality must be 'both', got "
-                             f"{self.modality!r} (the unimodal rows are SPP-SCL's branches: head 'spp-scl' with "
-                             "modality text or image)")
+            raise ValueError(
+                f"head {self.head!r} fuses both modalities; modality must be 'both', got "
+                f"{self.modality!r} (the unimodal rows are SPP-SCL's branches: head 'spp-scl' with "
+                "modality text or image)"
+            )
         for name in ("model_dim", "attention_heads", "feedforward_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.model_dim % self.attention_heads:
-            raise ValueError(f"model_dim ({self.model_dim}) must be a multiple of attention_heads "
-                             f"({self.attention_heads})")
+            raise ValueError(
+                f"model_dim ({self.model_dim}) must be a multiple of attention_heads ({self.attention_heads})"
+            )
         if self.contrastive_weight < 0:
             raise ValueError(f"contrastive_weight must be >= 0, got {self.contrastive_weight}")
         if self.head == "clmlf":
@@ -132,8 +145,10 @@ class SPPSCLConfig:
             if self.clmlf_image_layers is None:
                 object.__setattr__(self, "clmlf_image_layers", image_layers)
             if self.clmlf_fusion_layers < 1 or self.clmlf_image_layers < 0:
-                raise ValueError(f"clmlf_fusion_layers must be >= 1 and clmlf_image_layers >= 0, got "
-                                 f"{self.clmlf_fusion_layers} and {self.clmlf_image_layers}")
+                raise ValueError(
+                    f"clmlf_fusion_layers must be >= 1 and clmlf_image_layers >= 0, got "
+                    f"{self.clmlf_fusion_layers} and {self.clmlf_image_layers}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (betas becomes a list)."""
@@ -142,12 +157,12 @@ class SPPSCLConfig:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "SPPSCLConfig":
+    def from_dict(cls, values: dict[str, Any]) -> SPPSCLConfig:
         """Inverse of to_dict; an unknown key is an error, so a stale or mistyped file is caught."""
         _reject_unknown_fields(values)
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "SPPSCLConfig":
+    def replace(self, **changes: Any) -> SPPSCLConfig:
         _reject_unknown_fields(changes)
         return dataclasses.replace(self, **changes)
 
@@ -165,8 +180,11 @@ HEAD_PRESETS: dict[str, dict[str, Any]] = {"clmlf": {"head": "clmlf"}, "mdse": {
 PRESETS: dict[str, dict[str, Any]] = {
     **DATASET_PRESETS,
     **HEAD_PRESETS,
-    **{f"{dataset}+{head}": {**DATASET_PRESETS[dataset], **HEAD_PRESETS[head]}
-       for dataset in DATASET_PRESETS for head in HEAD_PRESETS},
+    **{
+        f"{dataset}+{head}": {**DATASET_PRESETS[dataset], **HEAD_PRESETS[head]}
+        for dataset in DATASET_PRESETS
+        for head in HEAD_PRESETS
+    },
 }
 
 

@@ -25,8 +25,9 @@ _STEPS = {"spp-scl": spp_scl_step, "clmlf": clmlf_step, "mdse": mdse_step}
 _REPORT_KEYS = {"spp-scl": SPP_SCL_REPORT_KEYS, "clmlf": CLMLF_REPORT_KEYS, "mdse": MDSE_REPORT_KEYS}
 
 
-def build_head_model(config: SPPSCLConfig, image_channels: int, text_dim: int, num_layers_cached: int,
-                     num_classes: int) -> nn.Module:
+def build_head_model(
+    config: SPPSCLConfig, image_channels: int, text_dim: int, num_layers_cached: int, num_classes: int
+) -> nn.Module:
     return _MODELS[config.head](config, image_channels, text_dim, num_layers_cached, num_classes)
 
 

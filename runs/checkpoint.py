@@ -1,4 +1,5 @@
 """A trained head on disk: `model.safetensors` (weights) and `head.json` (config and shapes). No pickle."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ def save_head(run_dir: Path, model: nn.Module, config: SPPSCLConfig, shapes: dic
 
 def build_head(config: SPPSCLConfig, shapes: dict) -> nn.Module:
     """The head `config.head` names (SPPSCLHead, CLMLFHead or MDSEHead), untrained."""
-    return build_head_model(config, shapes["image_channels"], shapes["text_dim"], shapes["num_layers"],
-                            shapes["num_classes"])
+    return build_head_model(
+        config, shapes["image_channels"], shapes["text_dim"], shapes["num_layers"], shapes["num_classes"]
+    )
 
 
 def load_head(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, SPPSCLConfig, dict]:

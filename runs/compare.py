@@ -9,6 +9,7 @@ metric; CLMLF's depths). Writes --out/comparison.md and comparison.json, and per
 trials/ (one run folder per trial); rerunning skips finished trials. Reports the test split when the cache
 has one, else dev.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,13 +26,21 @@ from runs.sweeper import parse_named, parse_settings  # noqa: E402
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", action="append", required=True, metavar="DATASET=PATH",
-                        help="a dataset's cache (repeatable); a missing file is skipped")
+    parser.add_argument(
+        "--cache",
+        action="append",
+        required=True,
+        metavar="DATASET=PATH",
+        help="a dataset's cache (repeatable); a missing file is skipped",
+    )
     parser.add_argument("--seeds", type=int, default=5, help="seeds per method: seed, seed+1, ... (default 5)")
-    parser.add_argument("--methods", help="comma-separated subset of: spp-scl, spp-scl-faithful, clmlf, mdse, "
-                                          "text-only, image-only (default all)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=V",
-                        help="a config value for every method (e.g. epochs=50)")
+    parser.add_argument(
+        "--methods",
+        help="comma-separated subset of: spp-scl, spp-scl-faithful, clmlf, mdse, text-only, image-only (default all)",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=V", help="a config value for every method (e.g. epochs=50)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="trials in parallel (timings are per job when > 1)")
     parser.add_argument("--out", default="runs/out/compare")
     args = parser.parse_args(argv)
@@ -57,8 +66,9 @@ def main(argv=None) -> int:
             parser.error(str(error))
         trials = comparison_trials(methods, base, args.seeds)
         print(f"{dataset}: {len(trials)} trials ({len(methods)} methods x {args.seeds} seeds)")
-        rows = run_trials(cache, base, trials, out / dataset / "results.jsonl", out / dataset / "trials",
-                          jobs=args.jobs)
+        rows = run_trials(
+            cache, base, trials, out / dataset / "results.jsonl", out / dataset / "trials", jobs=args.jobs
+        )
         summaries.append(summarise_dataset(dataset, methods, rows))
         notes.append(f"{dataset}: {base.epochs} epochs, batch {base.batch_size}, lr {base.lr:g}")
     if not summaries:

@@ -5,6 +5,7 @@ is a head of the same trainer: identical frozen features, splits, optimiser sche
 and seeds. This module holds the compared methods (as config overrides of one base config), turns them
 into trials for runs.trials.run_trials, and renders the Markdown table (ours beside runs.paper_tables.PAPER).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,7 @@ class ComparedMethod:
 
 METHODS = (
     ComparedMethod("spp-scl", "SPP-SCL (cmf-bank fusion, batch-independent)", {"fusion": "cmf-bank"}, "SPP-SCL"),
-    ComparedMethod("spp-scl-faithful", "SPP-SCL paper-faithful (cmf-batch fusion)", {"fusion": "cmf-batch"},
-                   "SPP-SCL"),
+    ComparedMethod("spp-scl-faithful", "SPP-SCL paper-faithful (cmf-batch fusion)", {"fusion": "cmf-batch"}, "SPP-SCL"),
     ComparedMethod("clmlf", "CLMLF-style (CE + LBCL; no DBCL)", {"head": "clmlf"}, "CLMLF"),
     ComparedMethod("mdse", "MDSE-style (CE + MACL)", {"head": "mdse"}, "MDSE"),
     ComparedMethod("text-only", "text only (SPP-SCL text branch)", {"modality": "text"}, "text only"),
@@ -79,32 +79,43 @@ def summarise_dataset(dataset: str, methods: list[ComparedMethod], rows: list[di
             continue
         paper = PAPER.get(method.paper_row, {}).get(dataset)
         parameters = {trainable_parameters(row) for row in mine} - {None}
-        summary["methods"].append({
-            "key": method.key, "label": method.label, "seeds": [row["seed"] for row in mine],
-            "accuracy": mean_std([row[split]["accuracy"] for row in mine]),
-            "f1": mean_std([row[split][f1] for row in mine]),
-            "paper": paper, "trainable_parameters": parameters.pop() if len(parameters) == 1 else None,
-            "seconds_per_epoch": mean_std([row["seconds_per_epoch"] for row in mine]),
-            "epochs_run": mean_std([row["epochs_run"] for row in mine]),
-            "selected_epoch": mean_std([row["selected_epoch"] for row in mine]),
-        })
+        summary["methods"].append(
+            {
+                "key": method.key,
+                "label": method.label,
+                "seeds": [row["seed"] for row in mine],
+                "accuracy": mean_std([row[split]["accuracy"] for row in mine]),
+                "f1": mean_std([row[split][f1] for row in mine]),
+                "paper": paper,
+                "trainable_parameters": parameters.pop() if len(parameters) == 1 else None,
+                "seconds_per_epoch": mean_std([row["seconds_per_epoch"] for row in mine]),
+                "epochs_run": mean_std([row["epochs_run"] for row in mine]),
+                "selected_epoch": mean_std([row["selected_epoch"] for row in mine]),
+            }
+        )
     return summary
 
 
 def render_comparison(summaries: list[dict], base_note: str) -> str:
     """One Markdown table per dataset; `base_note` says under which protocol (epochs, batch, jobs) ours ran."""
-    lines = ["# SPP-SCL and the methods it is compared with, on the same cached features", "",
-             f"Ours: mean +- std over seeds, checkpoint selected on dev only. {base_note}",
-             "Paper: the numbers reported in the SPP-SCL paper (each method trained its own way, on its own "
-             "features). Seconds per epoch include the dev pass.", ""]
+    lines = [
+        "# SPP-SCL and the methods it is compared with, on the same cached features",
+        "",
+        f"Ours: mean +- std over seeds, checkpoint selected on dev only. {base_note}",
+        "Paper: the numbers reported in the SPP-SCL paper (each method trained its own way, on its own "
+        "features). Seconds per epoch include the dev pass.",
+        "",
+    ]
     for summary in summaries:
         split, f1 = summary["split"], summary["f1"]
         reason = "" if split == "test" else " (the cache has no test split)"
-        lines += [f"## {summary['dataset']}: {split} split{reason}; F1 is "
-                  f"{'macro' if f1 == 'f1_macro' else 'weighted'}", "",
-                  "| method | seeds | ours accuracy | ours F1 | paper accuracy | paper F1 | trainable parameters "
-                  "| seconds per epoch | selected epoch |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {summary['dataset']}: {split} split{reason}; F1 is {'macro' if f1 == 'f1_macro' else 'weighted'}",
+            "",
+            "| method | seeds | ours accuracy | ours F1 | paper accuracy | paper F1 | trainable parameters "
+            "| seconds per epoch | selected epoch |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for method in summary["methods"]:
             paper = method["paper"]
             parameters = method["trainable_parameters"]
@@ -112,7 +123,8 @@ def render_comparison(summaries: list[dict], base_note: str) -> str:
                 f"| {method['label']} | {len(method['seeds'])} | {_pm(method['accuracy'])} | {_pm(method['f1'])} | "
                 f"{f'{paper[0]:.4f}' if paper else '-'} | {f'{paper[1]:.4f}' if paper else '-'} | "
                 f"{f'{parameters:,}' if parameters is not None else '-'} | "
-                f"{method['seconds_per_epoch'][0]:.1f} | {method['selected_epoch'][0]:.1f} |")
+                f"{method['seconds_per_epoch'][0]:.1f} | {method['selected_epoch'][0]:.1f} |"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ Each for the untrained head (rebuilt exactly as the trainer initialised it) and 
 Pictures (PNG, in <run>/diagnostics/): t-SNE of the fused features by label, the distributions of the same-label
 distances (the paper's figure 4), the confusion matrices, the per-epoch curves.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,7 +76,9 @@ def same_label_distances(a: np.ndarray, b: np.ndarray | None, labels: np.ndarray
     return result
 
 
-def distance_samples(t: np.ndarray | None, v: np.ndarray | None, labels: np.ndarray) -> dict[str, dict[int, np.ndarray]]:
+def distance_samples(
+    t: np.ndarray | None, v: np.ndarray | None, labels: np.ndarray
+) -> dict[str, dict[int, np.ndarray]]:
     """{"IID"|"TTD"|"ITD": {class: distances}} for the kinds the embeddings allow."""
     samples = {}
     if v is not None:
@@ -98,8 +101,11 @@ def different_label_means(t: np.ndarray | None, v: np.ndarray | None, labels: np
     return means
 
 
-def summarise(samples: dict[str, dict[int, np.ndarray]], class_names: list[str],
-              different_label: dict[str, float | None] | None = None) -> dict:
+def summarise(
+    samples: dict[str, dict[int, np.ndarray]],
+    class_names: list[str],
+    different_label: dict[str, float | None] | None = None,
+) -> dict:
     """{kind: {"overall": mean, "per_class": {name: mean or None}, "pairs": count, "different_label": mean}}."""
     summary = {}
     for kind, by_class in samples.items():
@@ -119,11 +125,14 @@ def _unit(x: np.ndarray | None) -> np.ndarray | None:
 
 def modality_distances(t: np.ndarray | None, v: np.ndarray | None, labels: np.ndarray, class_names: list[str]) -> dict:
     """{"raw": summary, "normalised": summary}: IID, TTD, ITD per class and overall (and over different labels)."""
-    return {space: summarise(distance_samples(a, b, labels), class_names, different_label_means(a, b, labels))
-            for space, (a, b) in (("raw", (t, v)), ("normalised", (_unit(t), _unit(v))))}
+    return {
+        space: summarise(distance_samples(a, b, labels), class_names, different_label_means(a, b, labels))
+        for space, (a, b) in (("raw", (t, v)), ("normalised", (_unit(t), _unit(v))))
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- pictures
+
 
 def _pyplot():
     import matplotlib
@@ -144,7 +153,8 @@ def tsne_2d(features: np.ndarray, seed: int) -> np.ndarray:
 
     perplexity = float(min(30.0, max(2.0, (len(features) - 1) / 3.0)))
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
-        features.astype(np.float64))
+        features.astype(np.float64)
+    )
 
 
 def plot_tsne(panels: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str], path: Path) -> Path:
@@ -156,13 +166,20 @@ def plot_tsne(panels: list[tuple[str, np.ndarray, np.ndarray]], class_names: lis
     for ax, (title, points, labels) in zip(axes.ravel(), panels):
         for label, name in enumerate(class_names):
             chosen = labels == label
-            ax.scatter(points[chosen, 0], points[chosen, 1], s=9, alpha=0.75, color=CLASS_COLOURS[label % 8],
-                       label=f"{name} ({int(chosen.sum())})", linewidths=0)
+            ax.scatter(
+                points[chosen, 0],
+                points[chosen, 1],
+                s=9,
+                alpha=0.75,
+                color=CLASS_COLOURS[label % 8],
+                label=f"{name} ({int(chosen.sum())})",
+                linewidths=0,
+            )
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("t-SNE 1")
         ax.set_ylabel("t-SNE 2")
         ax.legend(fontsize=8, markerscale=2, loc="best", framealpha=0.8)
-    for ax in axes.ravel()[len(panels):]:
+    for ax in axes.ravel()[len(panels) :]:
         ax.axis("off")
     fig.suptitle("t-SNE of the fused features (classifier input), coloured by true label", fontsize=12)
     fig.tight_layout()
@@ -171,8 +188,9 @@ def plot_tsne(panels: list[tuple[str, np.ndarray, np.ndarray]], class_names: lis
     return path
 
 
-def plot_distance_distributions(panels: list[tuple[str, dict[str, dict[int, np.ndarray]]]], path: Path,
-                                space: str) -> Path:
+def plot_distance_distributions(
+    panels: list[tuple[str, dict[str, dict[int, np.ndarray]]]], path: Path, space: str
+) -> Path:
     """panels: (title, distance samples); per panel, the distribution of same-label distances of each kind."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.2), squeeze=False)
@@ -181,8 +199,15 @@ def plot_distance_distributions(panels: list[tuple[str, dict[str, dict[int, np.n
         values = np.concatenate(list(pooled.values()))
         bins = np.linspace(0.0, float(values.max()) * 1.02 + 1e-9, 60)
         for kind, distances in pooled.items():
-            ax.hist(distances, bins=bins, density=True, histtype="step", linewidth=1.6, color=KIND_COLOURS[kind],
-                    label=f"{KIND_NAMES[kind]}, mean {distances.mean():.3g}")
+            ax.hist(
+                distances,
+                bins=bins,
+                density=True,
+                histtype="step",
+                linewidth=1.6,
+                color=KIND_COLOURS[kind],
+                label=f"{KIND_NAMES[kind]}, mean {distances.mean():.3g}",
+            )
             ax.axvline(distances.mean(), color=KIND_COLOURS[kind], linestyle="--", linewidth=1)
         ax.set_title(f"{title} ({space})", fontsize=11)
         ax.set_xlabel("Euclidean distance between same-label embeddings")
@@ -203,8 +228,15 @@ def plot_confusion(matrices: list[tuple[str, np.ndarray]], class_names: list[str
         shares = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
         image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
         for (row, col), count in np.ndenumerate(matrix):
-            ax.text(col, row, f"{count}\n{shares[row, col]:.0%}", ha="center", va="center", fontsize=9,
-                    color="white" if shares[row, col] > 0.6 else "black")
+            ax.text(
+                col,
+                row,
+                f"{count}\n{shares[row, col]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if shares[row, col] > 0.6 else "black",
+            )
         ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
         ax.set_yticks(range(len(class_names)), class_names)
         ax.set_xlabel("predicted")
@@ -217,8 +249,14 @@ def plot_confusion(matrices: list[tuple[str, np.ndarray]], class_names: list[str
     return path
 
 
-LOSS_NAMES = {"loss_step_one": "step one total", "loss_step_two": "step two total", "ce": "cross-entropy (weighted)",
-              "intra_image": "L_cli (image)", "intra_text": "L_clt (text)", "inter": "L_clm (inter)"}
+LOSS_NAMES = {
+    "loss_step_one": "step one total",
+    "loss_step_two": "step two total",
+    "ce": "cross-entropy (weighted)",
+    "intra_image": "L_cli (image)",
+    "intra_text": "L_clt (text)",
+    "inter": "L_clm (inter)",
+}
 NOT_LOSSES = {"epoch", "lr", "selected", "seconds", "step_two_rate"}
 
 
@@ -228,8 +266,14 @@ def loss_keys(log: list[dict]) -> list[str]:
     keys = []
     for line in log:
         for key, value in line.items():
-            if (key not in keys and key not in NOT_LOSSES and key != "loss_step_two" and not key.startswith("dev_")
-                    and isinstance(value, (int, float)) and not isinstance(value, bool)):
+            if (
+                key not in keys
+                and key not in NOT_LOSSES
+                and key != "loss_step_two"
+                and not key.startswith("dev_")
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+            ):
                 keys.append(key)
     return keys
 
@@ -259,7 +303,9 @@ def plot_curves(log: list[dict], selected_epoch: int | None, metric: str, path: 
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if selected_epoch:
-            ax.axvline(selected_epoch, color="grey", linestyle=":", linewidth=1.2, label=f"selected epoch {selected_epoch}")
+            ax.axvline(
+                selected_epoch, color="grey", linestyle=":", linewidth=1.2, label=f"selected epoch {selected_epoch}"
+            )
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     axes[1].legend(fontsize=8, loc="lower left")
@@ -272,8 +318,10 @@ def plot_curves(log: list[dict], selected_epoch: int | None, metric: str, path: 
 
 # ---------------------------------------------------------------------------------------------------- one run
 
-def run_diagnostics(run_dir: str | Path, splits: tuple[str, ...] = ("dev", "test"), tsne: bool = True,
-                    device="cpu", log=print) -> dict:
+
+def run_diagnostics(
+    run_dir: str | Path, splits: tuple[str, ...] = ("dev", "test"), tsne: bool = True, device="cpu", log=print
+) -> dict:
     """Compute the distances and draw the pictures of a run into <run>/diagnostics/; returns what
     diagnostics.json holds (distances per split and state, the picture paths relative to the run folder)."""
     run = RunFolder(run_dir)
@@ -291,10 +339,14 @@ def run_diagnostics(run_dir: str | Path, splits: tuple[str, ...] = ("dev", "test
                 embeddings[split, state] = embed_split(model, cached, run.config.batch_size, device)
         finally:
             cached.close()
-    result = {"splits": present, "distances": {split: {} for split in present}, "pictures": {},
-              "definitions": "IID/TTD: mean ||a_i - a_j|| over distinct same-label pairs of image (v) / text (t) "
-                             "embeddings; ITD: mean ||v_i - t_j|| over all same-label (i, j), i = j included; "
-                             "overall = pooled over all same-label pairs"}
+    result = {
+        "splits": present,
+        "distances": {split: {} for split in present},
+        "pictures": {},
+        "definitions": "IID/TTD: mean ||a_i - a_j|| over distinct same-label pairs of image (v) / text (t) "
+        "embeddings; ITD: mean ||v_i - t_j|| over all same-label (i, j), i = j included; "
+        "overall = pooled over all same-label pairs",
+    }
     for (split, state), emb in embeddings.items():
         result["distances"][split][state] = modality_distances(emb.t, emb.v, emb.labels, run.class_names)
     log(f"distances computed on {', '.join(present)}")
@@ -302,10 +354,17 @@ def run_diagnostics(run_dir: str | Path, splits: tuple[str, ...] = ("dev", "test
     pictures = result["pictures"]
     first = present[0]
     for space, transform in (("raw", lambda x: x), ("normalised", _unit)):
-        panels = [(f"{first}, {state} head", distance_samples(transform(embeddings[first, state].t),
-                                                               transform(embeddings[first, state].v),
-                                                               embeddings[first, state].labels))
-                  for state in heads]
+        panels = [
+            (
+                f"{first}, {state} head",
+                distance_samples(
+                    transform(embeddings[first, state].t),
+                    transform(embeddings[first, state].v),
+                    embeddings[first, state].labels,
+                ),
+            )
+            for state in heads
+        ]
         if all(panel[1] for panel in panels):
             name = f"distance_distributions_{space}.png"
             plot_distance_distributions(panels, folder / name, "raw" if space == "raw" else "L2-normalised")
@@ -322,8 +381,14 @@ def run_diagnostics(run_dir: str | Path, splits: tuple[str, ...] = ("dev", "test
     metrics_path = run.path / "metrics.json"
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
-        matrices = [(f"{split} (selected epoch {metrics.get('selected_epoch')})", np.asarray(metrics[split]["confusion_matrix"]))
-                    for split in ("dev", "test") if split in metrics]
+        matrices = [
+            (
+                f"{split} (selected epoch {metrics.get('selected_epoch')})",
+                np.asarray(metrics[split]["confusion_matrix"]),
+            )
+            for split in ("dev", "test")
+            if split in metrics
+        ]
         if matrices:
             plot_confusion(matrices, run.class_names, folder / "confusion.png")
             pictures["confusion"] = f"{DIAGNOSTICS_FOLDER}/confusion.png"

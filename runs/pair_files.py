@@ -7,14 +7,15 @@ Each row has `text` and either `image` (a path) or `id`, whose image is then `<i
 say) are ignored. A row that cannot be read becomes a pair carrying its problem, so that it gets an error
 row in the output instead of stopping the run.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from extract.records import read_json_list
 
@@ -85,8 +86,11 @@ def read_pair_file(path: str | Path, images: str | Path | None = None) -> Iterat
         rows = read_json_list(path, "objects with text and image or id")
         for index, row in enumerate(rows):
             source = f"{path.name}[{index}]"
-            yield (_pair_from_row(row, source, path, images) if isinstance(row, dict)
-                   else Pair(source, None, None, f"{source}: not a JSON object"))
+            yield (
+                _pair_from_row(row, source, path, images)
+                if isinstance(row, dict)
+                else Pair(source, None, None, f"{source}: not a JSON object")
+            )
     elif suffix == ".jsonl":
         with path.open(encoding="utf-8", errors="replace") as lines:
             for number, line in enumerate(lines, 1):
@@ -98,8 +102,11 @@ def read_pair_file(path: str | Path, images: str | Path | None = None) -> Iterat
                 except json.JSONDecodeError as error:
                     yield Pair(source, None, None, f"{source}: malformed JSON line ({error})")
                     continue
-                yield (_pair_from_row(row, source, path, images) if isinstance(row, dict)
-                       else Pair(source, None, None, f"{source}: not a JSON object"))
+                yield (
+                    _pair_from_row(row, source, path, images)
+                    if isinstance(row, dict)
+                    else Pair(source, None, None, f"{source}: not a JSON object")
+                )
     elif suffix == ".csv":
         with path.open(encoding="utf-8", errors="replace", newline="") as handle:
             reader = csv.reader(handle)
@@ -141,8 +148,9 @@ class ResultWriter:
         elif result.error is not None:
             self.csv.writerow([result.id, "", *[""] * len(self.class_names), result.error])
         else:
-            self.csv.writerow([result.id, result.prediction,
-                               *[f"{result.probabilities[name]:.6f}" for name in self.class_names], ""])
+            self.csv.writerow(
+                [result.id, result.prediction, *[f"{result.probabilities[name]:.6f}" for name in self.class_names], ""]
+            )
         self.handle.flush()
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 Each row is (our label, config overrides, the paper's row name). The paper's numbers (accuracy, F1; F1 is
 weighted for MVSA, macro for HFM) are those of ../shared/docs/spp-scl.md.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,16 +29,32 @@ FULL = ("SPP-SCL (two-step, intra + inter, CMF, HA over all cached layers)", {},
 TABLES = {
     3: ("SPP-SCL per dataset", [FULL]),
     4: ("Two-step vs one-step training", [FULL, ("one-step (all losses summed)", {"two_step": False}, "one-step")]),
-    5: ("Without the intra- or inter-modal losses", [
-        FULL, ("without L_cli, L_clt (intra)", {"intra_loss": False}, "without intra"),
-        ("without L_clm (inter)", {"inter_loss": False}, "without inter")]),
-    6: ("Hierarchical attention over the last k layers", [
-        FULL, ("HA over the last 3 layers", {"text_layers_last": 3}, "HA last 3"),
-        ("HA over the last 2 layers", {"text_layers_last": 2}, "HA last 2"),
-        ("HA over the last 1 layer", {"text_layers_last": 1}, "HA last 1")]),
-    7: ("Fusion and single modalities", [
-        FULL, ("without CMF (concatenation)", {"fusion": "concat"}, "without CMF"),
-        ("image only", {"modality": "image"}, "image only"), ("text only", {"modality": "text"}, "text only")]),
+    5: (
+        "Without the intra- or inter-modal losses",
+        [
+            FULL,
+            ("without L_cli, L_clt (intra)", {"intra_loss": False}, "without intra"),
+            ("without L_clm (inter)", {"inter_loss": False}, "without inter"),
+        ],
+    ),
+    6: (
+        "Hierarchical attention over the last k layers",
+        [
+            FULL,
+            ("HA over the last 3 layers", {"text_layers_last": 3}, "HA last 3"),
+            ("HA over the last 2 layers", {"text_layers_last": 2}, "HA last 2"),
+            ("HA over the last 1 layer", {"text_layers_last": 1}, "HA last 1"),
+        ],
+    ),
+    7: (
+        "Fusion and single modalities",
+        [
+            FULL,
+            ("without CMF (concatenation)", {"fusion": "concat"}, "without CMF"),
+            ("image only", {"modality": "image"}, "image only"),
+            ("text only", {"modality": "text"}, "text only"),
+        ],
+    ),
 }
 
 
@@ -70,16 +87,22 @@ def render_table(number: int, results: dict[str, list[dict]], seeds: int) -> str
     for dataset, trial_rows in results.items():
         split = "test" if all(r.get("test") for r in trial_rows) else "dev"
         f1 = _f1_key(dataset)
-        lines += [f"### {dataset} ({split} split; ours: mean +- std over {seeds} seeds, dev-selected checkpoints; "
-                  f"F1 is {'macro' if f1 == 'f1_macro' else 'weighted'})", "",
-                  "| configuration | ours accuracy | ours F1 | paper accuracy | paper F1 |", "|---|---|---|---|---|"]
+        lines += [
+            f"### {dataset} ({split} split; ours: mean +- std over {seeds} seeds, dev-selected checkpoints; "
+            f"F1 is {'macro' if f1 == 'f1_macro' else 'weighted'})",
+            "",
+            "| configuration | ours accuracy | ours F1 | paper accuracy | paper F1 |",
+            "|---|---|---|---|---|",
+        ]
         for label, _, paper_name in rows:
             mine = [r for r in trial_rows if r["name"] == label]
             paper = PAPER.get(paper_name, {}).get(dataset)
             paper_cells = (f"{paper[0]:.4f}", f"{paper[1]:.4f}") if paper else ("-", "-")
             if mine:
-                lines.append(f"| {label} | {_cell([r[split]['accuracy'] for r in mine])} | "
-                             f"{_cell([r[split][f1] for r in mine])} | {paper_cells[0]} | {paper_cells[1]} |")
+                lines.append(
+                    f"| {label} | {_cell([r[split]['accuracy'] for r in mine])} | "
+                    f"{_cell([r[split][f1] for r in mine])} | {paper_cells[0]} | {paper_cells[1]} |"
+                )
         lines.append("")
     return "\n".join(lines)
 

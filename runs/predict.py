@@ -11,6 +11,7 @@ scored (missing or undecodable image, empty text) gets a row with its error inst
 default; --out FILE.csv or FILE.jsonl writes a file (with a progress bar on stderr).
 Exit status: 0 all pairs predicted, 1 some pairs got an error row, 2 nothing run (bad arguments, wrong encoders).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,9 @@ def main(argv=None) -> int:
     try:
         # Stdout carries the results: whatever loading an encoder prints (a plugin's banner, say) goes to stderr.
         with contextlib.redirect_stdout(sys.stderr):
-            predictor = Predictor(args.run, args.text_encoder, args.image_encoder, args.device, args.batch_size,
-                                  args.workers)
+            predictor = Predictor(
+                args.run, args.text_encoder, args.image_encoder, args.device, args.batch_size, args.workers
+            )
         if args.pairs:
             pairs, total = read_pair_file(args.pairs, args.images), count_rows(Path(args.pairs))
         else:
@@ -81,8 +83,11 @@ def main(argv=None) -> int:
     finally:
         writer.close()
     if args.pairs:
-        print(f"{predicted} pairs predicted, {failed} with an error row" + (f"; written to {args.out}" if args.out else ""),
-              file=sys.stderr)
+        print(
+            f"{predicted} pairs predicted, {failed} with an error row"
+            + (f"; written to {args.out}" if args.out else ""),
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 

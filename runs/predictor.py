@@ -20,11 +20,12 @@ the last member of one fixed reference batch: the first (batch_size - 1) dev rec
 batch size and the kind of batch the trainer evaluated with), so a result depends on that pair alone and is
 the same whatever is predicted with it. This needs the run's cache at predict time; without it predict refuses.
 """
+
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 
@@ -33,9 +34,10 @@ from extract.images import ImageProblem, load_pixels
 from extract.records import text_problem
 from runs.pair_files import Pair, PairResult
 from runs.run_folder import RunFolder, RunFolderError
+from spp_scl.errors import Refused
 
 
-class EncoderMismatch(RunFolderError):
+class EncoderMismatch(Refused, RunFolderError):
     """The encoders given are not those the run's cache was extracted with."""
 
 
@@ -96,8 +98,15 @@ def as_pairs(items: Iterable) -> Iterator[Pair]:
 class Predictor:
     """A run's encoders and head, loaded once; `predict` streams results in input order."""
 
-    def __init__(self, run_dir: str | Path, text_encoder: str | None = None, image_encoder: str | None = None,
-                 device: str | torch.device = "cpu", batch_size: int = 16, workers: int = 2):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        text_encoder: str | None = None,
+        image_encoder: str | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 16,
+        workers: int = 2,
+    ):
         from transformers.utils import logging as transformers_logging
 
         from extract.image_encoder import ImageEncoder
@@ -112,8 +121,10 @@ class Predictor:
         self.class_names = self.run.class_names
         fingerprint = self.run.fingerprint
         if not {"text", "image", "dtype"} <= fingerprint.keys():
-            raise RunFolderError(f"{self.run.path} trained on a cache without an encoder fingerprint "
-                                 f"(a generated cache?); there are no encoders to predict with")
+            raise RunFolderError(
+                f"{self.run.path} trained on a cache without an encoder fingerprint "
+                f"(a generated cache?); there are no encoders to predict with"
+            )
         self.model = self.run.trained_head(self.device)
         self.uses_text = getattr(self.model, "uses_text", True)
         self.uses_image = getattr(self.model, "uses_image", True)
@@ -123,12 +134,18 @@ class Predictor:
         self.text = self.image = None
         if self.uses_text:
             try:
-                self.text = TextEncoder(text_encoder, layers=self.run.text_layers,
-                                        max_length=fingerprint["text"]["max_length"], device=self.device)
+                self.text = TextEncoder(
+                    text_encoder,
+                    layers=self.run.text_layers,
+                    max_length=fingerprint["text"]["max_length"],
+                    device=self.device,
+                )
             except ValueError as error:  # e.g. a model with fewer layers than the head reads
-                raise EncoderMismatch(f"text encoder {text_encoder} does not fit this run, whose cache was extracted "
-                                      f"with {fingerprint['text'].get('model')} (layers {self.run.text_layers} "
-                                      f"used): {error}") from None
+                raise EncoderMismatch(
+                    f"text encoder {text_encoder} does not fit this run, whose cache was extracted "
+                    f"with {fingerprint['text'].get('model')} (layers {self.run.text_layers} "
+                    f"used): {error}"
+                ) from None
         if self.uses_image:
             preprocess = fingerprint["image"]["preprocess"]
             self.image = ImageEncoder(image_encoder, self.device, resize=preprocess["resize"], crop=preprocess["crop"])
@@ -138,17 +155,22 @@ class Predictor:
                 f"the encoders given differ from those the cache of {self.run.path} was extracted with "
                 f"(text {fingerprint['text'].get('model')}, image {fingerprint['image'].get('name')}):\n  "
                 + "\n  ".join(line.replace("this run asks", "given") for line in lines)
-                + "\nPass --text-encoder / --image-encoder (Python: text_encoder=, image_encoder=) with those encoders.")
+                + "\nPass --text-encoder / --image-encoder (Python: text_encoder=, image_encoder=) with those encoders."
+            )
         # Only SPP-SCL's fusion reads `fusion`; the token-level heads (clmlf, mdse) are per sample whatever it says.
-        batch_fusion = getattr(self.run.config, "head", "spp-scl") == "spp-scl" and self.run.config.fusion == "cmf-batch"
+        batch_fusion = (
+            getattr(self.run.config, "head", "spp-scl") == "spp-scl" and self.run.config.fusion == "cmf-batch"
+        )
         self.batch_context = self._batch_fusion_context() if batch_fusion else None
 
     def _describe_text(self) -> dict | None:
         if self.text is None:
             return None
         stored = self.run.fingerprint["text"]
-        return {**self.text.describe(), "config_sha256": config_sha256_as_if_loaded_from(self.text.model.config,
-                                                                                          stored.get("model"))}
+        return {
+            **self.text.describe(),
+            "config_sha256": config_sha256_as_if_loaded_from(self.text.model.config, stored.get("model")),
+        }
 
     def _describe_image(self) -> dict | None:
         if self.image is None:
@@ -156,8 +178,9 @@ class Predictor:
         description = self.image.describe()
         if self.image.kind == "transformers":
             stored = self.run.fingerprint["image"]
-            description["config_sha256"] = config_sha256_as_if_loaded_from(self.image.module.model.config,
-                                                                           stored.get("name"))
+            description["config_sha256"] = config_sha256_as_if_loaded_from(
+                self.image.module.model.config, stored.get("name")
+            )
         return description
 
     def _encoder_specs(self, text_encoder: str | None, image_encoder: str | None) -> tuple[str | None, str | None]:
@@ -165,8 +188,10 @@ class Predictor:
         needed = (text_encoder is None and self.uses_text) or (image_encoder is None and self.uses_image)
         if needed:
             if not self.run.cache.is_file():
-                raise RunFolderError(f"name the encoders with --text-encoder and --image-encoder: the run's cache "
-                                     f"{self.run.cache}, which records where they were loaded from, is not there")
+                raise RunFolderError(
+                    f"name the encoders with --text-encoder and --image-encoder: the run's cache "
+                    f"{self.run.cache}, which records where they were loaded from, is not there"
+                )
             from cache.layout import read_attrs
 
             provenance = read_attrs(self.run.cache).get("provenance", {})
@@ -222,10 +247,13 @@ class Predictor:
             tokens = torch.zeros(len(texts), layers, longest, dim)
             mask = torch.zeros(len(texts), longest, dtype=torch.bool)
             for row, (_, states) in enumerate(encoded):
-                tokens[row, :, :states.shape[1]] = states
-                mask[row, :states.shape[1]] = True
-            inputs.update(first_token=self._round(torch.stack([first for first, _ in encoded])),
-                          token_states=self._round(tokens), token_mask=mask.to(self.device))
+                tokens[row, :, : states.shape[1]] = states
+                mask[row, : states.shape[1]] = True
+            inputs.update(
+                first_token=self._round(torch.stack([first for first, _ in encoded])),
+                token_states=self._round(tokens),
+                token_mask=mask.to(self.device),
+            )
         if self.uses_image:
             inputs["image_maps"] = self._round(self.image(torch.stack(pixels)))
         return inputs
@@ -237,9 +265,13 @@ class Predictor:
             logits = outputs["logits"]
         else:  # each pair fused as the last member of the fixed reference batch, one pair at a time
             context_v, context_t = self.batch_context
-            fused = [self.model.fusion(torch.cat([context_v, outputs["v"][row:row + 1]]),
-                                       torch.cat([context_t, outputs["t"][row:row + 1]]))[-1:]
-                     for row in range(len(outputs["v"]))]
+            fused = [
+                self.model.fusion(
+                    torch.cat([context_v, outputs["v"][row : row + 1]]),
+                    torch.cat([context_t, outputs["t"][row : row + 1]]),
+                )[-1:]
+                for row in range(len(outputs["v"]))
+            ]
             logits = self.model.classifier(torch.cat(fused))
         return torch.softmax(logits.float(), dim=1).cpu()
 
@@ -255,8 +287,11 @@ class Predictor:
                 results.append(PairResult(pair.id, error=problem))
                 continue
             p = next(probabilities)
-            results.append(PairResult(pair.id, self.class_names[max(range(len(p)), key=p.__getitem__)],
-                                      dict(zip(self.class_names, p))))
+            results.append(
+                PairResult(
+                    pair.id, self.class_names[max(range(len(p)), key=p.__getitem__)], dict(zip(self.class_names, p))
+                )
+            )
         return results
 
     def predict(self, pairs: Iterable, progress: bool = False, total: int | None = None) -> Iterator[PairResult]:
@@ -280,9 +315,16 @@ class Predictor:
                 bar.update(len(chunk))
 
 
-def predict_pairs(run_dir: str | Path, pairs: Iterable, *, text_encoder: str | None = None,
-                  image_encoder: str | None = None, device: str | torch.device = "cpu", batch_size: int = 16,
-                  workers: int = 2) -> list[PairResult]:
+def predict_pairs(
+    run_dir: str | Path,
+    pairs: Iterable,
+    *,
+    text_encoder: str | None = None,
+    image_encoder: str | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+    workers: int = 2,
+) -> list[PairResult]:
     """Predict a list of (image, text) or (id, image, text) pairs (image: a path or a PIL image) with a run.
     Loads the encoders each call: for repeated calls, build a Predictor once and call its predict()."""
     predictor = Predictor(run_dir, text_encoder, image_encoder, device, batch_size, workers)

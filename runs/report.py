@@ -5,6 +5,7 @@
 
 Needs the cache each run trained on (the distances and the t-SNE come from its dev and test features).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,9 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="run folders written by runs/train.py")
-    parser.add_argument("--splits", default="dev,test", help="cache splits to diagnose (default dev,test; absent "
-                                                             "ones are left out)")
+    parser.add_argument(
+        "--splits", default="dev,test", help="cache splits to diagnose (default dev,test; absent ones are left out)"
+    )
     parser.add_argument("--no-tsne", dest="tsne", action="store_false", help="skip the t-SNE picture (the slow part)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -30,8 +32,13 @@ def main(argv=None) -> int:
     status = 0
     for run in args.runs:
         try:
-            diagnostics = run_diagnostics(run, tuple(s.strip() for s in args.splits.split(",") if s.strip()),
-                                          tsne=args.tsne, device=args.device, log=lambda message: print(f"{run}: {message}"))
+            diagnostics = run_diagnostics(
+                run,
+                tuple(s.strip() for s in args.splits.split(",") if s.strip()),
+                tsne=args.tsne,
+                device=args.device,
+                log=lambda message, run=run: print(f"{run}: {message}"),
+            )
             print(f"report: {write_report(run, diagnostics)}")
         except (RunFolderError, ValueError, OSError, KeyError) as error:
             print(f"error: {run}: {error}", file=sys.stderr)

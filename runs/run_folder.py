@@ -5,6 +5,7 @@ selected (`head.json` + `model.safetensors`). Both predict and the diagnostics n
 it: the selected head, the head as the trainer initialised it, and a cache split read with exactly the text
 layers the head uses.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,10 @@ import torch
 from cache.reader import CachedSplit
 from heads.config import SPPSCLConfig
 from runs.checkpoint import build_head, load_head
+from spp_scl.errors import InputError
 
 
-class RunFolderError(ValueError):
+class RunFolderError(InputError):
     """A run folder that lacks what is asked of it (a file, its cache, an encoder fingerprint)."""
 
 
@@ -51,8 +53,10 @@ class RunFolder:
 
     def require_cache(self, why: str) -> Path:
         if not self.cache.is_file():
-            raise RunFolderError(f"{why} needs the cache this run trained on, {self.cache}, which is not there "
-                                 "(rebuild it with extract/run.py and the same settings, or restore the file)")
+            raise RunFolderError(
+                f"{why} needs the cache this run trained on, {self.cache}, which is not there "
+                "(rebuild it with extract/run.py and the same settings, or restore the file)"
+            )
         return self.cache
 
     def open_split(self, split: str, in_memory: bool | None = None) -> CachedSplit:

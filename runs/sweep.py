@@ -7,6 +7,7 @@ Writes into --out: results.jsonl (one line per finished trial: config, seed, dev
 time; rerunning skips what is there), trials/<key>/ (each trial's run folder), summary.md and summary.json
 (best point by mean dev metric; its test metrics as mean +- std over seeds), and PNG plots.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,20 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", required=True)
     parser.add_argument("--preset", choices=sorted(PRESETS))
     parser.add_argument("--faithful", action="store_true", help="paper-faithful fusion (cmf-batch) as the base")
-    parser.add_argument("--axis", action="append", default=[], metavar="FIELD=V1,V2",
-                        help="a swept config field and its values (tau and lambda are accepted as names)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=V",
-                        help="a fixed config value for every trial (e.g. epochs=50)")
+    parser.add_argument(
+        "--axis",
+        action="append",
+        default=[],
+        metavar="FIELD=V1,V2",
+        help="a swept config field and its values (tau and lambda are accepted as names)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=V",
+        help="a fixed config value for every trial (e.g. epochs=50)",
+    )
     parser.add_argument("--random", type=int, metavar="N", help="N random points of the grid instead of all of it")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per point: seed, seed+1, ... (default 1)")
     parser.add_argument("--jobs", type=int, default=1, help="trials in parallel (processes; one per GPU when present)")

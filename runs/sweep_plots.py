@@ -1,4 +1,5 @@
 """Pictures of a sweep (PNG): dev metric over tau x theta, over lambda, and the spread over seeds."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,11 @@ def _mean_by(rows, fields, metric):
 def plot_sweep(rows: list[dict], metric: str, folder: Path) -> list[Path]:
     plt = _pyplot()
     written = []
-    varied = [f for f in ("temperature", "theta", "ce_weight", "lr", "batch_size")
-              if len({row["config"][f] for row in rows}) > 1]
+    varied = [
+        f
+        for f in ("temperature", "theta", "ce_weight", "lr", "batch_size")
+        if len({row["config"][f] for row in rows}) > 1
+    ]
     if "temperature" in varied and "theta" in varied:
         means = _mean_by(rows, ("temperature", "theta"), metric)
         taus = sorted({k[0] for k in means})
@@ -57,8 +61,13 @@ def plot_sweep(rows: list[dict], metric: str, folder: Path) -> list[Path]:
             groups.setdefault(row["config"]["ce_weight"], []).append(row["dev"][metric])
         lambdas = sorted(groups)
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        ax.errorbar(lambdas, [np.mean(groups[v]) for v in lambdas], yerr=[np.std(groups[v]) for v in lambdas],
-                    marker="o", capsize=4)
+        ax.errorbar(
+            lambdas,
+            [np.mean(groups[v]) for v in lambdas],
+            yerr=[np.std(groups[v]) for v in lambdas],
+            marker="o",
+            capsize=4,
+        )
         ax.set_xlabel("lambda (cross-entropy weight)")
         ax.set_ylabel(f"dev {metric}")
         ax.set_title("Dev metric over lambda (mean +- std over other axes, seeds)")

@@ -3,6 +3,7 @@
 The summary chooses the point with the best mean dev metric; only then does it look at that point's test
 metrics (mean +- std over seeds). Test numbers never steer any choice.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -76,8 +77,9 @@ def parse_named(values: list[str], what: str) -> dict[str, str]:
     return named
 
 
-def expand(space: dict[str, list], seeds: list[int], random_points: int | None = None,
-           sample_seed: int = 0) -> list[Trial]:
+def expand(
+    space: dict[str, list], seeds: list[int], random_points: int | None = None, sample_seed: int = 0
+) -> list[Trial]:
     """The grid (every combination), or `random_points` distinct combinations drawn from it, times the seeds."""
     fields = list(space)
     grid = [dict(zip(fields, values)) for values in itertools.product(*space.values())]
@@ -91,8 +93,11 @@ def point_name(point: dict) -> str:
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0) if values else (
-        float("nan"), float("nan"))
+    return (
+        (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+        if values
+        else (float("nan"), float("nan"))
+    )
 
 
 def summarise(rows: list[dict], metric: str) -> dict:
@@ -103,8 +108,15 @@ def summarise(rows: list[dict], metric: str) -> dict:
     ranked = []
     for name, point_rows in points.items():
         dev_mean, dev_std = mean_std([r["dev"][metric] for r in point_rows])
-        ranked.append({"name": name, "overrides": point_rows[0]["overrides"], "seeds": len(point_rows),
-                       "dev_mean": dev_mean, "dev_std": dev_std})
+        ranked.append(
+            {
+                "name": name,
+                "overrides": point_rows[0]["overrides"],
+                "seeds": len(point_rows),
+                "dev_mean": dev_mean,
+                "dev_std": dev_std,
+            }
+        )
     ranked.sort(key=lambda p: -p["dev_mean"])  # dev only
     if not ranked:
         return {"metric": metric, "points": [], "best": None}
@@ -112,26 +124,36 @@ def summarise(rows: list[dict], metric: str) -> dict:
     best = {"name": ranked[0]["name"], "overrides": ranked[0]["overrides"], "seeds": [r["seed"] for r in best_rows]}
     for split in ("dev", "test"):
         if all(r.get(split) for r in best_rows):
-            best[split] = {key: dict(zip(("mean", "std"), mean_std([r[split][key] for r in best_rows])))
-                           for key in ("accuracy", "f1_weighted", "f1_macro")}
+            best[split] = {
+                key: dict(zip(("mean", "std"), mean_std([r[split][key] for r in best_rows])))
+                for key in ("accuracy", "f1_weighted", "f1_macro")
+            }
     return {"metric": metric, "points": ranked, "best": best}
 
 
 def write_summary(summary: dict, folder: Path) -> None:
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     metric = summary["metric"]
-    lines = [f"# Sweep summary (selection by mean dev {metric})", "",
-             f"| rank | point | seeds | dev {metric} (mean +- std) |", "|---|---|---|---|"]
+    lines = [
+        f"# Sweep summary (selection by mean dev {metric})",
+        "",
+        f"| rank | point | seeds | dev {metric} (mean +- std) |",
+        "|---|---|---|---|",
+    ]
     for rank, point in enumerate(summary["points"], 1):
-        lines.append(f"| {rank} | {point['name']} | {point['seeds']} | {point['dev_mean']:.4f} +- {point['dev_std']:.4f} |")
+        lines.append(
+            f"| {rank} | {point['name']} | {point['seeds']} | {point['dev_mean']:.4f} +- {point['dev_std']:.4f} |"
+        )
     best = summary["best"]
     if best:
         lines += ["", f"Best point by dev: **{best['name']}** (seeds {best['seeds']})", ""]
         for split in ("dev", "test"):
             if split in best:
                 values = best[split]
-                lines.append(f"- {split}: " + ", ".join(
-                    f"{key} {values[key]['mean']:.4f} +- {values[key]['std']:.4f}" for key in values))
+                lines.append(
+                    f"- {split}: "
+                    + ", ".join(f"{key} {values[key]['mean']:.4f} +- {values[key]['std']:.4f}" for key in values)
+                )
         if "test" not in best:
             lines.append("- test: the cache has no test split")
     (folder / "summary.md").write_text("\n".join(lines) + "\n")

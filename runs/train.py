@@ -6,6 +6,7 @@
 
 Every field of heads.config.SPPSCLConfig is an option (--tau is --temperature, lambda is --ce-weight).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,6 +34,7 @@ def _parser_for(kind):
         if typing.get_origin(base) is tuple:
             return tuple(float(part) for part in text.split(","))
         return base(text)
+
     return parse
 
 
@@ -40,8 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", required=True, help="a cache file written by extract/run.py")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="the paper's hyper-parameters for a dataset")
-    parser.add_argument("--faithful", action="store_true",
-                        help="the paper-faithful variant: CMF attends over the batch (fusion cmf-batch)")
+    parser.add_argument(
+        "--faithful",
+        action="store_true",
+        help="the paper-faithful variant: CMF attends over the batch (fusion cmf-batch)",
+    )
     parser.add_argument("--out", help="run folder (default runs/out/<cache name>/<preset>-<fusion>-seed<seed>)")
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
@@ -50,10 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(SPPSCLConfig):
         if field.name == "preset":
             continue
-        fields.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_parser_for(hints[field.name]),
-                            default=argparse.SUPPRESS, metavar=hints[field.name].__name__.upper()
-                            if isinstance(hints[field.name], type) else "VALUE",
-                            help=f"default {field.default!r}")
+        fields.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            dest=field.name,
+            type=_parser_for(hints[field.name]),
+            default=argparse.SUPPRESS,
+            metavar=hints[field.name].__name__.upper() if isinstance(hints[field.name], type) else "VALUE",
+            help=f"default {field.default!r}",
+        )
     return parser
 
 
@@ -70,16 +79,27 @@ def main(argv=None) -> int:
         parser.error(f"--cache {cache}: no such file")
     from runs.trainer import train
 
-    run_dir = Path(out) if out else (Path("runs/out") / Path(cache).stem /
-                                     f"{preset or 'custom'}-{config.fusion if config.head == 'spp-scl' else config.head}-seed{config.seed}")
+    run_dir = (
+        Path(out)
+        if out
+        else (
+            Path("runs/out")
+            / Path(cache).stem
+            / f"{preset or 'custom'}-{config.fusion if config.head == 'spp-scl' else config.head}-seed{config.seed}"
+        )
+    )
     result = train(cache, config, run_dir, mixed_precision=mixed_precision, cpu=cpu)
     for split in ("dev", "test"):
         if split in result.metrics:
             m = result.metrics[split]
-            print(f"{split}: accuracy {m['accuracy']:.4f}  weighted F1 {m['f1_weighted']:.4f}  "
-                  f"macro F1 {m['f1_macro']:.4f}")
-    print(f"selected epoch {result.selected_epoch} of {result.epochs_run} ({result.seconds_per_epoch:.1f} s per "
-          f"epoch); run folder {result.run_dir}")
+            print(
+                f"{split}: accuracy {m['accuracy']:.4f}  weighted F1 {m['f1_weighted']:.4f}  "
+                f"macro F1 {m['f1_macro']:.4f}"
+            )
+    print(
+        f"selected epoch {result.selected_epoch} of {result.epochs_run} ({result.seconds_per_epoch:.1f} s per "
+        f"epoch); run folder {result.run_dir}"
+    )
     return 0
 
 

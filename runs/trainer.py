@@ -8,6 +8,7 @@ A run folder holds:
     metrics.json       {"selected_epoch", "dev": {...}, "test": {...}}: accuracy, F1s, per class, confusion
     predictions.csv    split, id, label, prediction, one probability column per class, for dev and test
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,7 +27,6 @@ from heads.config import SPPSCLConfig
 from heads.head_kinds import report_keys_for, training_step_for
 from runs.checkpoint import build_head, save_head
 from runs.metrics import classification_metrics
-
 
 
 @dataclass
@@ -49,14 +49,25 @@ def open_splits(cache: str | Path, config: SPPSCLConfig, in_memory: bool | None 
 
 
 def head_shapes(split: CachedSplit) -> dict:
-    return {"image_channels": split.map_shape[0], "text_dim": split.text_dim, "num_layers": len(split.layers),
-            "num_classes": split.num_classes, "class_names": split.class_names, "text_layers": split.layers}
+    return {
+        "image_channels": split.map_shape[0],
+        "text_dim": split.text_dim,
+        "num_layers": len(split.layers),
+        "num_classes": split.num_classes,
+        "class_names": split.class_names,
+        "text_layers": split.layers,
+    }
 
 
 def _inputs(batch, device) -> dict:
     batch = batch.to(device)
-    return {"image_maps": batch.image_maps, "first_token": batch.first_token, "token_states": batch.token_states,
-            "token_mask": batch.token_mask, "labels": batch.labels}
+    return {
+        "image_maps": batch.image_maps,
+        "first_token": batch.first_token,
+        "token_states": batch.token_states,
+        "token_mask": batch.token_mask,
+        "labels": batch.labels,
+    }
 
 
 @torch.no_grad()
@@ -79,20 +90,40 @@ def write_predictions(path: Path, rows: dict[str, tuple], class_names: list[str]
         writer.writerow(["split", "id", "label", "prediction", *[f"p_{name}" for name in class_names]])
         for split, (ids, labels, probabilities) in rows.items():
             for record_id, label, p in zip(ids, labels, probabilities):
-                writer.writerow([split, record_id, class_names[label], class_names[int(p.argmax())],
-                                 *[f"{value:.6f}" for value in p]])
+                writer.writerow(
+                    [
+                        split,
+                        record_id,
+                        class_names[label],
+                        class_names[int(p.argmax())],
+                        *[f"{value:.6f}" for value in p],
+                    ]
+                )
 
 
 def _environment() -> dict:
     import accelerate
     import transformers
 
-    return {"torch": torch.__version__, "accelerate": accelerate.__version__,
-            "transformers": transformers.__version__, "python": sys.version.split()[0]}
+    return {
+        "torch": torch.__version__,
+        "accelerate": accelerate.__version__,
+        "transformers": transformers.__version__,
+        "python": sys.version.split()[0],
+    }
 
 
-def train(cache: str | Path, config: SPPSCLConfig, run_dir: str | Path, *, mixed_precision: str = "no",
-          cpu: bool = False, in_memory: bool | None = None, log=print, splits: dict | None = None) -> TrainResult:
+def train(
+    cache: str | Path,
+    config: SPPSCLConfig,
+    run_dir: str | Path,
+    *,
+    mixed_precision: str = "no",
+    cpu: bool = False,
+    in_memory: bool | None = None,
+    log=print,
+    splits: dict | None = None,
+) -> TrainResult:
     """Train on the cache's train split, select by `config.selection_metric` on dev, evaluate the selected
     weights on dev and test. `splits` lets a caller (a sweep) pass splits it already opened."""
     from accelerate import Accelerator
@@ -111,17 +142,28 @@ def train(cache: str | Path, config: SPPSCLConfig, run_dir: str | Path, *, mixed
     shapes = head_shapes(train_split)
     model = build_head(config, shapes)
     step, loss_keys = training_step_for(config), report_keys_for(config)  # the head's own step and losses
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
     model, optimizer = accelerator.prepare(model, optimizer)
     shuffle = torch.Generator().manual_seed(config.seed)
 
-    (run_dir / "config.json").write_text(json.dumps({
-        "config": config.to_dict(), "cache": str(Path(cache).resolve()),
-        "cache_fingerprint": train_split.attrs["fingerprint"], "head": shapes,
-        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "mixed_precision": mixed_precision, "device": str(device), "environment": _environment()}, indent=1))
+    (run_dir / "config.json").write_text(
+        json.dumps(
+            {
+                "config": config.to_dict(),
+                "cache": str(Path(cache).resolve()),
+                "cache_fingerprint": train_split.attrs["fingerprint"],
+                "head": shapes,
+                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "mixed_precision": mixed_precision,
+                "device": str(device),
+                "environment": _environment(),
+            },
+            indent=1,
+        )
+    )
     log_path = run_dir / "log.jsonl"
     log_path.write_text("")
     metric = config.selection_metric
@@ -133,14 +175,14 @@ def train(cache: str | Path, config: SPPSCLConfig, run_dir: str | Path, *, mixed
         # SPP-SCL's rule decides on a forward without a graph (replayed when step two runs) while step two is
         # rare; once it ran in most of the last epoch's iterations, one forward with a graph is cheaper. The
         # results are identical either way (tests/test_heads_training_step.py); only the time differs.
-        options = ({"decide_without_graph": sums_last.get("step_two_ran", 0.0) < 0.5}
-                   if config.head == "spp-scl" else {})
+        options = {"decide_without_graph": sums_last.get("step_two_ran", 0.0) < 0.5} if config.head == "spp-scl" else {}
         for batch in train_split.batches(config.batch_size, shuffle=True, generator=shuffle, longest_first=True):
             if len(batch) < 2:  # BatchNorm cannot normalise a batch of one in train mode
                 continue
             with accelerator.autocast():
-                report = step(model, _inputs(batch, device), optimizer, config, backward=accelerator.backward,
-                              **options)
+                report = step(
+                    model, _inputs(batch, device), optimizer, config, backward=accelerator.backward, **options
+                )
             for key in loss_keys:
                 sums[key] += report[key]
             steps += 1
@@ -154,15 +196,24 @@ def train(cache: str | Path, config: SPPSCLConfig, run_dir: str | Path, *, mixed
         if improved:
             best, best_epoch = dev[metric], epoch
             save_head(run_dir, accelerator.unwrap_model(model), config, shapes)
-        line = {"epoch": epoch, "lr": lr, **{k: sums[k] / max(steps, 1) for k in loss_keys},
-                "dev_accuracy": dev["accuracy"], "dev_f1_weighted": dev["f1_weighted"],
-                "dev_f1_macro": dev["f1_macro"], "selected": improved, "seconds": round(seconds[-1], 3)}
+        line = {
+            "epoch": epoch,
+            "lr": lr,
+            **{k: sums[k] / max(steps, 1) for k in loss_keys},
+            "dev_accuracy": dev["accuracy"],
+            "dev_f1_weighted": dev["f1_weighted"],
+            "dev_f1_macro": dev["f1_macro"],
+            "selected": improved,
+            "seconds": round(seconds[-1], 3),
+        }
         line["step_two_rate"] = line.pop("step_two_ran")
         with log_path.open("a") as handle:
             handle.write(json.dumps(line) + "\n")
-        log(f"epoch {epoch:3d}/{config.epochs}  loss {line['loss_step_one']:.3f}  step two {line['step_two_rate']:.0%}  "
+        log(
+            f"epoch {epoch:3d}/{config.epochs}  loss {line['loss_step_one']:.3f}  step two {line['step_two_rate']:.0%}  "
             f"dev acc {dev['accuracy']:.4f} {metric} {dev[metric]:.4f}  (best {best:.4f} @ {best_epoch})  "
-            f"{seconds[-1]:.1f}s")
+            f"{seconds[-1]:.1f}s"
+        )
         if config.patience is not None and epoch - best_epoch >= config.patience:
             log(f"early stop: no better dev {metric} for {config.patience} epochs")
             break

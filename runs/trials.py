@@ -5,6 +5,7 @@ JSON line, to a results file, so a stopped batch of trials resumes where it stop
 no-op. The cache is opened once per process and reused by every trial that process runs; with `jobs` > 1 the
 trials run in worker processes (one per GPU when there are GPUs, else the CPU cores shared between them).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,11 +73,19 @@ def _run_one(base: dict, trial: Trial, run_dir: str, cache: str | None = None) -
         splits_by_layers[layers_key] = open_splits(cache, config)
     started = time.time()
     result = train(cache, config, run_dir, log=lambda *_: None, splits=splits_by_layers[layers_key])
-    return {"name": trial.name, "overrides": trial.overrides, "seed": trial.seed, "config": config.to_dict(),
-            "dev": _headline(result.metrics.get("dev")), "test": _headline(result.metrics.get("test")),
-            "selected_epoch": result.selected_epoch, "epochs_run": result.epochs_run,
-            "seconds": round(time.time() - started, 2), "seconds_per_epoch": round(result.seconds_per_epoch, 3),
-            "run_dir": run_dir}
+    return {
+        "name": trial.name,
+        "overrides": trial.overrides,
+        "seed": trial.seed,
+        "config": config.to_dict(),
+        "dev": _headline(result.metrics.get("dev")),
+        "test": _headline(result.metrics.get("test")),
+        "selected_epoch": result.selected_epoch,
+        "epochs_run": result.epochs_run,
+        "seconds": round(time.time() - started, 2),
+        "seconds_per_epoch": round(result.seconds_per_epoch, 3),
+        "run_dir": run_dir,
+    }
 
 
 def _headline(metrics: dict | None) -> dict | None:
@@ -85,8 +94,16 @@ def _headline(metrics: dict | None) -> dict | None:
     return {key: metrics[key] for key in ("accuracy", "f1_weighted", "f1_macro")}
 
 
-def run_trials(cache: str | Path, base: SPPSCLConfig, trials: list[Trial], results: Path, runs_dir: Path,
-               jobs: int = 1, log=print, progress: bool = True) -> list[dict]:
+def run_trials(
+    cache: str | Path,
+    base: SPPSCLConfig,
+    trials: list[Trial],
+    results: Path,
+    runs_dir: Path,
+    jobs: int = 1,
+    log=print,
+    progress: bool = True,
+) -> list[dict]:
     """Run the trials not yet in `results`; returns the rows of all `trials` (finished before or now)."""
     import torch
 
@@ -100,8 +117,14 @@ def run_trials(cache: str | Path, base: SPPSCLConfig, trials: list[Trial], resul
         log(f"{len(trials) - len(pending)} of {len(trials)} trials already in {results}")
     base_dict = base.to_dict()
     # On a terminal only (tqdm's disable=None): logs keep one line per finished trial and no bar redraws.
-    bar = tqdm(total=len(trials), initial=len(trials) - len(pending), unit="trial", desc=results.parent.name,
-               disable=None if progress else True, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(trials),
+        initial=len(trials) - len(pending),
+        unit="trial",
+        desc=results.parent.name,
+        disable=None if progress else True,
+        dynamic_ncols=True,
+    )
 
     def record(trial: Trial, row: dict) -> None:
         row = {"key": trial.key(base), **row}
@@ -111,8 +134,10 @@ def run_trials(cache: str | Path, base: SPPSCLConfig, trials: list[Trial], resul
             os.fsync(handle.fileno())
         done[row["key"]] = row
         bar.update(1)
-        log(f"[{len(done)}/{len(trials)}] {trial.name} seed {trial.seed}: dev acc {row['dev']['accuracy']:.4f} "
-            f"{base.selection_metric} {row['dev'][base.selection_metric]:.4f} ({row['seconds']:.0f} s)")
+        log(
+            f"[{len(done)}/{len(trials)}] {trial.name} seed {trial.seed}: dev acc {row['dev']['accuracy']:.4f} "
+            f"{base.selection_metric} {row['dev'][base.selection_metric]:.4f} ({row['seconds']:.0f} s)"
+        )
 
     if jobs <= 1:
         _worker.clear()
@@ -130,8 +155,9 @@ def run_trials(cache: str | Path, base: SPPSCLConfig, trials: list[Trial], resul
             for index in range(jobs):
                 devices.put(index % gpus)
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                                 initargs=(str(cache), threads, devices)) as pool:
+        with ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=_init_worker, initargs=(str(cache), threads, devices)
+        ) as pool:
             futures = {pool.submit(_run_one, base_dict, t, str(runs_dir / t.key(base))): t for t in pending}
             for future in as_completed(futures):
                 record(futures[future], future.result())

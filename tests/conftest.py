@@ -1,5 +1,6 @@
 """Shared fixtures: tiny random encoders and a small generated dataset, built once per test session in a
 temporary folder and loaded through the same from_pretrained(folder) path a hub id takes."""
+
 from __future__ import annotations
 
 import h5py
@@ -23,8 +24,17 @@ def tiny(tmp_path_factory):
 
 
 def tiny_config(tiny, out, **overrides) -> ExtractConfig:
-    settings = dict(data=tiny["data"], dataset="mvsa-single", text_encoder=tiny["text"], image_encoder=tiny["image"],
-                    out=str(out), shard_size=16, text_batch_size=8, image_batch_size=8, progress=False)
+    settings = dict(
+        data=tiny["data"],
+        dataset="mvsa-single",
+        text_encoder=tiny["text"],
+        image_encoder=tiny["image"],
+        out=str(out),
+        shard_size=16,
+        text_batch_size=8,
+        image_batch_size=8,
+        progress=False,
+    )
     settings.update(overrides)
     return ExtractConfig(**settings)
 
@@ -38,6 +48,7 @@ def cache_contents(path) -> dict:
         def visit(name, item):
             if isinstance(item, h5py.Dataset):
                 contents[name] = item.asstr()[:] if item.dtype.kind == "O" else item[:]
+
         file.visititems(visit)
     return contents
 

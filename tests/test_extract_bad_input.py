@@ -1,5 +1,6 @@
 """Every bad input has its defined outcome: decodable images become RGB, the rest is skipped with its reason
 (or stops a strict run with an error naming the file and the record), and nothing written is lost."""
+
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,6 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from extract.images import ImageProblem, load_rgb
@@ -68,10 +68,16 @@ def _jpeg_bytes(seed: int) -> bytes:
 
 
 EXPECTED_REASONS = {
-    "missing": "image not found", "truncated": "image could not be decoded", "garbage": "not a decodable image",
-    "empty": "empty text", "blank": "whitespace-only text", "russian": "non-English text",
-    "../escape": "reaches outside", "badlabel": "label is not one of the dataset's classes",
-    "good1": "duplicate id (first at train.json[0])", "nolabel": "malformed record",
+    "missing": "image not found",
+    "truncated": "image could not be decoded",
+    "garbage": "not a decodable image",
+    "empty": "empty text",
+    "blank": "whitespace-only text",
+    "russian": "non-English text",
+    "../escape": "reaches outside",
+    "badlabel": "label is not one of the dataset's classes",
+    "good1": "duplicate id (first at train.json[0])",
+    "nolabel": "malformed record",
 }
 
 
@@ -83,8 +89,17 @@ def test_each_bad_input_gets_its_outcome(tiny, messy, tmp_path):
     for record_id, expected in EXPECTED_REASONS.items():
         assert expected in reasons[record_id], (record_id, reasons[record_id])
     with h5py.File(out, "r") as file:
-        assert list(file["train"]["ids"].asstr()[:]) == ["good1", "good2", "good3", "good4", "grey", "cmyk",
-                                                          "palette", "rgba", "png"]
+        assert list(file["train"]["ids"].asstr()[:]) == [
+            "good1",
+            "good2",
+            "good3",
+            "good4",
+            "grey",
+            "cmyk",
+            "palette",
+            "rgba",
+            "png",
+        ]
         assert list(file["dev"]["ids"].asstr()[:]) == ["dev1"]
     with skipped_report_path(out).open() as handle:
         report = list(csv.DictReader(handle))
@@ -111,8 +126,11 @@ def test_decodable_images_become_rgb(messy):
     composite = np.asarray(load_rgb(images / "half.png"), dtype=np.float64)
     colour = np.asarray(rgba.convert("RGB"), dtype=np.float64)
     np.testing.assert_allclose(composite, colour * 128 / 255 + 255 * (1 - 128 / 255), atol=1.01)
-    for name, reason in (("truncated", "could not be decoded"), ("garbage", "not a decodable image"),
-                         ("nothere", "image not found")):
+    for name, reason in (
+        ("truncated", "could not be decoded"),
+        ("garbage", "not a decodable image"),
+        ("nothere", "image not found"),
+    ):
         with pytest.raises(ImageProblem, match=reason):
             load_rgb(images / f"{name}.jpg")
 
@@ -138,19 +156,26 @@ def test_generic_jsonl_and_csv(tmp_path):
     (folder / "pics").mkdir(parents=True)
     for i in range(4):
         _picture(20 + i).save(folder / "pics" / f"{i}.jpg")
-    rows = [{"image": "pics/0.jpg", "text": "great", "label": "joy", "split": "train"},
-            {"image": "pics/1.jpg", "text": "meh", "label": "anger", "split": "validation"},
-            {"image": "pics/2.jpg", "text": "fine", "label": "joy", "split": "test", "id": "custom"},
-            {"image": "pics/3.jpg", "text": "odd", "label": "joy", "split": "holdout"}]
+    rows = [
+        {"image": "pics/0.jpg", "text": "great", "label": "joy", "split": "train"},
+        {"image": "pics/1.jpg", "text": "meh", "label": "anger", "split": "validation"},
+        {"image": "pics/2.jpg", "text": "fine", "label": "joy", "split": "test", "id": "custom"},
+        {"image": "pics/3.jpg", "text": "odd", "label": "joy", "split": "holdout"},
+    ]
     lines = [json.dumps(row) for row in rows]
     lines.insert(2, '{"image": "pics/9.jpg", "text": broken')
     (folder / "posts.jsonl").write_text("\n".join(lines) + "\n")
     dataset = read_dataset(folder / "posts.jsonl")
     assert dataset.class_names == ["anger", "joy"]
     assert [(r.split, r.id, r.label) for r in dataset.records] == [
-        ("train", "pics/0.jpg", 1), ("dev", "pics/1.jpg", 0), ("test", "custom", 1)]
+        ("train", "pics/0.jpg", 1),
+        ("dev", "pics/1.jpg", 0),
+        ("test", "custom", 1),
+    ]
     assert {s.source: s.reason.split(":")[0] for s in dataset.skipped} == {
-        "posts.jsonl:3": "malformed JSON line", "posts.jsonl:5": "unknown split 'holdout' (train, dev, test)"}
+        "posts.jsonl:3": "malformed JSON line",
+        "posts.jsonl:5": "unknown split 'holdout' (train, dev, test)",
+    }
     with pytest.raises(BadInput, match=r"posts\.jsonl:3"):
         read_dataset(folder / "posts.jsonl", strict=True)
 
@@ -183,8 +208,10 @@ def test_whole_file_problems_are_errors_naming_the_file(tmp_path):
 
 def test_bad_plugin_preprocess_names_the_key(tmp_path, tiny):
     plugin = tmp_path / "bad_plugin.py"
-    plugin.write_text("import torch\ndef build():\n    return torch.nn.Conv2d(3, 4, 2), "
-                      "{'resize': 40, 'crop': 32, 'mean': [0.5, 0.5], 'std': [1, 1, 1], 'name': 'x'}\n")
+    plugin.write_text(
+        "import torch\ndef build():\n    return torch.nn.Conv2d(3, 4, 2), "
+        "{'resize': 40, 'crop': 32, 'mean': [0.5, 0.5], 'std': [1, 1, 1], 'name': 'x'}\n"
+    )
     with pytest.raises(ValueError, match=r"preprocess\['mean'\] must be 3 numbers"):
         run(tiny_config(tiny, tmp_path / "c.h5", image_encoder=f"{plugin}:build"))
     with pytest.raises(ValueError, match="has no function nothere"):
@@ -210,8 +237,11 @@ def test_unusable_paths_and_extreme_images_are_skipped(tmp_path, tiny):
     (data / "images").mkdir(parents=True)
     _picture(1).save(data / "images" / "ok.jpg")
     Image.new("RGB", (2000, 20), (200, 10, 10)).save(data / "images" / "thin.jpg")
-    rows = [{"id": "ok", "text": "fine", "emotion_label": 0}, {"id": "bad\u0000id", "text": "x", "emotion_label": 0},
-            {"id": "thin", "text": "a very wide banner", "emotion_label": 1}]
+    rows = [
+        {"id": "ok", "text": "fine", "emotion_label": 0},
+        {"id": "bad\u0000id", "text": "x", "emotion_label": 0},
+        {"id": "thin", "text": "a very wide banner", "emotion_label": 1},
+    ]
     (data / "train.json").write_text(json.dumps(rows))
     summary = run(tiny_config(tiny, tmp_path / "c.h5", data=str(data)))
     reasons = {item["id"]: item["reason"] for item in summary.skipped}

@@ -1,4 +1,5 @@
 """The cached features are what the encoders give each record alone: shapes, dtype, text and image fidelity."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ import torch
 from PIL import Image
 from transformers import AutoModel, AutoTokenizer
 
-from tests.conftest import tiny_config
 from extract.images import Preprocess, to_pixels
 from extract.pipeline import run
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -58,21 +59,27 @@ def test_text_states_equal_a_forward_of_each_text_alone(tiny, built):
                 with torch.no_grad():
                     hidden = model(**encoded, output_hidden_states=True).hidden_states
                 expected = torch.stack([hidden[layer][0] for layer in (1, 2, 3, 4)])  # [K, L, D]
-                stored = torch.from_numpy(group["token_states"][offsets[row]:offsets[row + 1]]).float()
+                stored = torch.from_numpy(group["token_states"][offsets[row] : offsets[row + 1]]).float()
                 torch.testing.assert_close(stored.transpose(0, 1), expected, atol=2e-3, rtol=2e-3)
-                torch.testing.assert_close(torch.from_numpy(group["first_token"][row]).float(), expected[:, 0],
-                                           atol=2e-3, rtol=2e-3)
+                torch.testing.assert_close(
+                    torch.from_numpy(group["first_token"][row]).float(), expected[:, 0], atol=2e-3, rtol=2e-3
+                )
 
 
 def _reference_pixels(path, resize, crop, mean, std):
     """An independent reading of 'resize the shorter side, centre-crop, normalise'."""
     image = Image.open(path).convert("RGB")
     scale = resize / min(image.size)
-    image = image.resize((int(image.width * scale) if image.width > image.height else resize,
-                          int(image.height * scale) if image.height > image.width else resize), Image.BILINEAR)
+    image = image.resize(
+        (
+            int(image.width * scale) if image.width > image.height else resize,
+            int(image.height * scale) if image.height > image.width else resize,
+        ),
+        Image.BILINEAR,
+    )
     array = np.asarray(image, dtype=np.float32) / 255.0
     top, left = round((array.shape[0] - crop) / 2), round((array.shape[1] - crop) / 2)
-    array = array[top:top + crop, left:left + crop]
+    array = array[top : top + crop, left : left + crop]
     return torch.from_numpy(((array - np.array(mean)) / np.array(std)).transpose(2, 0, 1).astype(np.float32))
 
 

@@ -1,5 +1,6 @@
 """Extraction runs: resume after a kill, settings refused when they differ, other backbones, the plugin form,
 several processes."""
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,28 @@ def plugin(tmp_path_factory):
 
 
 def _cli(tiny, out, plugin, *extra):
-    return [sys.executable, str(ROOT_DIR / "extract" / "run.py"), "--data", tiny["data"], "--dataset", "mvsa-single",
-            "--text-encoder", tiny["text"], "--image-encoder", plugin, "--out", str(out), "--shard-size", "8",
-            "--image-batch-size", "4", "--text-batch-size", "4", "--no-progress", *extra]
+    return [
+        sys.executable,
+        str(ROOT_DIR / "extract" / "run.py"),
+        "--data",
+        tiny["data"],
+        "--dataset",
+        "mvsa-single",
+        "--text-encoder",
+        tiny["text"],
+        "--image-encoder",
+        plugin,
+        "--out",
+        str(out),
+        "--shard-size",
+        "8",
+        "--image-batch-size",
+        "4",
+        "--text-batch-size",
+        "4",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_plugin_form_gives_maps_of_the_plugin_module(tiny, plugin, tmp_path):
@@ -85,7 +105,8 @@ def test_stopped_extraction_resumes_to_the_same_file(tiny, plugin, tmp_path, sto
     finished = sorted(parts.glob("shard-*.safetensors"))
     assert 3 <= len(finished) < 8 and not out.exists(), (
         f"the run was meant to be stopped part-way: {len(finished)} shards, exit {process.returncode}, "
-        f"output: {process.stdout.read().decode()[-2000:]}")
+        f"output: {process.stdout.read().decode()[-2000:]}"
+    )
 
     log = tmp_path / "forward_calls.txt"
     env = {**os.environ, "SLOW_PLUGIN_LOG": str(log)}
@@ -112,8 +133,11 @@ def test_changed_setting_is_refused_and_force_rebuilds(tiny, tmp_path):
         run(tiny_config(tiny, out, dtype="float32"))
     assert not run(tiny_config(tiny, out, text_layers=[-2, -1], force=True)).up_to_date
     with h5py.File(out, "r") as file:
-        assert list(file.attrs["text_layers"] if not isinstance(file.attrs["text_layers"], str)
-                    else json.loads(file.attrs["text_layers"])) == [3, 4]
+        assert list(
+            file.attrs["text_layers"]
+            if not isinstance(file.attrs["text_layers"], str)
+            else json.loads(file.attrs["text_layers"])
+        ) == [3, 4]
         assert file["train"]["first_token"].shape[1] == 2
 
 
@@ -133,8 +157,12 @@ def test_changed_split_file_is_refused(tiny, tmp_path):
 
 def test_unfinished_extraction_with_other_settings_is_refused(tiny, plugin, tmp_path):
     out = tmp_path / "cache.h5"
-    process = subprocess.Popen(_cli(tiny, out, plugin), env={**os.environ, "SLOW_PLUGIN_SLEEP": "0.15"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _cli(tiny, out, plugin),
+        env={**os.environ, "SLOW_PLUGIN_SLEEP": "0.15"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     parts = parts_folder(out)
     deadline = time.time() + 120
     while not list(parts.glob("shard-*.safetensors")) and time.time() < deadline:
@@ -154,8 +182,9 @@ def test_text_model_without_token_type_ids(tiny, tmp_path):
     folder = tmp_path / "distilbert"
     write_wordpiece_tokenizer(folder, "DistilBertTokenizer")
     torch.manual_seed(1)
-    DistilBertModel(DistilBertConfig(vocab_size=len(demo_vocabulary()), dim=16, n_layers=3, n_heads=2,
-                                     hidden_dim=32)).save_pretrained(folder)
+    DistilBertModel(
+        DistilBertConfig(vocab_size=len(demo_vocabulary()), dim=16, n_layers=3, n_heads=2, hidden_dim=32)
+    ).save_pretrained(folder)
     out = tmp_path / "cache.h5"
     run(tiny_config(tiny, out, text_encoder=str(folder), text_layers=[-2, -1]))
     tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
@@ -174,11 +203,26 @@ def test_vit_style_model_stores_patch_tokens_as_a_grid(tiny, tmp_path):
 
     folder = tmp_path / "vit"
     torch.manual_seed(2)
-    ViTModel(ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=32)).save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps(
-        {"image_processor_type": "ViTImageProcessor", "size": {"height": 32, "width": 32},
-         "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}))
+    ViTModel(
+        ViTConfig(
+            image_size=32,
+            patch_size=8,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    ).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "ViTImageProcessor",
+                "size": {"height": 32, "width": 32},
+                "image_mean": [0.5, 0.5, 0.5],
+                "image_std": [0.5, 0.5, 0.5],
+            }
+        )
+    )
     out = tmp_path / "cache.h5"
     run(tiny_config(tiny, out, image_encoder=str(folder)))
     model = AutoModel.from_pretrained(folder).eval()
@@ -192,19 +236,47 @@ def test_vit_style_model_stores_patch_tokens_as_a_grid(tiny, tmp_path):
     expected = tokens[1:].T.reshape(16, 4, 4)  # drop [CLS]; 16 patches in a 4 x 4 grid
     with h5py.File(out, "r") as file:
         assert file["dev"]["ids"].asstr()[0] == "41"
-        torch.testing.assert_close(torch.from_numpy(file["dev"]["image_maps"][0]).float(), expected,
-                                   atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(
+            torch.from_numpy(file["dev"]["image_maps"][0]).float(), expected, atol=2e-3, rtol=2e-3
+        )
 
 
 def test_several_processes_give_the_same_cache(tiny, tmp_path):
     single = tmp_path / "single.h5"
     run(tiny_config(tiny, single))
     double = tmp_path / "double.h5"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(ROOT_DIR / "extract" / "run.py"), "--data", tiny["data"], "--dataset", "mvsa-single",
-               "--text-encoder", tiny["text"], "--image-encoder", tiny["image"], "--out", str(double),
-               "--shard-size", "16", "--text-batch-size", "8", "--image-batch-size", "8", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(ROOT_DIR / "extract" / "run.py"),
+        "--data",
+        tiny["data"],
+        "--dataset",
+        "mvsa-single",
+        "--text-encoder",
+        tiny["text"],
+        "--image-encoder",
+        tiny["image"],
+        "--out",
+        str(double),
+        "--shard-size",
+        "16",
+        "--text-batch-size",
+        "8",
+        "--image-batch-size",
+        "8",
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -214,9 +286,11 @@ def test_several_processes_give_the_same_cache(tiny, tmp_path):
 EFFICIENTNET = ROOT_DIR.parent / "shared" / "encoders" / "efficientnet_lite2.py"
 
 
-@pytest.mark.skipif(not EFFICIENTNET.is_file() or __import__("importlib").util.find_spec(
-    "efficientnet_lite_pytorch") is None, reason="the EfficientNet-Lite2 factory of ../shared/encoders is not installed "
-                                                "(../shared/encoders/get_real_encoders.sh installs it)")
+@pytest.mark.skipif(
+    not EFFICIENTNET.is_file() or __import__("importlib").util.find_spec("efficientnet_lite_pytorch") is None,
+    reason="the EfficientNet-Lite2 factory of ../shared/encoders is not installed "
+    "(../shared/encoders/get_real_encoders.sh installs it)",
+)
 def test_shared_efficientnet_factory_in_the_plugin_form(tiny, tmp_path):
     """The real plugin of ../shared/encoders: stored maps equal a direct forward of its module."""
     from extract.image_encoder import load_plugin
@@ -227,17 +301,20 @@ def test_shared_efficientnet_factory_in_the_plugin_form(tiny, tmp_path):
     records = json.loads((Path(tiny["data"]) / "dev.json").read_text())[:3]
     for record in records:
         (data / "images" / f"{record['id']}.jpg").write_bytes(
-            (Path(tiny["data"]) / "images" / f"{record['id']}.jpg").read_bytes())
+            (Path(tiny["data"]) / "images" / f"{record['id']}.jpg").read_bytes()
+        )
     (data / "dev.json").write_text(json.dumps(records))
     out = tmp_path / "cache.h5"
     run(tiny_config(tiny, out, data=str(data), image_encoder=f"{EFFICIENTNET}:build"))
     module, preprocess = load_plugin(f"{EFFICIENTNET}:build")
-    pixels = load_pixels(data / "images" / f"{records[1]['id']}.jpg",
-                         Preprocess(preprocess["resize"], preprocess["crop"], tuple(preprocess["mean"]),
-                                    tuple(preprocess["std"])))
+    pixels = load_pixels(
+        data / "images" / f"{records[1]['id']}.jpg",
+        Preprocess(preprocess["resize"], preprocess["crop"], tuple(preprocess["mean"]), tuple(preprocess["std"])),
+    )
     with torch.no_grad():
         expected = module.eval()(pixels[None])[0]
     with h5py.File(out, "r") as file:
         assert file["dev"]["image_maps"].shape[1:] == (1280, 7, 7)
-        torch.testing.assert_close(torch.from_numpy(file["dev"]["image_maps"][1]).float(), expected,
-                                   atol=2e-2, rtol=2e-3)
+        torch.testing.assert_close(
+            torch.from_numpy(file["dev"]["image_maps"][1]).float(), expected, atol=2e-2, rtol=2e-3
+        )

@@ -12,7 +12,13 @@ def test_defaults_are_the_papers():
     assert (config.embed_dim, config.lstm_hidden, config.image_reduced_channels) == (32, 64, 128)
     assert (config.dropout, config.temperature, config.theta, config.ce_weight) == (0.2, 0.07, 2 / 3, 5.0)
     assert (config.lr, config.betas, config.eps, config.weight_decay) == (1e-4, (0.9, 0.999), 1e-8, 1e-6)
-    assert (config.lr_step_size, config.lr_gamma, config.batch_size, config.epochs, config.seed) == (10, 0.5, 64, 150, 42)
+    assert (config.lr_step_size, config.lr_gamma, config.batch_size, config.epochs, config.seed) == (
+        10,
+        0.5,
+        64,
+        150,
+        42,
+    )
     assert config.patience is None and config.two_step and config.intra_loss and config.inter_loss
     assert (config.fusion, config.modality, config.text_layers_last) == ("cmf-bank", "both", None)
 

@@ -127,4 +127,6 @@ def test_zero_embedding_does_not_give_nan():
 def test_weighted_cross_entropy_scales_by_lambda():
     logits = torch.randn(7, 3)
     labels = torch.randint(0, 3, (7,))
-    assert weighted_cross_entropy(logits, labels, 5.0).item() == pytest.approx(5.0 * F.cross_entropy(logits, labels).item())
+    assert weighted_cross_entropy(logits, labels, 5.0).item() == pytest.approx(
+        5.0 * F.cross_entropy(logits, labels).item()
+    )

@@ -137,5 +137,10 @@ def test_paper_fusion_is_batch_dependent_so_the_check_can_see_dependence():
 def test_bank_fusion_has_learned_slots():
     model = build(bank_size=5)
     names = {name for name, _ in model.named_parameters()}
-    assert {"fusion.image_bank.keys", "fusion.image_bank.values", "fusion.text_bank.keys", "fusion.text_bank.values"} <= names
+    assert {
+        "fusion.image_bank.keys",
+        "fusion.image_bank.values",
+        "fusion.text_bank.keys",
+        "fusion.text_bank.values",
+    } <= names
     assert model.fusion.image_bank.keys.shape == (5, 32)

@@ -33,7 +33,9 @@ def test_values_at_padded_positions_are_never_read():
     encoder = HierarchicalAttention(num_layers=3, text_dim=10, lstm_hidden=6)
     first_token, states, mask = padded_text(LENGTHS, total_length=8)
     garbage = states + torch.randn_like(states) * 100.0 * (~mask)[:, None, :, None]
-    torch.testing.assert_close(encoder(first_token, states, mask)[0], encoder(first_token, garbage, mask)[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        encoder(first_token, states, mask)[0], encoder(first_token, garbage, mask)[0], atol=1e-6, rtol=0
+    )
 
 
 def test_output_shapes_and_gate_range():

@@ -19,8 +19,9 @@ def naive_supervised_contrastive(samples, labels, tau):
         if not positives:
             continue
         denominator = sum(math.exp(float(z[i] @ z[a]) / tau) for a in range(len(z)) if a != i)
-        per_anchor.append(-sum(math.log(math.exp(float(z[i] @ z[p]) / tau) / denominator) for p in positives)
-                          / len(positives))
+        per_anchor.append(
+            -sum(math.log(math.exp(float(z[i] @ z[p]) / tau) / denominator) for p in positives) / len(positives)
+        )
     return sum(per_anchor) / len(per_anchor)
 
 

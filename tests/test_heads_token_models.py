@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
+from heads.clmlf import CLMLFHead, clmlf_step
 from heads.config import PRESETS, SPPSCLConfig, resolve_config
 from heads.head_kinds import build_head_model, report_keys_for, training_step_for
-from heads.clmlf import CLMLFHead, clmlf_step
 from heads.mdse import MDSEHead, mdse_step
 from heads.model import SPPSCLHead
 from heads.training_step import spp_scl_step
@@ -100,8 +100,11 @@ def concatenate(a, b):
 
     def padded(inputs):
         extra = length - inputs["token_mask"].shape[1]
-        return {**inputs, "token_states": torch.nn.functional.pad(inputs["token_states"], (0, 0, 0, extra)),
-                "token_mask": torch.nn.functional.pad(inputs["token_mask"], (0, extra))}
+        return {
+            **inputs,
+            "token_states": torch.nn.functional.pad(inputs["token_states"], (0, 0, 0, extra)),
+            "token_mask": torch.nn.functional.pad(inputs["token_mask"], (0, extra)),
+        }
 
     a, b = padded(a), padded(b)
     return {name: torch.cat([a[name], b[name]]) for name in a}

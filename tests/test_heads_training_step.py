@@ -29,7 +29,9 @@ def synthetic_batch(batch_size, generator, noise=NOISE):
     token_states = text_prototypes[labels][:, None, None, :] + noise * torch.randn(
         batch_size, LAYERS, MAX_LENGTH, TEXT_DIM, generator=generator
     )
-    first_token = text_prototypes[labels][:, None, :] + noise * torch.randn(batch_size, LAYERS, TEXT_DIM, generator=generator)
+    first_token = text_prototypes[labels][:, None, :] + noise * torch.randn(
+        batch_size, LAYERS, TEXT_DIM, generator=generator
+    )
     return {
         "image_maps": image_maps,
         "first_token": first_token,
@@ -86,7 +88,9 @@ def test_short_training_beats_chance_quickly(two_step, theta):
     elapsed = time.perf_counter() - start
 
     after = accuracy(model, held_out)
-    print(f"two_step={two_step}: accuracy {before:.3f} -> {after:.3f}, step two ran {step_two_count}/{rule_checks}, {elapsed:.1f}s")
+    print(
+        f"two_step={two_step}: accuracy {before:.3f} -> {after:.3f}, step two ran {step_two_count}/{rule_checks}, {elapsed:.1f}s"
+    )
     assert after > 0.7, f"chance is 1/3; got {after:.3f}"
     iterations = EPOCHS * len(train_batches)
     if two_step:
@@ -105,7 +109,9 @@ def count_backward_calls(**overrides):
         calls.append(loss.item())
         loss.backward()
 
-    report = spp_scl_step(model, synthetic_batch(16, torch.Generator().manual_seed(3)), optimizer, config, backward=backward)
+    report = spp_scl_step(
+        model, synthetic_batch(16, torch.Generator().manual_seed(3)), optimizer, config, backward=backward
+    )
     return report, calls
 
 
@@ -139,7 +145,9 @@ def test_without_intra_loss_step_one_is_weighted_cross_entropy_only():
 def test_step_one_is_the_sum_of_its_terms():
     report, _ = count_backward_calls()
     assert report["intra_image"] > 0 and report["intra_text"] > 0
-    assert report["loss_step_one"] == pytest.approx(report["ce"] + report["intra_image"] + report["intra_text"], rel=1e-5)
+    assert report["loss_step_one"] == pytest.approx(
+        report["ce"] + report["intra_image"] + report["intra_text"], rel=1e-5
+    )
 
 
 def test_one_step_sums_all_four_losses_in_one_backward():
@@ -199,10 +207,13 @@ def test_gradient_free_decision_forward_changes_nothing(theta, decide_without_gr
     statistics and the random state must end exactly as with the plain two-forward iteration."""
     config = SPPSCLConfig(theta=theta)
     generator = torch.Generator().manual_seed(3)
-    batch = {"image_maps": torch.randn(8, 6, 3, 3, generator=generator),
-             "first_token": torch.randn(8, 2, 5, generator=generator),
-             "token_states": torch.randn(8, 2, 4, 5, generator=generator),
-             "token_mask": torch.ones(8, 4, dtype=torch.bool), "labels": torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])}
+    batch = {
+        "image_maps": torch.randn(8, 6, 3, 3, generator=generator),
+        "first_token": torch.randn(8, 2, 5, generator=generator),
+        "token_states": torch.randn(8, 2, 4, 5, generator=generator),
+        "token_mask": torch.ones(8, 4, dtype=torch.bool),
+        "labels": torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
+    }
     states = []
     ours_step = lambda *args: spp_scl_step(*args, decide_without_graph=decide_without_graph)  # noqa: E731
     for step in (ours_step, _reference_two_step):

@@ -1,4 +1,5 @@
 """`bash run_all.sh` with no data configured runs the whole demo: generated data, extraction, sweep, tables."""
+
 from __future__ import annotations
 
 import os
@@ -9,10 +10,12 @@ from tests.conftest import ROOT_DIR
 
 def test_run_all_demo_end_to_end_in_reduced_size(tmp_path):
     env = {key: value for key, value in os.environ.items() if key not in ("MVSA_SINGLE", "MVSA_MULTIPLE", "HFM")}
-    env.update(DEMO_DIR=str(tmp_path / "demo"), DEMO_SIZES="48,24,24", DEMO_EPOCHS="2", DEMO_SEEDS="1",
-               OMP_NUM_THREADS="1")
-    result = subprocess.run(["bash", str(ROOT_DIR / "run_all.sh")], env=env, capture_output=True, text=True,
-                            timeout=900)
+    env.update(
+        DEMO_DIR=str(tmp_path / "demo"), DEMO_SIZES="48,24,24", DEMO_EPOCHS="2", DEMO_SEEDS="1", OMP_NUM_THREADS="1"
+    )
+    result = subprocess.run(
+        ["bash", str(ROOT_DIR / "run_all.sh")], env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "DEMO (no data configured" in result.stdout and "DEMO done" in result.stdout
     demo = tmp_path / "demo"
@@ -24,7 +27,6 @@ def test_run_all_demo_end_to_end_in_reduced_size(tmp_path):
     comparison = (demo / "compare" / "comparison.md").read_text()
     assert "CLMLF" in comparison and "MDSE" in comparison
     # A second run finds every step done and redoes none of them.
-    again = subprocess.run(["bash", str(ROOT_DIR / "run_all.sh")], env=env, capture_output=True, text=True,
-                           timeout=900)
+    again = subprocess.run(["bash", str(ROOT_DIR / "run_all.sh")], env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0
     assert "already in" in (demo / "sweep.log").read_text() and "is up to date" in again.stdout

@@ -1,5 +1,6 @@
 """The CLMLF- and MDSE-style heads through the shared trainer (learning, determinism, checkpoints), a
 sweep axis over heads, and the comparison command's table."""
+
 from __future__ import annotations
 
 import csv
@@ -16,25 +17,40 @@ from runs.sweeper import expand, parse_space
 from runs.trainer import open_splits, predict, train
 
 # Narrow and shallow (CLMLF's depths are tested in test_heads_token_models.py) to keep the trainings short.
-SMALL = {"model_dim": 32, "attention_heads": 2, "feedforward_dim": 64,
-         "clmlf_fusion_layers": 2, "clmlf_image_layers": 1}
+SMALL = {
+    "model_dim": 32,
+    "attention_heads": 2,
+    "feedforward_dim": 64,
+    "clmlf_fusion_layers": 2,
+    "clmlf_image_layers": 1,
+}
 
 
 @pytest.fixture(scope="module")
 def learnable(tmp_path_factory):
-    return write_synthetic_cache(tmp_path_factory.mktemp("syn") / "cache.h5", {"train": 192, "dev": 72, "test": 72},
-                                 layers=4, dim=32, map_shape=(24, 4, 4), mean_tokens=10, signal=0.6, seed=1)
+    return write_synthetic_cache(
+        tmp_path_factory.mktemp("syn") / "cache.h5",
+        {"train": 192, "dev": 72, "test": 72},
+        layers=4,
+        dim=32,
+        map_shape=(24, 4, 4),
+        mean_tokens=10,
+        signal=0.6,
+        seed=1,
+    )
 
 
 def _config(head, **overrides):
-    return resolve_config("mvsa-single", head=head, **{"epochs": 2, "batch_size": 32, "lr": 1e-3, "lr_step_size": 5,
-                                                        **SMALL, **overrides})
+    return resolve_config(
+        "mvsa-single", head=head, **{"epochs": 2, "batch_size": 32, "lr": 1e-3, "lr_step_size": 5, **SMALL, **overrides}
+    )
 
 
 @pytest.fixture(scope="module", params=["clmlf", "mdse"])
 def trained(request, learnable, tmp_path_factory):
-    return request.param, train(learnable, _config(request.param), tmp_path_factory.mktemp(request.param),
-                                log=lambda *_: None)
+    return request.param, train(
+        learnable, _config(request.param), tmp_path_factory.mktemp(request.param), log=lambda *_: None
+    )
 
 
 def test_each_head_learns_clearly_better_than_chance(trained):
@@ -80,12 +96,39 @@ def test_a_sweep_axis_over_heads_gives_each_head_its_dataset_values():
 def test_compare_command_writes_its_table_and_resumes(tmp_path, capsys):
     from runs.compare import main
 
-    tiny = write_synthetic_cache(tmp_path / "tiny.h5", {"train": 48, "dev": 16, "test": 16}, layers=2, dim=16,
-                                 map_shape=(8, 2, 2), mean_tokens=5, signal=0.6, seed=2)
+    tiny = write_synthetic_cache(
+        tmp_path / "tiny.h5",
+        {"train": 48, "dev": 16, "test": 16},
+        layers=2,
+        dim=16,
+        map_shape=(8, 2, 2),
+        mean_tokens=5,
+        signal=0.6,
+        seed=2,
+    )
     out = tmp_path / "compare"
-    argv = ["--cache", f"mvsa-single={tiny}", "--cache", f"hfm={tmp_path / 'missing.h5'}", "--seeds", "2",
-            "--set", "epochs=1", "--set", "batch_size=16", "--set", "model_dim=16", "--set", "feedforward_dim=16",
-            "--set", "attention_heads=2", "--set", "clmlf_fusion_layers=1", "--out", str(out)]
+    argv = [
+        "--cache",
+        f"mvsa-single={tiny}",
+        "--cache",
+        f"hfm={tmp_path / 'missing.h5'}",
+        "--seeds",
+        "2",
+        "--set",
+        "epochs=1",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "model_dim=16",
+        "--set",
+        "feedforward_dim=16",
+        "--set",
+        "attention_heads=2",
+        "--set",
+        "clmlf_fusion_layers=1",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert "skipping hfm" in capsys.readouterr().out
     table = (out / "comparison.md").read_text()

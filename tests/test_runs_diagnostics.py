@@ -1,5 +1,6 @@
 """Diagnostics: the modality distances against a hand-computed example, the untrained head is the trainer's
 initialisation, and the report with its pictures builds from a small run."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,12 @@ def test_distances_against_a_hand_computed_example():
 def test_untrained_head_is_the_trainers_initialisation(tiny, tmp_path_factory, tmp_path):
     # With a learning rate of 0 (and so no weight decay either) AdamW leaves every weight where the trainer put it.
     run_dir = tmp_path / "still"
-    train(tiny_cache(tiny, tmp_path_factory), resolve_config("mvsa-single", epochs=1, batch_size=8, lr=0.0),
-          run_dir, log=lambda *_: None)
+    train(
+        tiny_cache(tiny, tmp_path_factory),
+        resolve_config("mvsa-single", epochs=1, batch_size=8, lr=0.0),
+        run_dir,
+        log=lambda *_: None,
+    )
     run = RunFolder(run_dir)
     trained, untrained = run.trained_head(), run.untrained_head()
     buffers = {name for name, _ in trained.named_buffers()}  # BatchNorm statistics move even at lr 0

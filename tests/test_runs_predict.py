@@ -1,6 +1,7 @@
 """predict: from raw images and texts it reproduces the trainer's own dev predictions, a pair's result does not
 depend on its batch (cmf-batch included, through its fixed reference batch), bad pairs get error rows while the
 others are predicted, the wrong encoders are refused, and the command line writes JSON lines and CSV."""
+
 from __future__ import annotations
 
 import csv
@@ -84,9 +85,17 @@ def test_bad_pairs_get_error_rows_and_the_others_are_predicted(tiny, predictor, 
     undecodable.write_bytes(b"this is not a jpeg" * 20)
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(good[0][1].read_bytes()[:300])
-    pairs = [good[0], ("missing", tmp_path / "nope.jpg", "a text"), ("noise", undecodable, "a text"),
-             ("truncated", truncated, "a text"), ("empty", good[1][1], ""), ("blank", good[1][1], "  \n"),
-             ("no-text", good[1][1], None), good[1], ("pil", Image.open(good[1][1]), good[1][2])]
+    pairs = [
+        good[0],
+        ("missing", tmp_path / "nope.jpg", "a text"),
+        ("noise", undecodable, "a text"),
+        ("truncated", truncated, "a text"),
+        ("empty", good[1][1], ""),
+        ("blank", good[1][1], "  \n"),
+        ("no-text", good[1][1], None),
+        good[1],
+        ("pil", Image.open(good[1][1]), good[1][2]),
+    ]
     results = list(predictor.predict(pairs))
     errors = {r.id: r.error for r in results if r.error}
     assert set(errors) == {"missing", "noise", "truncated", "empty", "blank", "no-text"}
@@ -97,11 +106,13 @@ def test_bad_pairs_get_error_rows_and_the_others_are_predicted(tiny, predictor, 
     alone = predict_pairs(predictor.run.path, good, batch_size=1)
     scored = [r for r in results if r.error is None]
     assert [r.id for r in scored] == [good[0][0], good[1][0], "pil"]
-    np.testing.assert_allclose(_probabilities(scored[:2], predictor.class_names),
-                               _probabilities(alone, predictor.class_names), atol=1e-5)
+    np.testing.assert_allclose(
+        _probabilities(scored[:2], predictor.class_names), _probabilities(alone, predictor.class_names), atol=1e-5
+    )
     # A PIL image in memory is decoded as its file is.
-    np.testing.assert_allclose(_probabilities(scored[2:], predictor.class_names),
-                               _probabilities(alone[1:], predictor.class_names), atol=1e-5)
+    np.testing.assert_allclose(
+        _probabilities(scored[2:], predictor.class_names), _probabilities(alone[1:], predictor.class_names), atol=1e-5
+    )
 
 
 def test_other_encoders_are_refused_with_the_differences(tiny, run_dir, tmp_path):
@@ -127,8 +138,18 @@ def test_command_line_single_pair_and_pair_files(tiny, run_dir, tmp_path, capsys
         writer.writerow(["id", "text"])
         writer.writerows([[pairs[1][0], pairs[1][2]], ["99999", "no such image"], [pairs[2][0], pairs[2][2]]])
     out = tmp_path / "out.csv"
-    code = predict_cli.main([str(run_dir), "--pairs", str(texts), "--images", str(Path(tiny["data"]) / "images"),
-                             "--out", str(out), "--no-progress"])
+    code = predict_cli.main(
+        [
+            str(run_dir),
+            "--pairs",
+            str(texts),
+            "--images",
+            str(Path(tiny["data"]) / "images"),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 1  # some pairs got an error row
     rows = list(csv.DictReader(out.open()))
     assert [r["id"] for r in rows] == [pairs[1][0], "99999", pairs[2][0]]
@@ -140,6 +161,8 @@ def test_command_line_single_pair_and_pair_files(tiny, run_dir, tmp_path, capsys
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["id"] for line in lines] == [pair[0] for pair in pairs]
 
-    assert predict_cli.main([str(run_dir), "--image", str(pairs[0][1]), "--text", "x",
-                             "--text-encoder", str(tmp_path)]) == 2
+    assert (
+        predict_cli.main([str(run_dir), "--image", str(pairs[0][1]), "--text", "x", "--text-encoder", str(tmp_path)])
+        == 2
+    )
     assert "error" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Sweeps and the paper's tables: grid expansion, resume without repeating trials, dev-only selection, the
 Markdown tables, the plots."""
+
 from __future__ import annotations
 
 import json
@@ -21,15 +22,27 @@ from tests.conftest import ROOT_DIR
 
 @pytest.fixture(scope="module")
 def small_cache(tmp_path_factory):
-    return write_synthetic_cache(tmp_path_factory.mktemp("sweep") / "cache.h5", {"train": 64, "dev": 32, "test": 32},
-                                 layers=2, dim=16, map_shape=(8, 2, 2), mean_tokens=6, signal=0.8, seed=2)
+    return write_synthetic_cache(
+        tmp_path_factory.mktemp("sweep") / "cache.h5",
+        {"train": 64, "dev": 32, "test": 32},
+        layers=2,
+        dim=16,
+        map_shape=(8, 2, 2),
+        mean_tokens=6,
+        signal=0.8,
+        seed=2,
+    )
 
 
 def test_grid_expansion_types_names_and_random_points():
     base = resolve_config("mvsa-single")
     space = parse_space(["tau=0.05,0.1", "theta=0.5,0.8", "lambda=3,5", "two_step=true,false"], base)
-    assert space == {"temperature": [0.05, 0.1], "theta": [0.5, 0.8], "ce_weight": [3.0, 5.0],
-                     "two_step": [True, False]}
+    assert space == {
+        "temperature": [0.05, 0.1],
+        "theta": [0.5, 0.8],
+        "ce_weight": [3.0, 5.0],
+        "two_step": [True, False],
+    }
     trials = expand(space, seeds=[42, 43])
     assert len(trials) == 2 * 2 * 2 * 2 * 2
     assert len({(t.name, t.seed) for t in trials}) == len(trials)
@@ -49,6 +62,7 @@ def test_grid_expansion_types_names_and_random_points():
 def test_summary_selects_on_dev_only():
     """The point with the best test score but a worse dev score is not chosen; the chosen point's test
     metrics are reported as mean +- std over its seeds."""
+
     def row(name, seed, dev, test):
         metrics = lambda value: {"accuracy": value, "f1_weighted": value, "f1_macro": value}  # noqa: E731
         return {"name": name, "overrides": {"theta": name}, "seed": seed, "dev": metrics(dev), "test": metrics(test)}
@@ -62,19 +76,32 @@ def test_summary_selects_on_dev_only():
 
 
 def test_table_writer_against_a_hand_made_results_file():
-    rows = [{"name": label, "seed": seed, "dev": {"accuracy": acc, "f1_weighted": acc - 0.01, "f1_macro": 0.0},
-             "test": None}
-            for label, accuracies in (("SPP-SCL (two-step, intra + inter, CMF, HA over all cached layers)", (0.80, 0.82)),
-                                      ("one-step (all losses summed)", (0.70, 0.70)))
-            for seed, acc in zip((1, 2), accuracies)]
+    rows = [
+        {
+            "name": label,
+            "seed": seed,
+            "dev": {"accuracy": acc, "f1_weighted": acc - 0.01, "f1_macro": 0.0},
+            "test": None,
+        }
+        for label, accuracies in (
+            ("SPP-SCL (two-step, intra + inter, CMF, HA over all cached layers)", (0.80, 0.82)),
+            ("one-step (all losses summed)", (0.70, 0.70)),
+        )
+        for seed, acc in zip((1, 2), accuracies)
+    ]
     text = render_table(4, {"mvsa-single": rows}, seeds=2)
     assert "### mvsa-single (dev split; ours: mean +- std over 2 seeds" in text
-    assert ("| SPP-SCL (two-step, intra + inter, CMF, HA over all cached layers) | 0.8100 +- 0.0141 | "
-            "0.8000 +- 0.0141 | 0.8133 | 0.8015 |") in text
+    assert (
+        "| SPP-SCL (two-step, intra + inter, CMF, HA over all cached layers) | 0.8100 +- 0.0141 | "
+        "0.8000 +- 0.0141 | 0.8133 | 0.8015 |"
+    ) in text
     assert "| one-step (all losses summed) | 0.7000 +- 0.0000 | 0.6900 +- 0.0000 | 0.7956 | 0.7684 |" in text
     assert PAPER["HA last 2"]["mvsa-single"] == (0.8222, 0.8181)
     assert [label for label, _, _ in table_rows([4, 5])][1:] == [
-        "one-step (all losses summed)", "without L_cli, L_clt (intra)", "without L_clm (inter)"]
+        "one-step (all losses summed)",
+        "without L_cli, L_clt (intra)",
+        "without L_clm (inter)",
+    ]
 
 
 def test_trials_resume_without_repeating(small_cache, tmp_path):
@@ -91,15 +118,33 @@ def test_trials_resume_without_repeating(small_cache, tmp_path):
     assert run_trials(small_cache, base, trials, results, tmp_path / "trials", log=messages.append) == rows
     assert len(read_results(results)) == 3
     # A changed base config makes new trials: results of other settings are never reused.
-    other = run_trials(small_cache, base.replace(lr=5e-4), trials[:1], results, tmp_path / "trials",
-                       log=lambda *_: None)
+    other = run_trials(
+        small_cache, base.replace(lr=5e-4), trials[:1], results, tmp_path / "trials", log=lambda *_: None
+    )
     assert other[0]["config"]["lr"] == 5e-4 and len(read_results(results)) == 4
 
 
 def test_killed_sweep_finishes_without_repeating_and_writes_summary_and_plots(small_cache, tmp_path):
-    command = [sys.executable, str(ROOT_DIR / "runs" / "sweep.py"), "--cache", str(small_cache), "--preset",
-               "mvsa-single", "--axis", "tau=0.05,0.1", "--axis", "theta=0.5,0.8", "--axis", "lambda=3,5",
-               "--set", "epochs=2", "--set", "batch_size=16", "--out", str(tmp_path)]
+    command = [
+        sys.executable,
+        str(ROOT_DIR / "runs" / "sweep.py"),
+        "--cache",
+        str(small_cache),
+        "--preset",
+        "mvsa-single",
+        "--axis",
+        "tau=0.05,0.1",
+        "--axis",
+        "theta=0.5,0.8",
+        "--axis",
+        "lambda=3,5",
+        "--set",
+        "epochs=2",
+        "--set",
+        "batch_size=16",
+        "--out",
+        str(tmp_path),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = tmp_path / "results.jsonl"
     deadline = time.time() + 300
@@ -122,10 +167,28 @@ def test_killed_sweep_finishes_without_repeating_and_writes_summary_and_plots(sm
 
 
 def test_tables_command_writes_each_table(small_cache, tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT_DIR / "runs" / "tables.py"), "--cache",
-                             f"mvsa-single={small_cache}", "--tables", "4,6", "--seeds", "2", "--set", "epochs=2",
-                             "--set", "batch_size=16", "--out", str(tmp_path)], capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT_DIR / "runs" / "tables.py"),
+            "--cache",
+            f"mvsa-single={small_cache}",
+            "--tables",
+            "4,6",
+            "--seeds",
+            "2",
+            "--set",
+            "epochs=2",
+            "--set",
+            "batch_size=16",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr
     table4, table6 = (tmp_path / "table4.md").read_text(), (tmp_path / "table6.md").read_text()
     assert "one-step (all losses summed)" in table4 and "| 0.7956 | 0.7684 |" in table4
@@ -148,8 +211,9 @@ def test_parallel_trials_match_serial_ones(small_cache, tmp_path):
         serial = run_trials(small_cache, base, trials, tmp_path / "serial.jsonl", tmp_path / "s", log=lambda *_: None)
     finally:
         torch.set_num_threads(threads)
-    parallel = run_trials(small_cache, base, trials, tmp_path / "parallel.jsonl", tmp_path / "p", jobs=2,
-                          log=lambda *_: None)
+    parallel = run_trials(
+        small_cache, base, trials, tmp_path / "parallel.jsonl", tmp_path / "p", jobs=2, log=lambda *_: None
+    )
     assert [r["key"] for r in parallel] == [r["key"] for r in serial]
     assert sorted(r["key"] for r in read_results(tmp_path / "parallel.jsonl")) == sorted(r["key"] for r in serial)
     for one, other in zip(serial, parallel):

@@ -1,5 +1,6 @@
 """The trainer: it learns from a cache alone, is deterministic, writes a complete run folder, and a saved run
 reproduces its own predictions."""
+
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from cache.synthetic import write_synthetic_cache
 from heads.config import resolve_config
@@ -20,8 +20,16 @@ from tests.conftest import ROOT_DIR
 
 @pytest.fixture(scope="module")
 def learnable(tmp_path_factory):
-    return write_synthetic_cache(tmp_path_factory.mktemp("syn") / "cache.h5", {"train": 192, "dev": 72, "test": 72},
-                                 layers=4, dim=32, map_shape=(24, 4, 4), mean_tokens=10, signal=0.6, seed=1)
+    return write_synthetic_cache(
+        tmp_path_factory.mktemp("syn") / "cache.h5",
+        {"train": 192, "dev": 72, "test": 72},
+        layers=4,
+        dim=32,
+        map_shape=(24, 4, 4),
+        mean_tokens=10,
+        signal=0.6,
+        seed=1,
+    )
 
 
 def _config(**overrides):
@@ -46,7 +54,9 @@ def test_run_folder_is_complete(trained, learnable):
     assert config["cache_fingerprint"]["synthetic"]["seed"] == 1
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in log] == list(range(1, 11))
-    assert {"loss_step_one", "ce", "intra_image", "intra_text", "inter", "step_two_rate", "dev_f1_weighted"} <= log[0].keys()
+    assert {"loss_step_one", "ce", "intra_image", "intra_text", "inter", "step_two_rate", "dev_f1_weighted"} <= log[
+        0
+    ].keys()
     assert [line["lr"] for line in log] == pytest.approx([2e-3] * 5 + [1e-3] * 5)  # StepLR every 5 epochs, x 0.5
     metrics = json.loads((run_dir / "metrics.json").read_text())
     best = max(log, key=lambda line: line["dev_f1_weighted"])
@@ -57,7 +67,15 @@ def test_run_folder_is_complete(trained, learnable):
         assert np.asarray(metrics[split]["confusion_matrix"]).sum() == 72
     with (run_dir / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 144 and set(rows[0]) == {"split", "id", "label", "prediction", "p_class0", "p_class1", "p_class2"}
+    assert len(rows) == 144 and set(rows[0]) == {
+        "split",
+        "id",
+        "label",
+        "prediction",
+        "p_class0",
+        "p_class1",
+        "p_class2",
+    }
     dev_rows = [r for r in rows if r["split"] == "dev"]
     accuracy = np.mean([r["label"] == r["prediction"] for r in dev_rows])
     assert accuracy == pytest.approx(metrics["dev"]["accuracy"])
@@ -79,13 +97,23 @@ def test_same_seed_same_metrics_to_the_last_digit(learnable, tmp_path):
     second = train(learnable, _config(epochs=3), tmp_path / "b", log=lambda *_: None)
     assert first.metrics == second.metrics
     assert (tmp_path / "a" / "predictions.csv").read_text() == (tmp_path / "b" / "predictions.csv").read_text()
-    other = train(learnable, _config(epochs=3, seed=7), tmp_path / "c", log=lambda *_: None)
+    train(learnable, _config(epochs=3, seed=7), tmp_path / "c", log=lambda *_: None)
     assert (tmp_path / "c" / "predictions.csv").read_text() != (tmp_path / "a" / "predictions.csv").read_text()
 
 
-@pytest.mark.parametrize("overrides", [
-    {"two_step": False}, {"intra_loss": False}, {"inter_loss": False}, {"fusion": "concat"},
-    {"fusion": "cmf-batch"}, {"modality": "text"}, {"modality": "image"}, {"text_layers_last": 2}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"two_step": False},
+        {"intra_loss": False},
+        {"inter_loss": False},
+        {"fusion": "concat"},
+        {"fusion": "cmf-batch"},
+        {"modality": "text"},
+        {"modality": "image"},
+        {"text_layers_last": 2},
+    ],
+)
 def test_ablation_switches_train_from_the_same_cache(learnable, tmp_path, overrides):
     result = train(learnable, _config(epochs=2, **overrides), tmp_path, log=lambda *_: None)
     assert 0.0 <= result.metrics["dev"]["accuracy"] <= 1.0
@@ -103,16 +131,43 @@ def test_patience_stops_early(learnable, tmp_path):
 def test_command_line_overrides_and_errors(learnable, tmp_path):
     script = str(ROOT_DIR / "runs" / "train.py")
     out = tmp_path / "cli"
-    result = subprocess.run([sys.executable, script, "--cache", str(learnable), "--preset", "hfm", "--epochs", "2",
-                             "--two-step", "false", "--theta", "0.5", "--text-layers-last", "3", "--out", str(out)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--cache",
+            str(learnable),
+            "--preset",
+            "hfm",
+            "--epochs",
+            "2",
+            "--two-step",
+            "false",
+            "--theta",
+            "0.5",
+            "--text-layers-last",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     config = json.loads((out / "config.json").read_text())["config"]
     assert (config["preset"], config["ce_weight"], config["batch_size"], config["selection_metric"]) == (
-        "hfm", 10.0, 256, "f1_macro")
+        "hfm",
+        10.0,
+        256,
+        "f1_macro",
+    )
     assert (config["two_step"], config["theta"], config["text_layers_last"], config["epochs"]) == (False, 0.5, 3, 2)
-    bad = subprocess.run([sys.executable, script, "--cache", str(learnable), "--fusion", "sum"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, script, "--cache", str(learnable), "--fusion", "sum"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "fusion must be one of" in bad.stderr
-    missing = subprocess.run([sys.executable, script, "--cache", str(tmp_path / "nope.h5")], capture_output=True, text=True)
+    missing = subprocess.run(
+        [sys.executable, script, "--cache", str(tmp_path / "nope.h5")], capture_output=True, text=True
+    )
     assert missing.returncode == 2 and "no such file" in missing.stderr

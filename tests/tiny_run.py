@@ -1,6 +1,7 @@
 """A small trained run on the tiny generated data and encoders (tests/conftest.py), for the predict and the
 diagnostics tests. Built once per test session: the cache and each run are kept under the session's base
 temporary folder and reused by every test module that asks for them."""
+
 from __future__ import annotations
 
 from pathlib import Path

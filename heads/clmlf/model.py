@@ -34,8 +34,9 @@ class CLMLFHead(nn.Module):
     """Same constructor and inputs as SPPSCLHead; returns fused [B, model_dim], logits [B, C], contrastive
     [B, model_dim] (the LBCL embedding), pooling_weights [B, L + h*w], and t = v = text_layer_weights = None."""
 
-    def __init__(self, config: SPPSCLConfig, image_channels: int, text_dim: int, num_layers_cached: int,
-                 num_classes: int) -> None:
+    def __init__(
+        self, config: SPPSCLConfig, image_channels: int, text_dim: int, num_layers_cached: int, num_classes: int
+    ) -> None:
         super().__init__()
         if config.head != "clmlf":
             raise ValueError(f"CLMLFHead needs head='clmlf', got {config.head!r}")
@@ -43,24 +44,38 @@ class CLMLFHead(nn.Module):
         dim = config.model_dim
         self.text_tokens = TextTokens(text_dim, dim, num_layers_cached, config.token_layer, config.dropout)
         self.image_tokens = ImageTokens(image_channels, dim, config.dropout)
-        self.image_encoder = SelfAttentionEncoder(dim, config.attention_heads, config.feedforward_dim,
-                                                  config.clmlf_image_layers, config.dropout)
-        self.fusion_encoder = SelfAttentionEncoder(dim, config.attention_heads, config.feedforward_dim,
-                                                   config.clmlf_fusion_layers, config.dropout)
+        self.image_encoder = SelfAttentionEncoder(
+            dim, config.attention_heads, config.feedforward_dim, config.clmlf_image_layers, config.dropout
+        )
+        self.fusion_encoder = SelfAttentionEncoder(
+            dim, config.attention_heads, config.feedforward_dim, config.clmlf_fusion_layers, config.dropout
+        )
         self.pooling = AttentionPooling(dim)
         self.contrastive_projection = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
         self.classifier = SentimentClassifier(dim, num_classes, config.fusion_hidden, config.dropout)
 
-    def forward(self, image_maps: torch.Tensor, first_token: torch.Tensor | None, token_states: torch.Tensor,
-                token_mask: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def forward(
+        self,
+        image_maps: torch.Tensor,
+        first_token: torch.Tensor | None,
+        token_states: torch.Tensor,
+        token_mask: torch.Tensor,
+    ) -> dict[str, torch.Tensor | None]:
         """first_token is accepted, unused, so that every head takes the same four inputs."""
-        text, image, token_mask = token_inputs("clmlf", self.text_tokens, self.image_tokens, image_maps,
-                                               token_states, token_mask)
+        text, image, token_mask = token_inputs(
+            "clmlf", self.text_tokens, self.image_tokens, image_maps, token_states, token_mask
+        )
         image = self.image_encoder(image)  # every map position is real: no mask
         image_mask = torch.ones(image.shape[:2], dtype=torch.bool, device=image.device)
         mask = torch.cat([token_mask, image_mask], dim=1)
         fused_tokens = self.fusion_encoder(torch.cat([text, image], dim=1), mask)
         fused, pooling_weights = self.pooling(fused_tokens, mask)
-        return {"t": None, "v": None, "fused": fused, "logits": self.classifier(fused),
-                "contrastive": self.contrastive_projection(fused), "pooling_weights": pooling_weights,
-                "text_layer_weights": None}
+        return {
+            "t": None,
+            "v": None,
+            "fused": fused,
+            "logits": self.classifier(fused),
+            "contrastive": self.contrastive_projection(fused),
+            "pooling_weights": pooling_weights,
+            "text_layer_weights": None,
+        }

@@ -20,13 +20,22 @@ from heads.single_backward_step import single_backward_step
 CLMLF_REPORT_KEYS = ("loss_step_one", "loss_step_two", "ce", "lbcl", "step_two_ran")
 
 
-def clmlf_step(model: nn.Module, batch: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-               config: SPPSCLConfig, backward: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
+def clmlf_step(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    config: SPPSCLConfig,
+    backward: Callable[[torch.Tensor], None] | None = None,
+) -> dict[str, float]:
     """Same signature as heads.training_step.spp_scl_step; returns the floats of CLMLF_REPORT_KEYS."""
 
     def loss_terms(outputs, labels):
-        return {"ce": (1.0, F.cross_entropy(outputs["logits"], labels)),
-                "lbcl": (config.contrastive_weight,
-                         label_based_contrastive_loss(outputs["contrastive"], labels, config.temperature))}
+        return {
+            "ce": (1.0, F.cross_entropy(outputs["logits"], labels)),
+            "lbcl": (
+                config.contrastive_weight,
+                label_based_contrastive_loss(outputs["contrastive"], labels, config.temperature),
+            ),
+        }
 
     return single_backward_step(model, batch, optimizer, loss_terms, backward)

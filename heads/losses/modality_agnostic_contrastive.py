@@ -17,8 +17,9 @@ import torch
 from heads.losses.intra_modal_supcon import intra_modal_supcon_loss
 
 
-def modality_agnostic_contrastive_loss(image: torch.Tensor, text: torch.Tensor, fused: torch.Tensor,
-                                       labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+def modality_agnostic_contrastive_loss(
+    image: torch.Tensor, text: torch.Tensor, fused: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07
+) -> torch.Tensor:
     """image, text, fused [B, d], labels [B] -> scalar. With B >= 1 every anchor has a positive."""
     samples = torch.cat([image, text, fused], dim=0)
     return intra_modal_supcon_loss(samples, labels.repeat(3), temperature)

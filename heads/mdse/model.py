@@ -22,8 +22,8 @@ from torch import nn
 
 from heads.classifier import SentimentClassifier
 from heads.config import SPPSCLConfig
-from heads.mdse.private_features import PrivateFeatures
 from heads.mdse.pair_fusion import PairFusion
+from heads.mdse.private_features import PrivateFeatures
 from heads.tokens import AttentionBlock, ImageTokens, TextTokens, masked_mean, token_inputs
 
 
@@ -31,8 +31,9 @@ class MDSEHead(nn.Module):
     """Same constructor and inputs as SPPSCLHead; returns t, v, fused [B, model_dim], logits [B, C],
     text_private_weights [B, L], image_private_weights [B, h*w], text_layer_weights = None."""
 
-    def __init__(self, config: SPPSCLConfig, image_channels: int, text_dim: int, num_layers_cached: int,
-                 num_classes: int) -> None:
+    def __init__(
+        self, config: SPPSCLConfig, image_channels: int, text_dim: int, num_layers_cached: int, num_classes: int
+    ) -> None:
         super().__init__()
         if config.head != "mdse":
             raise ValueError(f"MDSEHead needs head='mdse', got {config.head!r}")
@@ -50,11 +51,17 @@ class MDSEHead(nn.Module):
         self.pair_fusion = PairFusion(dim, dropout)
         self.classifier = SentimentClassifier(dim, num_classes, config.fusion_hidden, dropout)
 
-    def forward(self, image_maps: torch.Tensor, first_token: torch.Tensor | None, token_states: torch.Tensor,
-                token_mask: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def forward(
+        self,
+        image_maps: torch.Tensor,
+        first_token: torch.Tensor | None,
+        token_states: torch.Tensor,
+        token_mask: torch.Tensor,
+    ) -> dict[str, torch.Tensor | None]:
         """first_token is accepted, unused, so that every head takes the same four inputs."""
-        text, image, token_mask = token_inputs("mdse", self.text_tokens, self.image_tokens, image_maps,
-                                               token_states, token_mask)
+        text, image, token_mask = token_inputs(
+            "mdse", self.text_tokens, self.image_tokens, image_maps, token_states, token_mask
+        )
         shared_text = self.text_over_image(text, image)  # every map position is real: no mask
         shared_image = self.image_over_text(image, text, context_padding=~token_mask)
         text_private, text_weights = self.text_private(text, shared_text, token_mask)
@@ -62,6 +69,12 @@ class MDSEHead(nn.Module):
         t = self.text_fusion(masked_mean(shared_text, token_mask), text_private)
         v = self.image_fusion(shared_image.mean(dim=1), image_private)
         fused = self.pair_fusion(v, t)
-        return {"t": t, "v": v, "fused": fused, "logits": self.classifier(fused),
-                "text_private_weights": text_weights, "image_private_weights": image_weights,
-                "text_layer_weights": None}
+        return {
+            "t": t,
+            "v": v,
+            "fused": fused,
+            "logits": self.classifier(fused),
+            "text_private_weights": text_weights,
+            "image_private_weights": image_weights,
+            "text_layer_weights": None,
+        }

@@ -24,12 +24,12 @@ class PrivateFeatures(nn.Module):
         self.scale = 1.0 / math.sqrt(dim)
         self.filter = AttentionBlock(dim, heads, feedforward_dim, dropout)  # self-attention + feed-forward
 
-    def forward(self, tokens: torch.Tensor, shared: torch.Tensor,
-                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, tokens: torch.Tensor, shared: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         similarity = (tokens * shared).sum(dim=-1) * self.scale
         if mask is not None:
             similarity = similarity.masked_fill(~mask, float("-inf"))
         reversed_weights = 1.0 - torch.softmax(similarity, dim=1)  # padded positions get 1; they stay masked
-        filtered = self.filter(reversed_weights.unsqueeze(-1) * tokens,
-                               context_padding=None if mask is None else ~mask)
+        filtered = self.filter(reversed_weights.unsqueeze(-1) * tokens, context_padding=None if mask is None else ~mask)
         return masked_mean(filtered, mask), reversed_weights

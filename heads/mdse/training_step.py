@@ -19,13 +19,19 @@ from heads.single_backward_step import single_backward_step
 MDSE_REPORT_KEYS = ("loss_step_one", "loss_step_two", "ce", "macl", "step_two_ran")
 
 
-def mdse_step(model: nn.Module, batch: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-              config: SPPSCLConfig, backward: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
+def mdse_step(
+    model: nn.Module,
+    batch: Mapping[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    config: SPPSCLConfig,
+    backward: Callable[[torch.Tensor], None] | None = None,
+) -> dict[str, float]:
     """Same signature as heads.training_step.spp_scl_step; returns the floats of MDSE_REPORT_KEYS."""
 
     def loss_terms(outputs, labels):
-        macl = modality_agnostic_contrastive_loss(outputs["v"], outputs["t"], outputs["fused"], labels,
-                                                  config.temperature)
+        macl = modality_agnostic_contrastive_loss(
+            outputs["v"], outputs["t"], outputs["fused"], labels, config.temperature
+        )
         return {"ce": (1.0, F.cross_entropy(outputs["logits"], labels)), "macl": (config.contrastive_weight, macl)}
 
     return single_backward_step(model, batch, optimizer, loss_terms, backward)

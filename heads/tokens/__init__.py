@@ -9,4 +9,12 @@ from heads.tokens.self_attention_encoder import SelfAttentionEncoder
 from heads.tokens.text_tokens import TextTokens
 from heads.tokens.token_inputs import token_inputs
 
-__all__ = ["AttentionBlock", "AttentionPooling", "ImageTokens", "SelfAttentionEncoder", "TextTokens", "masked_mean", "token_inputs"]
+__all__ = [
+    "AttentionBlock",
+    "AttentionPooling",
+    "ImageTokens",
+    "SelfAttentionEncoder",
+    "TextTokens",
+    "masked_mean",
+    "token_inputs",
+]

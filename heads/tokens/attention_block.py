@@ -27,8 +27,9 @@ class AttentionBlock(nn.Module):
         self.feedforward_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, tokens: torch.Tensor, context: torch.Tensor | None = None,
-                context_padding: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, context: torch.Tensor | None = None, context_padding: torch.Tensor | None = None
+    ) -> torch.Tensor:
         context = tokens if context is None else context
         attended, _ = self.attention(tokens, context, context, key_padding_mask=context_padding, need_weights=False)
         hidden = self.attention_norm(tokens + self.dropout(attended))
