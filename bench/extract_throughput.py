@@ -6,7 +6,7 @@ on the first N records of a real split folder (default ../shared/data/mvsa-singl
   beforehand, only the two models' forward passes timed;
 - pipeline: extract.pipeline.run end to end (decoding, preprocessing, tokenising, writing shards, the HDF5).
 
-    .venv/bin/python bench/extract_throughput.py [--records 192] [--data ../shared/data/mvsa-single]
+    .venv/bin/python -m bench.extract_throughput [--records 192] [--data ../shared/data/mvsa-single]
 """
 
 from __future__ import annotations
@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import torch
 
-import torch  # noqa: E402
-
-from extract.image_encoder import ImageEncoder  # noqa: E402
-from extract.images import load_pixels  # noqa: E402
-from extract.pipeline import ExtractConfig, run  # noqa: E402
-from extract.text_encoder import TextEncoder  # noqa: E402
+from extract.image_encoder import ImageEncoder
+from extract.images import load_pixels
+from extract.pipeline import ExtractConfig, run
+from extract.text_encoder import TextEncoder
 
 
 def build_models(folder: Path, vocab: Path | None) -> tuple[Path, Path]:

@@ -6,7 +6,7 @@ once. Epoch 1 includes warm-up (allocations, first-touch of the cached arrays), 
 from the mean of the later epochs. Each epoch's time includes its dev pass. The load average before and
 after each run is printed, since other processes on the machine inflate wall-clock times.
 
-    .venv/bin/python bench/head_speed.py --cache cache/files/mvsa-single__mpnet__effnet-lite2.h5 --dataset mvsa-single
+    .venv/bin/python -m bench.head_speed --cache cache/files/mvsa-single__mpnet__effnet-lite2.h5 --dataset mvsa-single
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import torch
 
-import torch  # noqa: E402
-
-from heads.config import DATASET_PRESETS, resolve_config  # noqa: E402
-from runs.comparison import select_methods  # noqa: E402
-from runs.trainer import open_splits, train  # noqa: E402
+from heads.config import DATASET_PRESETS, resolve_config
+from runs.comparison import select_methods
+from runs.trainer import open_splits, train
 
 
 def main(argv=None) -> int:

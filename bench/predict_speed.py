@@ -5,7 +5,7 @@ Pairs are the first N records of a CLMLF split file (default ../shared/data/mvsa
 their raw images and texts. Latency: each pair predicted alone (decode, preprocess, tokenise, both encoders,
 head), after one warm-up call; throughput: all N pairs streamed at each batch size.
 
-    .venv/bin/python bench/predict_speed.py RUN_DIR [--records 256] [--latency-pairs 40] [--batch-sizes 1,16,32]
+    .venv/bin/python -m bench.predict_speed RUN_DIR [--records 256] [--latency-pairs 40] [--batch-sizes 1,16,32]
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from runs.predictor import Predictor  # noqa: E402
+from runs.predictor import Predictor
 
 
 def main(argv=None) -> int:

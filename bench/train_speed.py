@@ -6,28 +6,25 @@ The authors' way: BERT-base and ResNet-50 (random weights; timing does not depen
 in train mode without gradients (frozen), texts padded to 202 tokens, and both encoders run again for the
 second forward of the two-step rule; then the same heads and losses. Timed per iteration.
 
-    .venv/bin/python bench/train_speed.py [--epochs 3] [--authors-iterations 1]
+    .venv/bin/python -m bench.train_speed [--epochs 3] [--authors-iterations 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import torch
 
-import torch  # noqa: E402
-
-from cache.synthetic import write_synthetic_cache  # noqa: E402
-from heads.config import resolve_config  # noqa: E402
-from heads.losses import inter_modal_supcon_loss  # noqa: E402
-from heads.model import SPPSCLHead  # noqa: E402
-from heads.training_step import step_one_losses  # noqa: E402
-from runs.trainer import train  # noqa: E402
+from cache.synthetic import write_synthetic_cache
+from heads.config import resolve_config
+from heads.losses import inter_modal_supcon_loss
+from heads.model import SPPSCLHead
+from heads.training_step import step_one_losses
+from runs.trainer import train
 
 
 def time_ours(work: Path, epochs: int, fusion: str) -> tuple[float, int]:
