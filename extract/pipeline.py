@@ -18,7 +18,7 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,36 +27,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from cache.layout import CacheWriter, read_attrs, read_skipped, skip_reason_counts
+from extract.config import ExtractConfig
 from extract.fingerprint import FORMAT_VERSION, differences
 from extract.image_encoder import ImageEncoder
 from extract.images import ImageProblem, load_pixels
 from extract.records import BadInput, Dataset, Record, cache_name, read_dataset
 from extract.text_encoder import TextEncoder
 from spp_scl.errors import Refused
-
-
-@dataclass
-class ExtractConfig:
-    data: str
-    dataset: str | None = None
-    images: str | None = None
-    classes: list[str] | None = None
-    out: str | None = None
-    text_encoder: str = "bert-base-uncased"
-    text_layers: list[int] = field(default_factory=lambda: [-4, -3, -2, -1])
-    max_length: int = 202
-    image_encoder: str = "microsoft/resnet-50"
-    image_resize: int | None = None
-    image_crop: int | None = None
-    dtype: str = "float16"
-    text_batch_size: int = 32
-    image_batch_size: int = 32
-    shard_size: int = 256
-    workers: int = 2
-    strict: bool = False
-    force: bool = False
-    allow_non_english: bool = False
-    progress: bool = True
 
 
 class CacheMismatch(Refused):

@@ -18,71 +18,82 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
-FUSION_KINDS = ("cmf-bank", "cmf-batch", "concat")
-MODALITIES = ("both", "text", "image")
-HEAD_KINDS = ("spp-scl", "clmlf", "mdse")
+Fusion = Literal["cmf-bank", "cmf-batch", "concat"]
+Modality = Literal["both", "text", "image"]
+HeadKind = Literal["spp-scl", "clmlf", "mdse"]
+SelectionMetric = Literal["f1_weighted", "f1_macro", "accuracy"]
+FUSION_KINDS: tuple[str, ...] = get_args(Fusion)
+MODALITIES: tuple[str, ...] = get_args(Modality)
+HEAD_KINDS: tuple[str, ...] = get_args(HeadKind)
+SELECTION_METRICS: tuple[str, ...] = get_args(SelectionMetric)
 
 # CLMLF's (fusion Transformer layers, image Transformer layers) per dataset, as its paper chose them.
 # MVSA-Single's serve when the preset names no dataset, as for every other default here.
 CLMLF_LAYERS: dict[str, tuple[int, int]] = {"mvsa-single": (3, 2), "mvsa-multiple": (4, 2), "hfm": (5, 1)}
 
 
+def option(default: Any, help: str) -> Any:
+    """A config field with its command-line help: the `spp-scl` options are generated from these fields."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class SPPSCLConfig:
     # --- architecture -------------------------------------------------------------------------
-    embed_dim: int = 32  # d: size of the aligned embeddings t and v, where the contrastive losses act
-    lstm_hidden: int = 64  # per direction, so the text vector is 2 * 64 = 128 wide
-    image_reduced_channels: int = 128  # 1x1 conv output; matches the text vector width
-    fusion_hidden: int = 64  # hidden width of the classifier after fusion
-    dropout: float = 0.2
-    bank_size: int = 32  # learned key/value slots per modality, used by fusion "cmf-bank" only
+    embed_dim: int = option(32, "d: size of the aligned embeddings t and v, where the contrastive losses act")
+    lstm_hidden: int = option(64, "BiLSTM width per direction (the text vector is twice as wide)")
+    image_reduced_channels: int = option(128, "1x1 convolution output channels; matches the text vector width")
+    fusion_hidden: int = option(64, "hidden width of the classifier after fusion")
+    dropout: float = option(0.2, "dropout probability of every head layer that has one")
+    bank_size: int = option(32, "learned key/value slots per modality (fusion cmf-bank only)")
 
     # --- losses and the two-step rule ---------------------------------------------------------
-    temperature: float = 0.07  # tau of the supervised contrastive losses
-    theta: float = 2.0 / 3.0  # modalities count as aligned when c >= theta * P
-    ce_weight: float = 5.0  # lambda, the cross-entropy weight
+    temperature: float = option(0.07, "tau, the temperature of the supervised contrastive losses")
+    theta: float = option(2.0 / 3.0, "the modalities count as aligned (step two skipped) when c >= theta * P")
+    ce_weight: float = option(5.0, "lambda, the weight of the cross-entropy loss")
 
     # --- optimisation -------------------------------------------------------------------------
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 1e-6
-    lr_step_size: int = 10  # StepLR, in epochs
-    lr_gamma: float = 0.5
-    batch_size: int = 64
-    epochs: int = 150
-    seed: int = 42
-    patience: int | None = None  # early stopping on the dev split; None = train all epochs
-    # The dev metric that selects the checkpoint: weighted F1 for MVSA, macro F1 for HFM (the papers' metrics).
-    selection_metric: str = "f1_weighted"
+    lr: float = option(1e-4, "AdamW learning rate")
+    betas: tuple[float, float] = option((0.9, 0.999), "AdamW betas, two numbers: 0.9,0.999")
+    eps: float = option(1e-8, "AdamW epsilon")
+    weight_decay: float = option(1e-6, "AdamW weight decay")
+    lr_step_size: int = option(10, "StepLR step, in epochs")
+    lr_gamma: float = option(0.5, "StepLR factor")
+    batch_size: int = option(64, "training batch size (also the size of the fixed evaluation batches)")
+    epochs: int = option(150, "training epochs (the most, with patience)")
+    seed: int = option(42, "seed of the weights, the data order and the dropout masks")
+    patience: int | None = option(None, "stop after this many epochs without a better dev metric; none = never")
+    selection_metric: SelectionMetric = option(
+        "f1_weighted",
+        "the dev metric that selects the checkpoint (the papers': weighted F1 for MVSA, macro F1 for HFM)",
+    )
 
     # --- ablation switches --------------------------------------------------------------------
-    two_step: bool = True  # False = the paper's "one-step" ablation: all losses summed, one backward
-    intra_loss: bool = True  # L_cli and L_clt
-    inter_loss: bool = True  # L_clm (and with it, step two)
-    fusion: str = "cmf-bank"
-    modality: str = "both"
-    text_layers_last: int | None = None  # use only the last k cached text layers; None = all
+    two_step: bool = option(True, "the two-step rule; false = the paper's one-step ablation (all losses summed)")
+    intra_loss: bool = option(True, "the intra-modal losses L_cli and L_clt")
+    inter_loss: bool = option(True, "the inter-modal loss L_clm (and with it, step two)")
+    fusion: Fusion = option("cmf-bank", "cmf-bank (batch-independent), cmf-batch (the paper's), or concat")
+    modality: Modality = option("both", "both modalities, or one branch alone (the unimodal rows of table 7)")
+    text_layers_last: int | None = option(None, "use only the last k cached text layers; none = all")
 
     # --- head selector and the token-level heads (clmlf, mdse) ----------------------------------
-    head: str = "spp-scl"
-    model_dim: int = 128  # width of the token-level heads; text and image tokens are projected to it
-    attention_heads: int = 4
-    feedforward_dim: int = 256  # hidden width of their Transformer feed-forward blocks
-    # Which of the text layers a token-level head reads (an index into the layers it is given: the
-    # cached ones, or the last text_layers_last of them); -1 = the last, as in both papers.
-    token_layer: int = -1
-    # CLMLF's Transformer depths; None = CLMLF's choice for the preset's dataset (CLMLF_LAYERS).
-    clmlf_fusion_layers: int | None = None
-    clmlf_image_layers: int | None = None
-    # Weight of the token-level head's contrastive term (LBCL for clmlf, MACL for mdse); their
-    # cross-entropy has weight 1, as in both papers (ce_weight is SPP-SCL's lambda only).
-    contrastive_weight: float = 1.0
+    head: HeadKind = option("spp-scl", "the trained head: SPP-SCL, or the CLMLF- or MDSE-style compared heads")
+    model_dim: int = option(128, "width of the token-level heads (text and image tokens are projected to it)")
+    attention_heads: int = option(4, "attention heads of the token-level heads")
+    feedforward_dim: int = option(256, "hidden width of the token-level heads' feed-forward blocks")
+    token_layer: int = option(
+        -1, "the text layer a token-level head reads, an index into the layers it is given; -1 = the last"
+    )
+    clmlf_fusion_layers: int | None = option(None, "CLMLF fusion Transformer depth; none = CLMLF's for the dataset")
+    clmlf_image_layers: int | None = option(None, "CLMLF image Transformer depth; none = CLMLF's for the dataset")
+    contrastive_weight: float = option(
+        1.0, "weight of the token-level head's contrastive term (LBCL for clmlf, MACL for mdse); CE has weight 1"
+    )
 
     # Name of the preset this config was resolved from, kept so a run folder says where it came from.
-    preset: str | None = field(default=None)
+    preset: str | None = option(None, "the preset this config was resolved from (set by --preset)")
 
     def __post_init__(self) -> None:
         # JSON has no tuples; accept a list so from_dict(to_dict()) is an exact round trip.
