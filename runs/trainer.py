@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from heads.config import SPPSCLConfig
 from heads.head_kinds import report_keys_for, training_step_for
 from runs.checkpoint import build_head, save_head
 from runs.metrics import classification_metrics
+from spp_scl.errors import Refused
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,6 +105,24 @@ def write_predictions(path: Path, rows: dict[str, tuple], class_names: list[str]
                 )
 
 
+def tracker_config(config: SPPSCLConfig) -> dict:
+    """The config as trackers take it (TensorBoard's hparams want scalars or strings: no tuples, no None)."""
+    return {
+        key: value if isinstance(value, (int, float, str, bool)) else str(value)
+        for key, value in config.to_dict().items()
+    }
+
+
+def tracker_values(line: dict) -> dict:
+    """One log.jsonl line as namespaced tracker values: dev/<metric>, and train/<loss, step-two rate, lr, seconds>."""
+    values = {}
+    for key, value in line.items():
+        if key in ("epoch", "selected") or not isinstance(value, (int, float)):
+            continue
+        values[f"dev/{key[4:]}" if key.startswith("dev_") else f"train/{key}"] = value
+    return values
+
+
 def _environment() -> dict:
     import accelerate
     import transformers
@@ -121,12 +143,21 @@ def train(
     mixed_precision: str = "no",
     cpu: bool = False,
     in_memory: bool | None = None,
-    log=print,
+    log=None,
     splits: dict | None = None,
+    report_to: tuple[str, ...] = (),
 ) -> TrainResult:
     """Train on the cache's train split, select by `config.selection_metric` on dev, evaluate the selected
-    weights on dev and test. `splits` lets a caller (a sweep) pass splits it already opened."""
+    weights on dev and test. `splits` lets a caller (a sweep) pass splits it already opened. `log` takes the
+    per-epoch lines (default: this module's logger); `report_to` names Accelerate trackers ("tensorboard",
+    "wandb", "mlflow") that get the same per-epoch values under `train/...` and `dev/...` keys, with the
+    tracker's files in `run_dir/trackers`; log.jsonl stays the record the tool itself reads.
+
+    Training runs in one process on one device (a trial is small; sweeps run trials side by side instead):
+    under `accelerate launch` with several processes it refuses rather than train the same run N times."""
     from accelerate import Accelerator
+
+    log = log or logger.info
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +165,14 @@ def train(
     if "train" not in splits or "dev" not in splits:
         raise ValueError(f"{cache} needs a train and a dev split to train and select on; it has {sorted(splits)}")
     train_split, dev_split = splits["train"], splits["dev"]
-    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    accelerator = Accelerator(
+        cpu=cpu, mixed_precision=mixed_precision, log_with=list(report_to) or None, project_dir=run_dir / "trackers"
+    )
+    if accelerator.num_processes > 1:
+        raise Refused(
+            f"training runs in one process, but this is one of {accelerator.num_processes} (accelerate launch): "
+            "run `spp-scl train` directly; to use several devices, run a sweep's trials side by side (--jobs)"
+        )
     device = accelerator.device
 
     torch.manual_seed(config.seed)
@@ -166,6 +204,8 @@ def train(
     )
     log_path = run_dir / "log.jsonl"
     log_path.write_text("")
+    if report_to:
+        accelerator.init_trackers(run_dir.name, config=tracker_config(config))
     metric = config.selection_metric
     best, best_epoch, epoch, seconds, sums_last = -1.0, 0, 0, [], {}
     for epoch in range(1, config.epochs + 1):
@@ -209,6 +249,8 @@ def train(
         line["step_two_rate"] = line.pop("step_two_ran")
         with log_path.open("a") as handle:
             handle.write(json.dumps(line) + "\n")
+        if report_to:
+            accelerator.log(tracker_values(line), step=epoch)
         log(
             f"epoch {epoch:3d}/{config.epochs}  loss {line['loss_step_one']:.3f}  step two {line['step_two_rate']:.0%}  "
             f"dev acc {dev['accuracy']:.4f} {metric} {dev[metric]:.4f}  (best {best:.4f} @ {best_epoch})  "
@@ -228,4 +270,15 @@ def train(
             metrics[name] = classification_metrics(rows[name][1], rows[name][2].argmax(1), train_split.class_names)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     write_predictions(run_dir / "predictions.csv", rows, train_split.class_names)
+    if report_to:
+        accelerator.log(
+            {
+                f"selected/{split}_{key}": metrics[split][key]
+                for split in ("dev", "test")
+                if split in metrics
+                for key in ("accuracy", "f1_weighted", "f1_macro")
+            },
+            step=epoch,
+        )
+        accelerator.end_training()
     return TrainResult(run_dir, metrics, best_epoch, epoch, float(np.mean(seconds)) if seconds else 0.0)
