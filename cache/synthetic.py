@@ -35,7 +35,6 @@ def write_synthetic_cache(
         plan[split] = (labels, lengths)
     class_names = [f"class{i}" for i in range(num_classes)]
     attrs = {
-        "format_version": 1,
         "dataset": "synthetic",
         "class_names": class_names,
         "text_layers": list(range(13 - layers, 13)),

@@ -27,8 +27,9 @@ from cache.reader import CachedSplit
 from heads.config import SPPSCLConfig
 from heads.head_kinds import report_keys_for, training_step_for
 from runs.checkpoint import build_head, save_head
+from runs.divergence import check_losses, check_weights
 from runs.metrics import classification_metrics
-from spp_scl.errors import Refused
+from spp_scl.errors import InputError, Refused
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,9 @@ class TrainResult:
 
 def open_splits(cache: str | Path, config: SPPSCLConfig, in_memory: bool | None = None) -> dict[str, CachedSplit]:
     """The cache's splits, reading only the text layers the config uses (the last k of those cached)."""
-    import h5py
+    from cache.layout import open_cache
 
-    with h5py.File(cache, "r") as file:
+    with open_cache(cache) as file:
         present = [split for split in ("train", "dev", "test") if split in file and len(file[split]["ids"])]
     layers = list(range(-config.text_layers_last, 0)) if config.text_layers_last else None
     return {split: CachedSplit(cache, split, layers=layers, in_memory=in_memory) for split in present}
@@ -163,7 +164,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     splits = splits or open_splits(cache, config, in_memory)
     if "train" not in splits or "dev" not in splits:
-        raise ValueError(f"{cache} needs a train and a dev split to train and select on; it has {sorted(splits)}")
+        raise InputError(f"{cache} needs a train and a dev split to train and select on; it has {sorted(splits)}")
     train_split, dev_split = splits["train"], splits["dev"]
     accelerator = Accelerator(
         cpu=cpu, mixed_precision=mixed_precision, log_with=list(report_to) or None, project_dir=run_dir / "trackers"
@@ -223,11 +224,13 @@ def train(
                 report = step(
                     model, _inputs(batch, device), optimizer, config, backward=accelerator.backward, **options
                 )
+            check_losses(report, loss_keys, epoch, steps + 1, optimizer.param_groups[0]["lr"])
             for key in loss_keys:
                 sums[key] += report[key]
             steps += 1
         sums_last = {key: value / max(steps, 1) for key, value in sums.items()}
         lr = optimizer.param_groups[0]["lr"]
+        check_weights(model, epoch, lr)  # before the dev pass: non-finite weights are never selected
         scheduler.step()
         ids, labels, probabilities = predict(model, dev_split, config.batch_size, device)
         dev = classification_metrics(labels, probabilities.argmax(1), dev_split.class_names)

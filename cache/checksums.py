@@ -1,0 +1,81 @@
+"""Content hashes of a cache file (format 2): what lets a damaged file be told from a whole one.
+
+Two layers, because they catch different things at different costs:
+- HDF5's fletcher32 filter on the chunked feature arrays (image_maps, first_token, token_states): every read
+  of a chunk checks it, so a flipped byte in the features fails the read that would have used it.
+- sha256 per dataset (the `sha256` attribute of each), computed from the data the writer was given, and one
+  over the file attributes (`attrs_sha256`). The attributes and the small arrays (ids, labels, lengths,
+  offsets) are checked whenever a cache is opened; `spp-scl inspect --verify` reads everything and checks
+  every hash, as does the writer before it renames a new cache into place.
+A hash is over the data in a fixed form: numbers as little-endian bytes of the stored type in row order,
+strings as UTF-8, each followed by a NUL byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from spp_scl.errors import InputError
+
+ATTRS_KEY = "attrs_sha256"
+DATASET_KEY = "sha256"
+BLOCK_BYTES = 64 * 2**20  # rows read at a time when hashing a large dataset
+
+
+class CacheDamaged(InputError):
+    """A cache file that cannot be read, or whose data does not match its checksums."""
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def attrs_sha256(attrs) -> str:
+    """A hash of the file attributes as stored (JSON text or numbers), except the hash itself."""
+    digest = hashlib.sha256()
+    for key in sorted(attrs):
+        if key != ATTRS_KEY:
+            digest.update(f"{key}={json.dumps(_plain(attrs[key]), sort_keys=True)}\n".encode())
+    return digest.hexdigest()
+
+
+class ContentHash:
+    """The sha256 of a dataset's content, fed in row order."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+
+    def update(self, values) -> None:
+        values = np.asarray(values)
+        if values.dtype.kind in "OUS":
+            for value in values.reshape(-1):
+                text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+                self.digest.update(text.encode("utf-8") + b"\0")
+        else:
+            little = values.astype(values.dtype.newbyteorder("<"), copy=False)
+            self.digest.update(np.ascontiguousarray(little).view(np.uint8).reshape(-1).data)
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+
+def dataset_sha256(dataset) -> str:
+    """The content hash of an h5py dataset, read in blocks of rows (fletcher32 is checked on the way)."""
+    content = ContentHash()
+    if dataset.shape and dataset.shape[0]:
+        row_bytes = max(1, dataset.dtype.itemsize * int(np.prod(dataset.shape[1:], dtype=np.int64)))
+        step = max(1, BLOCK_BYTES // row_bytes)
+        strings = dataset.dtype.kind == "O"
+        for start in range(0, dataset.shape[0], step):
+            block = dataset.asstr()[start : start + step] if strings else dataset[start : start + step]
+            content.update(block)
+    return content.hexdigest()
