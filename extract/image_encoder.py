@@ -6,11 +6,17 @@ Two forms:
 - a plugin `path/to/file.py:function` or `package.module:function`, where `function()` returns
   `(module, preprocess)`: `module(pixels [B, 3, S, S]) -> [B, C, h, w]`, and `preprocess` a dict with
   `resize`, `crop`, `mean`, `std` and `name` (identifies the weights; part of the fingerprint).
+
+A plugin is code. The fingerprint records the sha256 of its source file (`source_sha256`), which can be
+compared before that code runs (`plugin_source_sha256` finds the file without importing anything).
+transformers models are always loaded with trust_remote_code=False: a model folder never runs its own code.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import json
 import math
@@ -28,6 +34,33 @@ IMAGENET = Preprocess(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.2
 
 def is_plugin(spec: str) -> bool:
     return PLUGIN_FORM.match(spec) is not None and not Path(spec).is_dir()
+
+
+def plugin_source_file(spec: str) -> Path | None:
+    """The file a plugin's code comes from, found without importing or running anything; None when it has no
+    source file on disk (a built-in or namespace module) or cannot be found."""
+    match = PLUGIN_FORM.match(spec)
+    if match is None:
+        return None
+    target = match["target"]
+    if target.endswith(".py"):
+        return Path(target) if Path(target).is_file() else None
+    search, found = None, None
+    parts = target.split(".")
+    for depth in range(1, len(parts) + 1):
+        found = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), search)
+        if found is None:
+            return None
+        search = found.submodule_search_locations
+        if depth < len(parts) and search is None:
+            return None
+    origin = Path(found.origin) if found.origin else None
+    return origin if origin is not None and origin.is_file() else None
+
+
+def plugin_source_sha256(spec: str) -> str | None:
+    path = plugin_source_file(spec)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path is not None else None
 
 
 def load_plugin(spec: str):
@@ -130,6 +163,7 @@ class ImageEncoder:
         self.spec = spec
         self.device = torch.device(device)
         if is_plugin(spec):
+            self.source_sha256 = plugin_source_sha256(spec)  # before its code runs
             module, preprocess = load_plugin(spec)
             self.preprocess, self.weights_name = check_plugin_preprocess(spec, preprocess)
             self.kind = "plugin"
@@ -137,7 +171,7 @@ class ImageEncoder:
             from transformers import AutoModel
 
             torch.manual_seed(0)  # weights the checkpoint lacks (an unused pooler, say) are then the same each run
-            module = _TransformersMaps(AutoModel.from_pretrained(spec))
+            module = _TransformersMaps(AutoModel.from_pretrained(spec, trust_remote_code=False))
             self.preprocess, self.weights_name = transformers_preprocess(spec), spec
             self.kind = "transformers"
         if resize or crop:
@@ -150,13 +184,16 @@ class ImageEncoder:
         self.module = module.eval().to(self.device)
 
     def describe(self) -> dict:
-        return {
+        description = {
             "kind": self.kind,
             "name": self.weights_name,
             "weights_sha256": sha256_state_dict(self.module),
             "preprocess": self.preprocess.as_dict(),
             "config_sha256": sha256_json(self.module.model.config.to_dict()) if self.kind == "transformers" else None,
         }
+        if self.kind == "plugin":
+            description["source_sha256"] = self.source_sha256
+        return description
 
     @torch.no_grad()
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,8 @@ import torch
 from extract.fingerprint import differences, sha256_json
 from extract.images import ImageProblem, load_pixels
 from extract.records import text_problem
+from runs.checkpoint import read_head_meta
+from runs.encoder_choice import check_head_against_fingerprint, checked_fingerprint, choose_encoders
 from runs.pair_files import Pair, PairResult
 from runs.run_folder import RunFolder, RunFolderError
 from spp_scl.errors import Refused
@@ -60,6 +62,8 @@ def encoder_differences(fingerprint: dict, text: dict | None, image: dict | None
         ignore = "name" if fingerprint["image"].get("kind") == "transformers" else None
         stored["image"] = _without(fingerprint["image"], ignore)
         given["image"] = _without(image, ignore)
+        if "source_sha256" not in stored["image"]:  # a cache from before format 2 recorded no plugin source
+            given["image"].pop("source_sha256", None)
     return differences(stored, given)
 
 
@@ -106,7 +110,10 @@ class Predictor:
         device: str | torch.device = "cpu",
         batch_size: int = 16,
         workers: int = 2,
+        trust_plugin: bool = False,
     ):
+        """`trust_plugin`: run a plugin image encoder (`file.py:function`) given as `image_encoder`; a plugin
+        is code, so it is never taken from the cache and never run without this (runs/encoder_choice.py)."""
         from transformers.utils import logging as transformers_logging
 
         from extract.image_encoder import ImageEncoder
@@ -115,21 +122,21 @@ class Predictor:
         transformers_logging.disable_progress_bar()  # a bar per model load would mix with predict's own
 
         self.run = RunFolder(run_dir)
+        read_head_meta(self.run.path)  # every field of head.json checked before any is used
         self.device = torch.device(device)
         self.batch_size = max(1, batch_size)
         self.workers = workers
         self.class_names = self.run.class_names
-        fingerprint = self.run.fingerprint
-        if not {"text", "image", "dtype"} <= fingerprint.keys():
-            raise RunFolderError(
-                f"{self.run.path} trained on a cache without an encoder fingerprint "
-                f"(a generated cache?); there are no encoders to predict with"
-            )
+        config_file = self.run.path / "config.json"
+        fingerprint = checked_fingerprint(self.run.fingerprint, config_file)
+        check_head_against_fingerprint(fingerprint, self.class_names, self.run.text_layers, config_file)
         self.model = self.run.trained_head(self.device)
         self.uses_text = getattr(self.model, "uses_text", True)
         self.uses_image = getattr(self.model, "uses_image", True)
         self.feature_dtype = getattr(torch, fingerprint["dtype"])
-        text_encoder, image_encoder = self._encoder_specs(text_encoder, image_encoder)
+        text_encoder, image_encoder = choose_encoders(
+            self.run, text_encoder, image_encoder, self.uses_text, self.uses_image, trust_plugin
+        )
 
         self.text = self.image = None
         if self.uses_text:
@@ -182,22 +189,6 @@ class Predictor:
                 self.image.module.model.config, stored.get("name")
             )
         return description
-
-    def _encoder_specs(self, text_encoder: str | None, image_encoder: str | None) -> tuple[str | None, str | None]:
-        """The encoders given, else those recorded in the cache file's provenance (when the cache is still there)."""
-        needed = (text_encoder is None and self.uses_text) or (image_encoder is None and self.uses_image)
-        if needed:
-            if not self.run.cache.is_file():
-                raise RunFolderError(
-                    f"name the encoders with --text-encoder and --image-encoder: the run's cache "
-                    f"{self.run.cache}, which records where they were loaded from, is not there"
-                )
-            from cache.layout import read_attrs
-
-            provenance = read_attrs(self.run.cache).get("provenance", {})
-            text_encoder = text_encoder or provenance.get("text_encoder")
-            image_encoder = image_encoder or provenance.get("image_encoder")
-        return text_encoder, image_encoder
 
     @torch.no_grad()
     def _batch_fusion_context(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,8 +315,10 @@ def predict_pairs(
     device: str | torch.device = "cpu",
     batch_size: int = 16,
     workers: int = 2,
+    trust_plugin: bool = False,
 ) -> list[PairResult]:
     """Predict a list of (image, text) or (id, image, text) pairs (image: a path or a PIL image) with a run.
-    Loads the encoders each call: for repeated calls, build a Predictor once and call its predict()."""
-    predictor = Predictor(run_dir, text_encoder, image_encoder, device, batch_size, workers)
+    Loads the encoders each call: for repeated calls, build a Predictor once and call its predict().
+    `trust_plugin`: see Predictor."""
+    predictor = Predictor(run_dir, text_encoder, image_encoder, device, batch_size, workers, trust_plugin)
     return list(predictor.predict(pairs))
