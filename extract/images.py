@@ -7,6 +7,8 @@ Pillow and NumPy so that no torchvision is needed.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,11 +39,26 @@ class ImageProblem(Exception):
 MAX_ASPECT = 50  # wider (or taller) than this, the resized image before the crop would be enormous
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Decode an image fully and return it as RGB; transparency is laid over white. Any failure is an
-    ImageProblem: a corrupt file makes Pillow raise many kinds of exceptions."""
+def open_regular_file(path: Path):
+    """`path` opened for reading if it is a regular file. Opened without blocking first, so that a FIFO or a
+    device given as an image is refused at once instead of waiting for ever for a writer."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        with Image.open(path) as image:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImageProblem(f"not a regular file (a FIFO, device or folder): {path}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def load_rgb(path) -> Image.Image:
+    """Decode an image (a path, or a binary file object) fully and return it as RGB; transparency is laid over
+    white. Any failure is an ImageProblem: a corrupt file makes Pillow raise many kinds of exceptions."""
+    try:
+        source = open_regular_file(path) if isinstance(path, (str, os.PathLike)) else path
+        with source, Image.open(source) as image:
             width, height = image.size
             if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
                 raise ImageProblem(f"image too large to decode safely ({width} x {height} pixels): {path}")

@@ -26,6 +26,7 @@ DATASET_CLASSES = {
     "hfm": ["not-sarcastic", "sarcastic"],
 }
 NON_LATIN_LIMIT = 0.5  # a text whose letters are mostly outside the Latin script is taken as non-English
+FEW_RECORDS = 5  # a class inferred from the labels with fewer records than this is likely a typo in a label
 
 
 class BadInput(InputError):
@@ -35,7 +36,7 @@ class BadInput(InputError):
 def read_json_list(path: Path, what: str) -> list:
     """A JSON file that holds a list; a file that does not is a BadInput naming it."""
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark (Windows editors) is dropped
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BadInput(f"{path} is not valid JSON: {error}") from error
     if not isinstance(rows, list):
@@ -73,6 +74,7 @@ class Dataset:
     source_files: list[Path]
     image_root: Path
     policy: dict = field(default_factory=dict)  # the options that decide which records are kept
+    inferred_classes: bool = False  # the class names were read off the labels (no --dataset, no --classes)
 
     def sources_sha256(self) -> dict[str, str]:
         """A hash per split file (its bytes) and one over the kept records' image files (id and bytes), so a
@@ -159,7 +161,8 @@ def _add(
     if path is None:
         return collector.skip(split, record_id, source, f"image path {relative_image!r} reaches outside {image_root}")
     if not path.is_file():
-        return collector.skip(split, record_id, source, f"image not found: {path}")
+        reason = "image is not a regular file" if path.exists() else "image not found"  # a FIFO would block a read
+        return collector.skip(split, record_id, source, f"{reason}: {path}")
     seen[record_id] = source
     records.append(Record(split, record_id, text, label, path, source))
 
@@ -280,6 +283,7 @@ def read_generic_file(
     rows = list(_generic_rows(path, collector))
     if classes is None and name in DATASET_CLASSES:
         classes = DATASET_CLASSES[name]
+    inferred = classes is None
     if classes is None:
         labels = [str(row.get("label", "")).strip() for _, row in rows]
         if labels and all(label.lstrip("-").isdigit() for label in labels):
@@ -325,7 +329,29 @@ def read_generic_file(
         [path],
         image_root,
         {"allow_non_english": allow_non_english},
+        inferred_classes=inferred,
     )
+
+
+def class_notes(dataset: Dataset) -> list[str]:
+    """What a user should know about classes read off the labels: which they are, and which have so few
+    records that a label was probably mistyped ("postive" becomes a class of its own)."""
+    if not dataset.inferred_classes:
+        return []
+    counts = {name: 0 for name in dataset.class_names}
+    for record in dataset.records:
+        counts[dataset.class_names[record.label]] += 1
+    notes = [
+        "classes inferred from the labels (no --dataset or --classes): "
+        + ", ".join(f"{name} ({count})" for name, count in counts.items())
+    ]
+    for name, count in counts.items():
+        if count < FEW_RECORDS:
+            notes.append(
+                f"warning: class {name!r} has only {count} record{'s' if count != 1 else ''}: a mistyped label? "
+                "Fix the label, or name the classes with --classes (the others are then skipped and listed)"
+            )
+    return notes
 
 
 def read_dataset(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from extract.records import read_json_list
+from spp_scl.spreadsheet import spreadsheet_safe
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,10 @@ def count_rows(path: Path) -> int | None:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            with path.open(encoding="utf-8", errors="replace") as lines:
+            with path.open(encoding="utf-8-sig", errors="replace") as lines:
                 return sum(1 for line in lines if line.strip())
         if suffix == ".csv":
-            with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+            with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
                 return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
     except (OSError, csv.Error):
         return None
@@ -92,7 +93,7 @@ def read_pair_file(path: str | Path, images: str | Path | None = None) -> Iterat
                 else Pair(source, None, None, f"{source}: not a JSON object")
             )
     elif suffix == ".jsonl":
-        with path.open(encoding="utf-8", errors="replace") as lines:
+        with path.open(encoding="utf-8-sig", errors="replace") as lines:  # -sig: a byte-order mark is dropped
             for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
@@ -108,7 +109,7 @@ def read_pair_file(path: str | Path, images: str | Path | None = None) -> Iterat
                     else Pair(source, None, None, f"{source}: not a JSON object")
                 )
     elif suffix == ".csv":
-        with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:  # Excel writes a BOM
             reader = csv.reader(handle)
             header = [name.strip() for name in next(reader, [])]
             if "text" not in header or not {"image", "id"} & set(header):
@@ -145,11 +146,18 @@ class ResultWriter:
             if "probabilities" in row:  # 6 decimals, as the trainer's predictions.csv
                 row["probabilities"] = {name: round(p, 6) for name, p in row["probabilities"].items()}
             self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        elif result.error is not None:
-            self.csv.writerow([result.id, "", *[""] * len(self.class_names), result.error])
+        elif result.error is not None:  # ids and messages come from data files: never a formula in a spreadsheet
+            self.csv.writerow(
+                [spreadsheet_safe(result.id), "", *[""] * len(self.class_names), spreadsheet_safe(result.error)]
+            )
         else:
             self.csv.writerow(
-                [result.id, result.prediction, *[f"{result.probabilities[name]:.6f}" for name in self.class_names], ""]
+                [
+                    spreadsheet_safe(result.id),
+                    result.prediction,
+                    *[f"{result.probabilities[name]:.6f}" for name in self.class_names],
+                    "",
+                ]
             )
         self.handle.flush()
 
