@@ -14,36 +14,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/env.sh
 
+SPP="$VENV/bin/spp-scl"
 stage() { echo "== $*"; }
 
 if [ -z "${MVSA_SINGLE:-}${MVSA_MULTIPLE:-}${HFM:-}" ]; then
-  DEMO_DIR=${DEMO_DIR:-demo}
-  DEMO_SIZES=${DEMO_SIZES:-600,150,150}
-  DEMO_EPOCHS=${DEMO_EPOCHS:-8}
-  DEMO_JOBS=${DEMO_JOBS:-2}
-  DEMO_SEEDS=${DEMO_SEEDS:-2}
-  stage "DEMO (no data configured; see README 'Real data'): generated posts and tiny random encoders in $DEMO_DIR/"
-  "$PY" -m extract.demo "$DEMO_DIR" --sizes "$DEMO_SIZES"
-  stage "extract the demo's features"
-  "$PY" extract/run.py --data "$DEMO_DIR/data" --dataset mvsa-single --text-encoder "$DEMO_DIR/text-encoder" \
-    --image-encoder "$DEMO_DIR/image-encoder" --out "$DEMO_DIR/cache/demo.h5"
-  # The demo's features are tiny and its training set small: a larger learning rate, few epochs (the preset's
-  # StepLR, every 10 epochs, never fires). Two trials at a time, one core each.
-  settings=(--set epochs="$DEMO_EPOCHS" --set lr=0.005 --set batch_size=32 --jobs "$DEMO_JOBS")
-  stage "sweep tau x theta x lambda (2 x 2 x 2, 1 seed) on dev"
-  "$PY" runs/sweep.py --cache "$DEMO_DIR/cache/demo.h5" --preset mvsa-single --axis tau=0.05,0.1 \
-    --axis theta=0.5,0.8 --axis lambda=3,5 "${settings[@]}" --out "$DEMO_DIR/sweep" > "$DEMO_DIR/sweep.log"
-  tail -n 4 "$DEMO_DIR/sweep/summary.md"
-  stage "the paper's tables 3-7 from the sweep's best point ($DEMO_SEEDS seeds)"
-  "$PY" runs/tables.py --cache "mvsa-single=$DEMO_DIR/cache/demo.h5" --base "mvsa-single=$DEMO_DIR/sweep/summary.json" \
-    --seeds "$DEMO_SEEDS" "${settings[@]}" --out "$DEMO_DIR/tables" > "$DEMO_DIR/tables.log"
-  stage "SPP-SCL beside CLMLF-style, MDSE-style, text-only and image-only heads ($DEMO_SEEDS seeds)"
-  "$PY" runs/compare.py --cache "mvsa-single=$DEMO_DIR/cache/demo.h5" --seeds "$DEMO_SEEDS" "${settings[@]}" \
-    --out "$DEMO_DIR/compare" > "$DEMO_DIR/compare.log"
-  cat "$DEMO_DIR/compare/comparison.md"
-  echo "DEMO done (generated data, not a measurement). Tables: $DEMO_DIR/tables/table{3,4,5,6,7}.md;" \
-       "sweep summary and plots: $DEMO_DIR/sweep/; comparison: $DEMO_DIR/compare/comparison.md. For real data see README."
-  exit 0
+  # The demo's sizes, epochs, seeds and jobs; `spp-scl demo --help` says what it does.
+  exec "$SPP" demo --dir "${DEMO_DIR:-demo}" --sizes "${DEMO_SIZES:-600,150,150}" --epochs "${DEMO_EPOCHS:-8}" \
+    --seeds "${DEMO_SEEDS:-2}" --jobs "${DEMO_JOBS:-2}"
 fi
 
 TEXT_ENCODER=${TEXT_ENCODER:-bert-base-uncased}
@@ -62,19 +39,19 @@ for pair in "mvsa-single:${MVSA_SINGLE:-}" "mvsa-multiple:${MVSA_MULTIPLE:-}" "h
   name=${pair%%:*}; folder=${pair#*:}
   [ -n "$folder" ] || continue
   stage "$name: extract from $folder"
-  "$PY" extract/run.py --data "$folder" --dataset "$name" --text-encoder "$TEXT_ENCODER" --text-layers="$TEXT_LAYERS" \
+  "$SPP" extract --data "$folder" --dataset "$name" --text-encoder "$TEXT_ENCODER" --text-layers="$TEXT_LAYERS" \
     --image-encoder "$IMAGE_ENCODER" --out "$CACHE_DIR/$name.h5"
   lambdas=3,5,8; [ "$name" = hfm ] && lambdas=5,10,15
   stage "$name: sweep tau x theta x lambda (3 x 3 x 3, $SWEEP_SEEDS seed(s)) on dev"
-  "$PY" runs/sweep.py --cache "$CACHE_DIR/$name.h5" --preset "$name" --axis tau=0.05,0.07,0.1 \
+  "$SPP" sweep --cache "$CACHE_DIR/$name.h5" --preset "$name" --axis tau=0.05,0.07,0.1 \
     --axis theta=0.5,0.667,0.8 --axis lambda="$lambdas" --seeds "$SWEEP_SEEDS" --jobs "$JOBS" ${settings[@]+"${settings[@]}"} \
     --out "$OUT/$name/sweep" > "$OUT.$name.sweep.log" 2>&1 || { cat "$OUT.$name.sweep.log"; exit 1; }
   caches+=(--cache "$name=$CACHE_DIR/$name.h5"); bases+=(--base "$name=$OUT/$name/sweep/summary.json")
 done
 stage "the paper's tables 3-7, $SEEDS seeds each, from each sweep's best point"
-"$PY" runs/tables.py "${caches[@]}" "${bases[@]}" --seeds "$SEEDS" --jobs "$JOBS" ${settings[@]+"${settings[@]}"} \
+"$SPP" tables "${caches[@]}" "${bases[@]}" --seeds "$SEEDS" --jobs "$JOBS" ${settings[@]+"${settings[@]}"} \
   --out "$OUT/tables"
 stage "SPP-SCL beside CLMLF-style, MDSE-style, text-only and image-only heads, $SEEDS seeds each"
-"$PY" runs/compare.py "${caches[@]}" --seeds "$SEEDS" --jobs "$JOBS" ${settings[@]+"${settings[@]}"} --out "$OUT/compare"
+"$SPP" compare "${caches[@]}" --seeds "$SEEDS" --jobs "$JOBS" ${settings[@]+"${settings[@]}"} --out "$OUT/compare"
 echo "done. Tables: $OUT/tables/table{3,4,5,6,7}.md; comparison: $OUT/compare/comparison.md;" \
      "sweeps (summary.md, plots): $OUT/<dataset>/sweep/"

@@ -1,1 +1,1 @@
-"""The HDF5 feature cache: its layout (written by extract/), the reader for training, `python -m cache.inspect`."""
+"""The HDF5 feature cache: its layout (written by extract/), the reader for training, `spp-scl inspect`."""

@@ -164,7 +164,7 @@ class CachedSplit:
 
 
 def cache_summary(path: str | Path) -> dict:
-    """Counts per split and label, shapes, dtype and sizes: what `python -m cache.inspect` prints."""
+    """Counts per split and label, shapes, dtype and sizes: what `spp-scl inspect` prints."""
     path = Path(path)
     attrs = read_attrs(path)
     summary = {

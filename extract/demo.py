@@ -165,26 +165,16 @@ def make_demo_dataset(folder: str | Path, sizes: dict[str, int] | None = None, s
     return folder
 
 
-def main(argv=None) -> None:
-    """python -m extract.demo FOLDER [--sizes 600,150,150]: the demo set and tiny encoders, unless there."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("folder")
-    parser.add_argument("--sizes", default="600,150,150", help="train,dev,test records")
-    args = parser.parse_args(argv)
-    folder = Path(args.folder)
-    sizes = dict(zip(("train", "dev", "test"), (int(n) for n in args.sizes.split(","))))
+def prepare_demo(folder: str | Path, sizes: dict[str, int], log=print) -> Path:
+    """The demo set and tiny encoders in `folder` (data/, text-encoder/, image-encoder/), unless already there."""
+    folder = Path(folder)
     marker = folder / "data" / "sizes.json"
     if marker.exists() and json.loads(marker.read_text()) == sizes:
-        print(f"demo set and encoders already in {folder}")
-        return
+        log(f"demo set and encoders already in {folder}")
+        return folder
     make_tiny_text_encoder(folder / "text-encoder")
     make_tiny_image_encoder(folder / "image-encoder")
     make_demo_dataset(folder / "data", sizes)
     marker.write_text(json.dumps(sizes))
-    print(f"generated {folder}/data ({args.sizes} train,dev,test posts) and tiny random encoders in {folder}")
-
-
-if __name__ == "__main__":
-    main()
+    log(f"generated {folder}/data ({sizes} posts) and tiny random encoders in {folder}")
+    return folder

@@ -12,6 +12,7 @@ it, so a resumed or a multi-process run computes every batch exactly as one unin
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -34,6 +35,8 @@ from extract.images import ImageProblem, load_pixels
 from extract.records import BadInput, Dataset, Record, cache_name, read_dataset
 from extract.text_encoder import TextEncoder
 from spp_scl.errors import Refused
+
+logger = logging.getLogger(__name__)
 
 
 class CacheMismatch(Refused):
@@ -329,7 +332,8 @@ def _summary(cache: Path, seconds: float, up_to_date: bool) -> Summary:
     return Summary(cache, records, read_skipped(cache), cache.stat().st_size, seconds, up_to_date)
 
 
-def run(config: ExtractConfig, log=print) -> Summary:
+def run(config: ExtractConfig, log=None) -> Summary:
+    log = log or logger.info
     from accelerate import PartialState
     from transformers.utils import logging as transformers_logging
 

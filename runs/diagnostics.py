@@ -17,6 +17,7 @@ distances (the paper's figure 4), the confusion matrices, the per-epoch curves.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from runs.run_folder import RunFolder
 
 DISTANCE_KINDS = ("IID", "TTD", "ITD")
 DIAGNOSTICS_FOLDER = "diagnostics"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -320,10 +323,11 @@ def plot_curves(log: list[dict], selected_epoch: int | None, metric: str, path: 
 
 
 def run_diagnostics(
-    run_dir: str | Path, splits: tuple[str, ...] = ("dev", "test"), tsne: bool = True, device="cpu", log=print
+    run_dir: str | Path, splits: tuple[str, ...] = ("dev", "test"), tsne: bool = True, device="cpu", log=None
 ) -> dict:
     """Compute the distances and draw the pictures of a run into <run>/diagnostics/; returns what
     diagnostics.json holds (distances per split and state, the picture paths relative to the run folder)."""
+    log = log or logger.info
     run = RunFolder(run_dir)
     folder = run.path / DIAGNOSTICS_FOLDER
     folder.mkdir(exist_ok=True)

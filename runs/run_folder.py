@@ -55,7 +55,7 @@ class RunFolder:
         if not self.cache.is_file():
             raise RunFolderError(
                 f"{why} needs the cache this run trained on, {self.cache}, which is not there "
-                "(rebuild it with extract/run.py and the same settings, or restore the file)"
+                "(rebuild it with `spp-scl extract` and the same settings, or restore the file)"
             )
         return self.cache
 

@@ -187,7 +187,7 @@ def write_report(run_dir: str | Path, diagnostics: dict | None = None) -> Path:
             if key in pictures:
                 lines += [f"**{caption}**", "", f"![{caption}]({pictures[key]})", ""]
     else:
-        lines += ["", "No diagnostics yet: run `python runs/report.py " + str(run.path) + "`.", ""]
+        lines += ["", "No diagnostics yet: run `spp-scl report " + str(run.path) + "`.", ""]
     lines += [
         "## Config",
         "",

@@ -14,27 +14,7 @@ from pathlib import Path
 
 from heads.config import SPPSCLConfig
 from runs.trials import Trial
-
-
-def parse_values(field: str, text: str, base: SPPSCLConfig) -> list:
-    """'0.05,0.07,0.1' -> [0.05, 0.07, 0.1], typed like the field's current value ('true'/'false' for bools)."""
-    current = getattr(base, field)
-    values = []
-    for part in text.split(","):
-        part = part.strip()
-        if isinstance(current, bool):
-            if part.lower() not in ("true", "false"):
-                raise ValueError(f"{field}: expected true or false, got {part!r}")
-            values.append(part.lower() == "true")
-        elif part.lower() == "none":
-            values.append(None)
-        elif isinstance(current, int) or (current is None and part.lstrip("-").isdigit()):
-            values.append(int(part))
-        elif isinstance(current, float):
-            values.append(float(part))
-        else:
-            values.append(part)
-    return values
+from spp_scl.options import canonical_field, parse_field_value, parse_field_values
 
 
 def split_assignment(spec: str, option: str, form: str) -> tuple[str, str]:
@@ -45,26 +25,32 @@ def split_assignment(spec: str, option: str, form: str) -> tuple[str, str]:
     return name, value
 
 
-def parse_space(specs: list[str], base: SPPSCLConfig, option: str = "--axis") -> dict[str, list]:
-    """['temperature=0.05,0.07', 'theta=0.5,0.67'] -> {field: values}; unknown fields are errors naming them."""
+def parse_space(specs: list[str], base: SPPSCLConfig) -> dict[str, list]:
+    """['temperature=0.05,0.07', 'betas=(0.9,0.99),(0.9,0.999)'] -> {field: values}, typed like the config's
+    fields (spp_scl.options); an unknown field is an error naming it."""
     space = {}
     for spec in specs:
-        field, text = split_assignment(spec, option, "FIELD=V1,V2,..." if option == "--axis" else "FIELD=VALUE")
-        field = field.strip().replace("-", "_")
-        field = {"tau": "temperature", "lambda": "ce_weight"}.get(field, field)
-        if not hasattr(base, field) or field == "seed":
-            raise ValueError(f"{option} {field!r} is not a config field (seeds are set with --seeds)")
-        space[field] = parse_values(field, text, base)
+        field, text = split_assignment(spec, "--axis", "FIELD=V1,V2,...")
+        try:
+            field = canonical_field(type(base), field)
+            if field == "seed":
+                raise ValueError("seed is not swept as an axis: seeds are set with --seeds")
+            space[field] = parse_field_values(type(base), field, text)
+        except ValueError as error:
+            raise ValueError(f"--axis {spec!r}: {error}") from None
     return space
 
 
-def parse_settings(specs: list[str], base) -> dict:
-    """['epochs=50', 'patience=20'] -> {'epochs': 50, 'patience': 20}, typed like the config's fields."""
+def parse_settings(specs: list[str], base: SPPSCLConfig) -> dict:
+    """['epochs=50', 'betas=0.9,0.99'] -> {'epochs': 50, 'betas': (0.9, 0.99)}, typed like the config's fields."""
     settings = {}
-    for field, values in parse_space(specs, base, option="--set").items():
-        if len(values) != 1:
-            raise ValueError(f"--set {field}: give one value")
-        settings[field] = values[0]
+    for spec in specs:
+        field, text = split_assignment(spec, "--set", "FIELD=VALUE")
+        try:
+            field = canonical_field(type(base), field)
+            settings[field] = parse_field_value(type(base), field, text)
+        except ValueError as error:
+            raise ValueError(f"--set {spec!r}: {error}") from None
     return settings
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -169,9 +170,11 @@ def train(
     accelerator = Accelerator(
         cpu=cpu, mixed_precision=mixed_precision, log_with=list(report_to) or None, project_dir=run_dir / "trackers"
     )
-    if accelerator.num_processes > 1:
+    # WORLD_SIZE as well: on a CPU-only machine Accelerate treats a torchrun / accelerate launch process as single.
+    processes = max(accelerator.num_processes, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    if processes > 1:
         raise Refused(
-            f"training runs in one process, but this is one of {accelerator.num_processes} (accelerate launch): "
+            f"training runs in one process, but this is one of {processes} (accelerate launch or torchrun): "
             "run `spp-scl train` directly; to use several devices, run a sweep's trials side by side (--jobs)"
         )
     device = accelerator.device

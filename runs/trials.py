@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -19,6 +20,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from heads.config import SPPSCLConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,11 @@ def run_trials(
     results: Path,
     runs_dir: Path,
     jobs: int = 1,
-    log=print,
+    log=None,
     progress: bool = True,
 ) -> list[dict]:
     """Run the trials not yet in `results`; returns the rows of all `trials` (finished before or now)."""
+    log = log or logger.info
     import torch
 
     results.parent.mkdir(parents=True, exist_ok=True)

@@ -170,7 +170,7 @@ def test_unfinished_extraction_with_other_settings_is_refused(tiny, plugin, tmp_
     process.kill()
     process.wait()
     result = subprocess.run(_cli(tiny, out, plugin, "--max-length", "10"), capture_output=True, text=True)
-    assert result.returncode == 2
+    assert result.returncode == 4  # refused (spp_scl.errors.EXIT_REFUSED)
     assert "was made with other settings" in result.stderr and "text.max_length" in result.stderr
     assert list(parts.glob("shard-*.safetensors")), "the refused run must not delete finished work"
 

@@ -94,7 +94,7 @@ def test_a_sweep_axis_over_heads_gives_each_head_its_dataset_values():
 
 
 def test_compare_command_writes_its_table_and_resumes(tmp_path, capsys):
-    from runs.compare import main
+    from spp_scl.cli import main
 
     tiny = write_synthetic_cache(
         tmp_path / "tiny.h5",
@@ -108,6 +108,7 @@ def test_compare_command_writes_its_table_and_resumes(tmp_path, capsys):
     )
     out = tmp_path / "compare"
     argv = [
+        "compare",
         "--cache",
         f"mvsa-single={tiny}",
         "--cache",
@@ -130,7 +131,7 @@ def test_compare_command_writes_its_table_and_resumes(tmp_path, capsys):
         str(out),
     ]
     assert main(argv) == 0
-    assert "skipping hfm" in capsys.readouterr().out
+    assert "skipping hfm" in capsys.readouterr().err
     table = (out / "comparison.md").read_text()
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert len(lines) == 1 + len(METHODS)
@@ -149,7 +150,7 @@ def test_compare_command_writes_its_table_and_resumes(tmp_path, capsys):
 
 
 def test_compare_command_rejects_unknown_methods(tmp_path):
-    from runs.compare import main
+    from spp_scl.cli import main
 
     with pytest.raises(SystemExit):
-        main(["--cache", f"mvsa-single={tmp_path / 'x.h5'}", "--methods", "clmlf,mult"])
+        main(["compare", "--cache", f"mvsa-single={tmp_path / 'x.h5'}", "--methods", "clmlf,mult"])

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from heads.config import resolve_config
-from runs import report as report_cli
 from runs.diagnostics import modality_distances
 from runs.run_folder import RunFolder
 from runs.trainer import train
+from spp_scl.cli import main as spp_scl
 from tests.tiny_run import tiny_cache, tiny_run
 
 
@@ -61,7 +61,7 @@ def test_untrained_head_is_the_trainers_initialisation(tiny, tmp_path_factory, t
 
 def test_report_builds_from_a_small_run(tiny, tmp_path_factory, capsys):
     run_dir = tiny_run(tiny, tmp_path_factory)
-    assert report_cli.main([str(run_dir)]) == 0
+    assert spp_scl(["report", str(run_dir)]) == 0
     report = (run_dir / "report.md").read_text()
     for heading in ("# Run report", "## Metrics", "## Modality distances", "## Pictures", "## Config"):
         assert heading in report
@@ -76,5 +76,5 @@ def test_report_builds_from_a_small_run(tiny, tmp_path_factory, capsys):
     for picture in diagnostics["pictures"].values():
         assert (run_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({picture})" in report
-    assert report_cli.main([str(run_dir / "nothing-here")]) == 2
+    assert spp_scl(["report", str(run_dir / "nothing-here")]) == 3
     assert "not a finished run folder" in capsys.readouterr().err

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from extract.demo import make_tiny_text_encoder
-from runs import predict as predict_cli
 from runs.predictor import EncoderMismatch, Predictor, predict_pairs
 from runs.run_folder import RunFolderError
+from spp_scl.cli import main as spp_scl
 from tests.tiny_run import tiny_run
 
 
@@ -126,7 +126,7 @@ def test_other_encoders_are_refused_with_the_differences(tiny, run_dir, tmp_path
 
 def test_command_line_single_pair_and_pair_files(tiny, run_dir, tmp_path, capsys):
     pairs = _dev_pairs(tiny)
-    assert predict_cli.main([str(run_dir), "--image", str(pairs[0][1]), "--text", pairs[0][2], "--id", "one"]) == 0
+    assert spp_scl(["predict", str(run_dir), "--image", str(pairs[0][1]), "--text", pairs[0][2], "--id", "one"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["id"] == "one" and row["prediction"] in row["probabilities"]
     assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
@@ -138,8 +138,9 @@ def test_command_line_single_pair_and_pair_files(tiny, run_dir, tmp_path, capsys
         writer.writerow(["id", "text"])
         writer.writerows([[pairs[1][0], pairs[1][2]], ["99999", "no such image"], [pairs[2][0], pairs[2][2]]])
     out = tmp_path / "out.csv"
-    code = predict_cli.main(
+    code = spp_scl(
         [
+            "predict",
             str(run_dir),
             "--pairs",
             str(texts),
@@ -157,12 +158,12 @@ def test_command_line_single_pair_and_pair_files(tiny, run_dir, tmp_path, capsys
     assert rows[0]["error"] == "" and rows[0]["prediction"] in ("positive", "neutral", "negative")
 
     # The CLMLF dev.json itself (images in its images/ folder), as JSON lines on stdout.
-    assert predict_cli.main([str(run_dir), "--pairs", str(Path(tiny["data"]) / "dev.json"), "--no-progress"]) == 0
+    assert spp_scl(["predict", str(run_dir), "--pairs", str(Path(tiny["data"]) / "dev.json"), "--no-progress"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["id"] for line in lines] == [pair[0] for pair in pairs]
 
     assert (
-        predict_cli.main([str(run_dir), "--image", str(pairs[0][1]), "--text", "x", "--text-encoder", str(tmp_path)])
-        == 2
+        spp_scl(["predict", str(run_dir), "--image", str(pairs[0][1]), "--text", "x", "--text-encoder", str(tmp_path)])
+        == 4  # refused: not the encoders the cache was made with
     )
     assert "error" in capsys.readouterr().err

@@ -17,7 +17,6 @@ from heads.config import resolve_config
 from runs.paper_tables import PAPER, render_table, table_rows
 from runs.sweeper import expand, parse_space, summarise
 from runs.trials import Trial, read_results, run_trials
-from tests.conftest import ROOT_DIR
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +126,9 @@ def test_trials_resume_without_repeating(small_cache, tmp_path):
 def test_killed_sweep_finishes_without_repeating_and_writes_summary_and_plots(small_cache, tmp_path):
     command = [
         sys.executable,
-        str(ROOT_DIR / "runs" / "sweep.py"),
+        "-m",
+        "spp_scl",
+        "sweep",
         "--cache",
         str(small_cache),
         "--preset",
@@ -156,7 +157,7 @@ def test_killed_sweep_finishes_without_repeating_and_writes_summary_and_plots(sm
     assert 2 <= finished < 8
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert f"{finished} of 8 trials already in" in result.stdout
+    assert f"{finished} of 8 trials already in" in result.stderr
     rows = read_results(results)
     assert len(rows) == 8 and len({r["key"] for r in rows}) == 8
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -170,7 +171,9 @@ def test_tables_command_writes_each_table(small_cache, tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT_DIR / "runs" / "tables.py"),
+            "-m",
+            "spp_scl",
+            "tables",
             "--cache",
             f"mvsa-single={small_cache}",
             "--tables",

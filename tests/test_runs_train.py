@@ -15,7 +15,6 @@ from cache.synthetic import write_synthetic_cache
 from heads.config import resolve_config
 from runs.checkpoint import load_head
 from runs.trainer import open_splits, predict, train
-from tests.conftest import ROOT_DIR
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +128,12 @@ def test_patience_stops_early(learnable, tmp_path):
 
 
 def test_command_line_overrides_and_errors(learnable, tmp_path):
-    script = str(ROOT_DIR / "runs" / "train.py")
+    script = ["-m", "spp_scl", "train"]
     out = tmp_path / "cli"
     result = subprocess.run(
         [
             sys.executable,
-            script,
+            *script,
             "--cache",
             str(learnable),
             "--preset",
@@ -164,10 +163,10 @@ def test_command_line_overrides_and_errors(learnable, tmp_path):
     )
     assert (config["two_step"], config["theta"], config["text_layers_last"], config["epochs"]) == (False, 0.5, 3, 2)
     bad = subprocess.run(
-        [sys.executable, script, "--cache", str(learnable), "--fusion", "sum"], capture_output=True, text=True
+        [sys.executable, *script, "--cache", str(learnable), "--fusion", "sum"], capture_output=True, text=True
     )
-    assert bad.returncode == 2 and "fusion must be one of" in bad.stderr
+    assert bad.returncode == 2 and "argument --fusion: expected one of cmf-bank, cmf-batch, concat" in bad.stderr
     missing = subprocess.run(
-        [sys.executable, script, "--cache", str(tmp_path / "nope.h5")], capture_output=True, text=True
+        [sys.executable, *script, "--cache", str(tmp_path / "nope.h5")], capture_output=True, text=True
     )
-    assert missing.returncode == 2 and "no such file" in missing.stderr
+    assert missing.returncode == 3 and "--cache" in missing.stderr and "no such file" in missing.stderr

@@ -1,30 +1,33 @@
 """Label new image-text pairs with a trained run (its frozen encoders, then its head).
 
-    python runs/predict.py RUN_DIR --image photo.jpg --text "what a day"
-    python runs/predict.py RUN_DIR --pairs posts.jsonl --out predictions.csv
-    python runs/predict.py RUN_DIR --pairs texts.csv --images folder/      # rows with id, text: folder/<id>.jpg
+    spp-scl predict RUN_DIR --image photo.jpg --text "what a day"
+    spp-scl predict RUN_DIR --pairs posts.jsonl --out predictions.csv
+    spp-scl predict RUN_DIR --pairs texts.csv --images folder/      # rows with id, text: folder/<id>.jpg
 
 Pair files (.jsonl, .csv, or a .json list such as a CLMLF dev.json) hold `text` and `image` (a path, relative
 to --images or the file's folder) or `id` (image `<id>.jpg` in --images, else the file's images/ subfolder,
 else its folder). Output: one row per pair, in input order: id, prediction, probabilities; a pair that cannot be
 scored (missing or undecodable image, empty text) gets a row with its error instead. JSON lines on stdout by
 default; --out FILE.csv or FILE.jsonl writes a file (with a progress bar on stderr).
-Exit status: 0 all pairs predicted, 1 some pairs got an error row, 2 nothing run (bad arguments, wrong encoders).
+Exit status 0: all pairs predicted; 1: some pairs got an error row (the others were predicted); others below.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+from spp_scl.errors import EXIT_PARTIAL, InputError
+
+HELP = "label new image-text pairs with a trained run"
+logger = logging.getLogger(__name__)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="a run folder written by runs/train.py")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `spp-scl train`")
     inputs = parser.add_argument_group("inputs: --image with --text, or --pairs")
     inputs.add_argument("--image", help="one image file")
     inputs.add_argument("--text", help="its text")
@@ -38,37 +41,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per encoder forward (speed only)")
     parser.add_argument("--workers", type=int, default=2, help="image decoding threads")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    return parser
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     if bool(args.pairs) == bool(args.image is not None or args.text is not None):
-        parser.error("give either --image and --text (one pair) or --pairs FILE")
+        args.parser.error("give either --image and --text (one pair) or --pairs FILE")
     if args.pairs is None and (args.image is None or args.text is None):
-        parser.error("one pair needs both --image and --text")
+        args.parser.error("one pair needs both --image and --text")
     if args.batch_size < 1:
-        parser.error("--batch-size must be positive")
+        args.parser.error("--batch-size must be positive")
 
     from runs.pair_files import Pair, ResultWriter, count_rows, read_pair_file
     from runs.predictor import Predictor
-    from runs.run_folder import RunFolderError
 
+    # Stdout carries the results: whatever loading an encoder prints (a plugin's banner, say) goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        predictor = Predictor(
+            args.run_dir, args.text_encoder, args.image_encoder, args.device, args.batch_size, args.workers
+        )
     try:
-        # Stdout carries the results: whatever loading an encoder prints (a plugin's banner, say) goes to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            predictor = Predictor(
-                args.run, args.text_encoder, args.image_encoder, args.device, args.batch_size, args.workers
-            )
         if args.pairs:
             pairs, total = read_pair_file(args.pairs, args.images), count_rows(Path(args.pairs))
         else:
             pairs, total = [Pair(args.id or args.image, args.image, args.text)], 1
         writer = ResultWriter(args.out, predictor.class_names)
-    except (RunFolderError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except ValueError as error:
+        raise InputError(str(error)) from None
     predicted = failed = 0
     try:
         # A progress bar only where it does not mix with the results (those go to a file) or for many pairs.
@@ -78,18 +76,12 @@ def main(argv=None) -> int:
             failed += result.error is not None
             predicted += result.error is None
     except ValueError as error:  # a pair file that turns out malformed as a whole (bad header, not a list)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise InputError(str(error)) from None
     finally:
         writer.close()
     if args.pairs:
-        print(
+        logger.info(
             f"{predicted} pairs predicted, {failed} with an error row"
-            + (f"; written to {args.out}" if args.out else ""),
-            file=sys.stderr,
+            + (f"; written to {args.out}" if args.out else "")
         )
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return EXIT_PARTIAL if failed else 0

@@ -1,14 +1,9 @@
-"""Print what a cache file holds: counts per split and label, shapes, dtype, bytes per record, the
-fingerprint and the skipped records.
-
-    python -m cache.inspect cache/files/mvsa-single__bert-base-uncased__resnet-50.h5 [--all-skipped] [--json]
-"""
+"""A cache file described for a reader: counts per split and label, shapes, dtype, bytes per record, the
+fingerprint and the skipped records (`spp-scl inspect FILE`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
 from cache.layout import read_skipped, skip_reason_counts
 from cache.reader import cache_summary
@@ -42,24 +37,3 @@ def describe(path: str, all_skipped: bool = False) -> str:
     if len(skipped) > 10 and not all_skipped:
         lines.append(f"  ... {len(skipped) - 10} more (--all-skipped lists them)")
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("file", help="a cache file written by extract/run.py")
-    parser.add_argument("--all-skipped", action="store_true", help="list every skipped record")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    args = parser.parse_args(argv)
-    try:
-        if args.json:
-            print(json.dumps({**cache_summary(args.file), "skipped": read_skipped(args.file)}, indent=2))
-        else:
-            print(describe(args.file, args.all_skipped))
-    except (OSError, KeyError) as error:
-        print(f"error: {args.file}: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

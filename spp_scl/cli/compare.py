@@ -1,31 +1,30 @@
 """SPP-SCL (default and paper-faithful fusion), CLMLF-style, MDSE-style, text-only and image-only heads on
 every dataset whose cache is given: N seeds each, dev-selected, one Markdown table beside the papers' numbers.
 
-    python runs/compare.py --cache mvsa-single=cache/files/mvsa-single.h5 --cache hfm=cache/files/hfm.h5
-    python runs/compare.py --cache mvsa-single=... --seeds 2 --set epochs=20 --methods spp-scl,clmlf,mdse
+    spp-scl compare --cache mvsa-single=cache/files/mvsa-single.h5 --cache hfm=cache/files/hfm.h5
+    spp-scl compare --cache mvsa-single=... --seeds 2 --set epochs=20 --methods spp-scl,clmlf,mdse
 
 The dataset name picks the preset (mvsa-single, mvsa-multiple, hfm: optimiser, schedule, batch, selection
 metric; CLMLF's depths). Writes --out/comparison.md and comparison.json, and per dataset results.jsonl and
 trials/ (one run folder per trial); rerunning skips finished trials. Reports the test split when the cache
-has one, else dev.
+has one, else dev. Exit status 3 when no cache was found.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+from spp_scl.cli.common import add_set
+from spp_scl.errors import InputError
 
-from heads.config import DATASET_PRESETS, resolve_config  # noqa: E402
-from runs.comparison import comparison_trials, render_comparison, select_methods, summarise_dataset  # noqa: E402
-from runs.sweeper import parse_named, parse_settings  # noqa: E402
+HELP = "SPP-SCL beside the compared heads and each modality alone, N seeds each"
+logger = logging.getLogger(__name__)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache",
         action="append",
@@ -38,53 +37,59 @@ def main(argv=None) -> int:
         "--methods",
         help="comma-separated subset of: spp-scl, spp-scl-faithful, clmlf, mdse, text-only, image-only (default all)",
     )
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=V", help="a config value for every method (e.g. epochs=50)"
-    )
+    add_set(parser)
     parser.add_argument("--jobs", type=int, default=1, help="trials in parallel (timings are per job when > 1)")
     parser.add_argument("--out", default="runs/out/compare")
-    args = parser.parse_args(argv)
+
+
+def base_configs(args: argparse.Namespace, caches: dict[str, str]) -> dict:
+    """Per dataset: its preset (when the name is one), then --set."""
+    from heads.config import DATASET_PRESETS, resolve_config
+    from runs.sweeper import parse_settings
+
+    bases = {dataset: resolve_config(dataset if dataset in DATASET_PRESETS else None) for dataset in caches}
+    return {dataset: base.replace(**parse_settings(args.set, base)) for dataset, base in bases.items()}
+
+
+def run(args: argparse.Namespace) -> int:
+    from runs.comparison import comparison_trials, render_comparison, select_methods, summarise_dataset
+    from runs.sweeper import parse_named
+
     try:
         caches = parse_named(args.cache, "cache")
         methods = select_methods(args.methods)
         if args.seeds < 1:
             raise ValueError("--seeds must be >= 1")
-    except ValueError as error:
-        parser.error(str(error))
+        bases = base_configs(args, caches)
+    except InputError:
+        raise
+    except ValueError as error:  # a bad option value: argparse's message and status
+        args.parser.error(str(error))
+    import torch
+
     from runs.trials import run_trials
 
     out = Path(args.out)
     summaries, notes = [], []
     for dataset, cache in caches.items():
         if not Path(cache).is_file():
-            print(f"skipping {dataset}: no cache at {cache}")
+            logger.warning(f"skipping {dataset}: no cache at {cache}")
             continue
-        try:
-            base = resolve_config(dataset if dataset in DATASET_PRESETS else None)
-            base = base.replace(**parse_settings(args.set, base))
-        except ValueError as error:
-            parser.error(str(error))
+        base = bases[dataset]
         trials = comparison_trials(methods, base, args.seeds)
-        print(f"{dataset}: {len(trials)} trials ({len(methods)} methods x {args.seeds} seeds)")
+        logger.info(f"{dataset}: {len(trials)} trials ({len(methods)} methods x {args.seeds} seeds)")
         rows = run_trials(
             cache, base, trials, out / dataset / "results.jsonl", out / dataset / "trials", jobs=args.jobs
         )
         summaries.append(summarise_dataset(dataset, methods, rows))
         notes.append(f"{dataset}: {base.epochs} epochs, batch {base.batch_size}, lr {base.lr:g}")
     if not summaries:
-        print("no cache found: nothing to compare")
-        return 1
-    import torch
-
+        raise InputError("no cache found at any --cache path: nothing to compare")
     threads = "per job" if args.jobs > 1 else f"{torch.get_num_threads()} torch thread(s)"
     note = "; ".join(notes) + f"; {args.jobs} trial(s) at a time, {threads}."
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(render_comparison(summaries, note))
     (out / "comparison.json").write_text(json.dumps({"protocol": note, "datasets": summaries}, indent=1))
     print((out / "comparison.md").read_text())
-    print(f"written to {out / 'comparison.md'}")
+    logger.info(f"written to {out / 'comparison.md'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,113 @@
+"""`spp-scl`: one command, a subcommand per verb. Each verb lives in its own module of this package.
+
+    spp-scl extract --data ../shared/data/mvsa-single --dataset mvsa-single     # the one-time encoder pass
+    spp-scl train --cache cache/files/mvsa-single.h5 --preset mvsa-single
+    spp-scl <verb> --help
+
+A verb module holds `HELP` (one line), `add_arguments(parser)` and `run(args) -> exit status`; it imports the
+library (torch and the rest) only inside `run`, so that `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib
+import logging
+import sys
+
+from spp_scl import __version__
+from spp_scl.errors import EXIT_CODES, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_STORAGE, ToolError
+
+VERBS = ("extract", "inspect", "train", "sweep", "tables", "compare", "predict", "report", "demo")
+MODULES = {"inspect": "inspect_cache"}  # `inspect` would shadow the standard library's module of that name
+
+PACKAGES = ("spp_scl", "extract", "cache", "heads", "runs")  # the loggers the command line configures
+
+
+def verb_module(verb: str):
+    return importlib.import_module(f"spp_scl.cli.{MODULES.get(verb, verb)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    statuses = "\n".join(f"  {code:3d}  {meaning}" for code, meaning in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="spp-scl",
+        description="Image-text sentiment analysis around SPP-SCL: frozen encoders cached once, heads trained "
+        "from the cache. `spp-scl VERB --help` explains each verb.",
+        epilog=f"exit statuses:\n{statuses}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"spp-scl {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb in VERBS:
+        module = verb_module(verb)
+        sub = verbs.add_parser(
+            verb,
+            help=module.HELP,
+            description=module.__doc__,
+            epilog=f"exit statuses:\n{statuses}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_verbosity(sub)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run, parser=sub)  # verbs report bad values with parser.error (status 2)
+    return parser
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_const",
+        const=logging.DEBUG,
+        dest="log_level",
+        help="more detail (debug messages)",
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_const", const=logging.WARNING, dest="log_level", help="warnings and errors only"
+    )
+    parser.set_defaults(log_level=logging.INFO)
+
+
+def configure_logging(level: int) -> None:
+    """Messages to stderr (results go to stdout), plain for info, prefixed for warnings and errors."""
+
+    class Plain(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            text = super().format(record)
+            return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Plain("%(message)s"))
+    for name in PACKAGES:
+        package_logger = logging.getLogger(name)
+        package_logger.handlers[:] = [handler]
+        package_logger.setLevel(level)
+        package_logger.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `spp-scl` command: parse, set up logging, run the verb; expected failures become one line and a status."""
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    return run_verb(args)
+
+
+def run_verb(args: argparse.Namespace) -> int:
+    try:
+        return args.run(args)
+    except ToolError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; a rerun resumes", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as error:  # a file that cannot be read or written: one line, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_STORAGE if error.errno in (errno.ENOSPC, errno.EDQUOT) else EXIT_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Options shared by the verbs that train: where the base config comes from (--preset, --config, --faithful),
+fixed values for every trial (--set), and named caches (--cache DATASET=PATH)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from heads.config import PRESETS, SPPSCLConfig, resolve_config
+from spp_scl.errors import InputError
+
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
+def add_config_source(parser: argparse.ArgumentParser, preset_help: str | None = None) -> None:
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), help=preset_help or "the paper's hyper-parameters for a dataset (table 2)"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="RUN_DIR|config.json",
+        help="start from a run's resolved config (its folder or config.json) instead of a preset, to rerun it",
+    )
+    parser.add_argument(
+        "--faithful", action="store_true", help="the paper-faithful variant: CMF attends over the batch (cmf-batch)"
+    )
+
+
+def add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a config value for every trial, typed like `spp-scl train --FIELD` (e.g. epochs=50, betas=0.9,0.99)",
+    )
+
+
+def read_config_file(path: str) -> SPPSCLConfig:
+    """A run folder, its config.json, or a bare config dict in JSON -> the config it holds."""
+    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+    try:
+        values = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise InputError(f"--config {path}: no such run folder or file") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"--config {file}: not readable as JSON ({error})") from None
+    values = values.get("config", values) if isinstance(values, dict) else values
+    if not isinstance(values, dict):
+        raise InputError(f"--config {file}: expected a JSON object of config fields")
+    try:
+        return SPPSCLConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"--config {file}: {error}") from None
+
+
+def base_config(args: argparse.Namespace, **overrides) -> SPPSCLConfig:
+    """The preset's config or the --config file's, then --faithful, then `overrides`."""
+    if args.config and args.preset:
+        raise InputError("give --preset or --config, not both (a run's config already holds its preset's values)")
+    if args.config:
+        base = read_config_file(args.config)
+        return base.replace(**({"fusion": "cmf-batch"} if args.faithful else {}), **overrides)
+    return resolve_config(args.preset, faithful=args.faithful, **overrides)
+
+
+def parse_trackers(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip() and name.strip() != "none")
+    unknown = [name for name in names if name not in TRACKERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown tracker(s) {', '.join(unknown)}; choose from {', '.join(TRACKERS)}")
+    return names
+
+
+def existing_file(path: str, option: str) -> Path:
+    if not Path(path).is_file():
+        raise InputError(f"{option} {path}: no such file")
+    return Path(path)

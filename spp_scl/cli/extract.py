@@ -1,0 +1,40 @@
+"""Run the frozen encoders once over a dataset and write the HDF5 feature cache that training reads.
+
+    spp-scl extract --data ../shared/data/mvsa-single --dataset mvsa-single
+    python extract/run.py ...                              # the same command
+    accelerate launch extract/run.py ...                   # several GPUs: the records are split between processes
+
+Defaults reproduce the paper: BERT-base layers 9-12 ([CLS] and token states), 202 tokens, ResNet-50 maps
+(2048 x 7 x 7) after resize 256 / centre crop 224, stored as float16. A stopped run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from extract.config import EXTRACT_GROUPS, ExtractConfig
+from spp_scl.errors import InputError
+from spp_scl.options import add_dataclass_options, dataclass_values
+
+HELP = "run the frozen encoders once and write the HDF5 feature cache"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataclass_options(parser, ExtractConfig, groups=EXTRACT_GROUPS)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = ExtractConfig(**dataclass_values(args, ExtractConfig))
+    except InputError:
+        raise
+    except ValueError as error:  # a bad option value: argparse's message and status
+        args.parser.error(str(error))
+    from accelerate import PartialState
+
+    from extract.pipeline import run as extract
+
+    summary = extract(config)
+    if PartialState().is_main_process:
+        print(summary.text())
+    return 0

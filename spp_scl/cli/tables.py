@@ -1,0 +1,104 @@
+"""The paper's tables 3-7, each one command, for every dataset whose cache is given.
+
+    spp-scl tables --cache mvsa-single=cache/files/mvsa-single.h5 --tables 4,5,6,7 --seeds 5
+    spp-scl tables --cache mvsa-single=... --base mvsa-single=runs/out/.../sweep/summary.json   # the sweep's best
+
+The dataset name picks the preset. Writes --out/table<N>.md (ours as mean +- std over seeds beside the paper's
+numbers; the test split when the cache has one, else dev), and per dataset results.jsonl and trials/ (rerunning
+skips finished trials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from spp_scl.cli.common import add_set
+from spp_scl.errors import InputError
+
+HELP = "the paper's tables 3-7 (ablations), N seeds per row"
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache",
+        action="append",
+        required=True,
+        metavar="DATASET=PATH",
+        help="a dataset's cache; the dataset name picks the preset (mvsa-single, mvsa-multiple, hfm)",
+    )
+    parser.add_argument("--tables", default="3,4,5,6,7", help="which tables (default 3,4,5,6,7)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per row (default 5)")
+    parser.add_argument("--faithful", action="store_true", help="paper-faithful fusion (cmf-batch) for every row")
+    parser.add_argument(
+        "--base",
+        action="append",
+        default=[],
+        metavar="DATASET=SUMMARY.json",
+        help="start every row from a sweep's best point (its summary.json)",
+    )
+    add_set(parser)
+    parser.add_argument("--jobs", type=int, default=1, help="trials in parallel")
+    parser.add_argument("--out", default="runs/out/tables")
+
+
+def base_config(args: argparse.Namespace, dataset: str, sweep_summary: str | None = None):
+    """The dataset's preset (when the name is one), --faithful, the sweep's best point, then --set."""
+    from heads.config import PRESETS, resolve_config
+    from runs.sweeper import parse_settings
+
+    base = resolve_config(dataset if dataset in PRESETS else None, faithful=args.faithful)
+    if sweep_summary:
+        try:
+            best = json.loads(Path(sweep_summary).read_text())["best"]
+            base = base.replace(**best["overrides"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise InputError(f"--base {sweep_summary}: not a sweep summary.json ({error})") from None
+        logger.info(f"{dataset}: rows start from the sweep's best point {best['name']}")
+    return base.replace(**parse_settings(args.set, base))
+
+
+def run(args: argparse.Namespace) -> int:
+    from cache.layout import read_attrs
+    from runs.paper_tables import table_rows, write_tables
+    from runs.sweeper import parse_named
+    from runs.trials import Trial, run_trials
+
+    try:
+        caches, bases = parse_named(args.cache, "cache"), parse_named(args.base, "base")
+        numbers = [int(n) for n in args.tables.split(",")]
+        rows = table_rows(numbers)
+    except ValueError as error:
+        args.parser.error(str(error))
+    out = Path(args.out)
+    results = {}
+    for dataset, cache in caches.items():
+        if not Path(cache).is_file():
+            logger.warning(f"skipping {dataset}: no cache at {cache}")
+            continue
+        try:
+            base = base_config(args, dataset, bases.get(dataset))
+        except ValueError as error:
+            if isinstance(error, InputError):
+                raise
+            args.parser.error(str(error))
+        cached_layers = len(read_attrs(Path(cache))["text_layers"])
+        trials = [
+            Trial(label, overrides, base.seed + i)
+            for label, overrides, _ in rows
+            if overrides.get("text_layers_last", 0) <= cached_layers
+            for i in range(args.seeds)
+        ]
+        logger.info(
+            f"{dataset}: {len(trials)} trials ({len(trials) // args.seeds} configurations x {args.seeds} seeds)"
+        )
+        results[dataset] = run_trials(
+            cache, base, trials, out / dataset / "results.jsonl", out / dataset / "trials", jobs=args.jobs
+        )
+    for path in write_tables(numbers, results, args.seeds, out):
+        print(path.read_text())
+    logger.info(f"tables written to {out}")
+    return 0

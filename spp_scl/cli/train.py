@@ -1,0 +1,79 @@
+"""Train a head from a feature cache, select on dev, evaluate on test, write a run folder.
+
+    spp-scl train --cache cache/files/mvsa-single.h5 --preset mvsa-single
+    spp-scl train --cache ... --preset mvsa-single --faithful          # the paper's batch-attention CMF
+    spp-scl train --cache ... --preset hfm --theta 0.5 --ce-weight 10 --two-step false --epochs 50
+    spp-scl train --cache ... --config runs/out/x/mvsa-single-cmf-bank-seed42 --seed 43   # rerun a run, new seed
+
+Every field of heads.config.SPPSCLConfig is an option (tau is --temperature, lambda is --ce-weight); the
+values are: the field's default, then the preset's (or the --config run's), then --faithful, then the options
+given. Training runs in one process on one device (the GPU when there is one): `accelerate launch` with
+several processes is refused; a sweep runs trials side by side instead. A run folder holds config.json,
+log.jsonl (per epoch; the record), model.safetensors + head.json, metrics.json, predictions.csv, and with
+--report-to the trackers' files in trackers/.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from heads.config import SPPSCLConfig
+from spp_scl.cli.common import add_config_source, base_config, existing_file, parse_trackers
+from spp_scl.errors import InputError
+from spp_scl.options import add_dataclass_options, dataclass_values
+
+HELP = "train a head from a cache, select on dev, write a run folder"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache", required=True, help="a cache file written by `spp-scl extract`")
+    add_config_source(parser)
+    parser.add_argument("--out", help="run folder (default runs/out/<cache name>/<preset>-<fusion or head>-seed<seed>)")
+    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
+    parser.add_argument(
+        "--report-to",
+        type=parse_trackers,
+        default=(),
+        metavar="TRACKERS",
+        help="experiment trackers, comma-separated: tensorboard, wandb, mlflow (default none; log.jsonl always)",
+    )
+    add_dataclass_options(
+        parser,
+        SPPSCLConfig,
+        skip=("preset",),
+        group_title="config fields (the preset's value when one is chosen, else the default shown)",
+        suppress_defaults=True,
+    )
+
+
+def default_run_dir(cache: str, config: SPPSCLConfig) -> Path:
+    variant = config.fusion if config.head == "spp-scl" else config.head
+    return Path("runs/out") / Path(cache).stem / f"{config.preset or 'custom'}-{variant}-seed{config.seed}"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        fields = {key: value for key, value in dataclass_values(args, SPPSCLConfig).items() if key != "preset"}
+        config = base_config(args, **fields)
+    except (ValueError, TypeError) as error:
+        if isinstance(error, InputError):
+            raise
+        args.parser.error(str(error))
+    cache = existing_file(args.cache, "--cache")
+    from runs.trainer import train
+
+    run_dir = Path(args.out) if args.out else default_run_dir(args.cache, config)
+    result = train(cache, config, run_dir, mixed_precision=args.mixed_precision, cpu=args.cpu, report_to=args.report_to)
+    for split in ("dev", "test"):
+        if split in result.metrics:
+            m = result.metrics[split]
+            print(
+                f"{split}: accuracy {m['accuracy']:.4f}  weighted F1 {m['f1_weighted']:.4f}  macro F1 {m['f1_macro']:.4f}"
+            )
+    print(
+        f"selected epoch {result.selected_epoch} of {result.epochs_run} ({result.seconds_per_epoch:.1f} s per epoch); "
+        f"run folder {result.run_dir}"
+    )
+    return 0
