@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from heads.config import SPPSCLConfig
+from runs.parent_watch import exit_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def read_results(path: Path) -> list[dict]:
 _worker: dict = {}
 
 
-def _init_worker(cache: str, threads: int, devices) -> None:
+def _init_worker(cache: str, threads: int, devices, parent_pid: int) -> None:
+    exit_with_parent(parent_pid)  # a sweep killed with kill -9 must not leave its workers running
     import torch
 
     if devices is not None:  # one GPU per worker, taken from a shared queue
@@ -155,12 +157,12 @@ def run_trials(
         gpus = torch.cuda.device_count()
         devices = None
         if gpus:
-            devices = context.Manager().Queue()
+            devices = context.SimpleQueue()  # handed to the workers as they start: no manager process to outlive us
             for index in range(jobs):
                 devices.put(index % gpus)
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(
-            jobs, mp_context=context, initializer=_init_worker, initargs=(str(cache), threads, devices)
+            jobs, mp_context=context, initializer=_init_worker, initargs=(str(cache), threads, devices, os.getpid())
         ) as pool:
             futures = {pool.submit(_run_one, base_dict, t, str(runs_dir / t.key(base))): t for t in pending}
             for future in as_completed(futures):
