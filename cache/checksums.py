@@ -79,3 +79,50 @@ def dataset_sha256(dataset) -> str:
             block = dataset.asstr()[start : start + step] if strings else dataset[start : start + step]
             content.update(block)
     return content.hexdigest()
+
+
+def damaged(path, what: str, error: Exception) -> CacheDamaged:
+    """The one-line error for a part of a cache file that cannot be read (a failed fletcher32 check, say)."""
+    reason = str(error).split(" (")[0]
+    return CacheDamaged(
+        f"{path}: {what} cannot be read ({reason}): the file is damaged; rebuild it with `spp-scl extract --force`"
+    )
+
+
+class CheckedDataset:
+    """An h5py dataset whose failed reads name the file and the dataset (for arrays read from disk per batch)."""
+
+    def __init__(self, dataset, path, name: str):
+        self.dataset, self.path, self.name = dataset, path, name
+
+    def __getitem__(self, index):
+        try:
+            return self.dataset[index]
+        except OSError as error:
+            raise damaged(self.path, self.name, error) from None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def shape(self):
+        return self.dataset.shape
+
+    @property
+    def dtype(self):
+        return self.dataset.dtype
+
+
+def check_small_datasets(group, path, names=("ids", "labels", "text_lengths", "token_offsets")) -> None:
+    """The cheap check at open: the small arrays of a split against their sha256 (a few KB to a few MB)."""
+    for name in names:
+        stored = group[name].attrs.get(DATASET_KEY)
+        try:
+            actual = dataset_sha256(group[name])
+        except OSError as error:
+            raise damaged(path, f"{group.name.lstrip('/')}/{name}", error) from None
+        if stored is not None and actual != stored:
+            raise CacheDamaged(
+                f"{path}: {group.name.lstrip('/')}/{name} does not match its checksum: the file is damaged; "
+                "rebuild it with `spp-scl extract --force`"
+            )

@@ -15,7 +15,9 @@ import h5py
 import numpy as np
 import torch
 
-from cache.layout import read_attrs
+from cache.checksums import CheckedDataset, check_small_datasets, damaged
+from cache.layout import is_verifiable, open_cache, read_attrs
+from spp_scl.errors import InputError
 
 
 @dataclass
@@ -76,11 +78,14 @@ class CachedSplit:
         except IndexError:
             raise ValueError(f"layers {layers}: the cache holds {len(positions)} layers {self.cached_layers}") from None
         self.layers = [self.cached_layers[i] for i in self.layer_index]
-        self._file = h5py.File(self.path, "r")
+        self._file = open_cache(self.path)
         if split not in self._file:
             available = [name for name in self._file if isinstance(self._file[name], h5py.Group)]
-            raise KeyError(f"{self.path} has no split {split!r}; it has {available}")
+            self._file.close()
+            raise InputError(f"{self.path} has no split {split!r}; it has {available}")
         group = self._file[split]
+        if is_verifiable(self.attrs):  # format 1 caches have no checksums to check
+            check_small_datasets(group, self.path)
         self.ids = list(group["ids"].asstr()[:])
         self.labels = group["labels"][:]
         self.offsets = group["token_offsets"][:]
@@ -94,12 +99,16 @@ class CachedSplit:
         if self.in_memory:
             # Held as float32 when that fits too: batches then need no conversion, only a gather.
             widen = dtype == torch.float32 and 2 * self.nbytes <= budget
-            self._arrays = {name: group[name][:].astype(np.float32) if widen else group[name][:] for name in arrays}
-            self._file.close()
+            try:  # a chunk that fails its fletcher32 check fails the read
+                self._arrays = {name: group[name][:].astype(np.float32) if widen else group[name][:] for name in arrays}
+            except OSError as error:
+                raise damaged(self.path, f"the {split} features", error) from None
+            finally:
+                self._file.close()
         else:
-            self._arrays = {name: group[name] for name in arrays}
+            self._arrays = {name: CheckedDataset(group[name], self.path, f"{split}/{name}") for name in arrays}
             # The first-token vectors are small: hold them even when reading the rest from disk.
-            self._arrays["first_token"] = group["first_token"][:]
+            self._arrays["first_token"] = self._arrays["first_token"][:]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -177,7 +186,7 @@ def cache_summary(path: str | Path) -> dict:
         "dtype": attrs["dtype"],
         "splits": {},
     }
-    with h5py.File(path, "r") as file:
+    with open_cache(path) as file:
         for split in ("train", "dev", "test"):
             if split not in file:
                 continue

@@ -32,7 +32,6 @@ import torch
 from extract.fingerprint import differences, sha256_json
 from extract.images import ImageProblem, load_pixels
 from extract.records import text_problem
-from runs.checkpoint import read_head_meta
 from runs.encoder_choice import check_head_against_fingerprint, checked_fingerprint, choose_encoders
 from runs.pair_files import Pair, PairResult
 from runs.run_folder import RunFolder, RunFolderError
@@ -122,7 +121,6 @@ class Predictor:
         transformers_logging.disable_progress_bar()  # a bar per model load would mix with predict's own
 
         self.run = RunFolder(run_dir)
-        read_head_meta(self.run.path)  # every field of head.json checked before any is used
         self.device = torch.device(device)
         self.batch_size = max(1, batch_size)
         self.workers = workers

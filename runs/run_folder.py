@@ -8,14 +8,12 @@ layers the head uses.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from cache.reader import CachedSplit
-from heads.config import SPPSCLConfig
-from runs.checkpoint import build_head, load_head
+from runs.checkpoint import build_head, load_head, read_head_meta, read_json_object
 from spp_scl.errors import InputError
 
 
@@ -29,13 +27,17 @@ class RunFolder:
         for name in ("config.json", "head.json", "model.safetensors"):
             if not (self.path / name).is_file():
                 raise RunFolderError(f"{self.path} is not a finished run folder: it has no {name}")
-        self.run_config: dict = json.loads((self.path / "config.json").read_text())
-        self.head_meta: dict = json.loads((self.path / "head.json").read_text())
-        self.config = SPPSCLConfig.from_dict(self.head_meta["config"])
-        self.class_names: list[str] = self.head_meta["class_names"]
+        # Nothing in these files is trusted: every field is checked before use and a bad one is named.
+        self.run_config: dict = read_json_object(self.path / "config.json")
+        self.config, shapes = read_head_meta(self.path)
+        self.head_meta: dict = {"config": self.config.to_dict(), **shapes}
+        self.class_names: list[str] = shapes["class_names"]
         # The absolute encoder layers the head reads: all cached layers, or the last k with text_layers_last.
-        self.text_layers: list[int] = self.head_meta["text_layers"]
-        self.cache = Path(self.run_config["cache"])
+        self.text_layers: list[int] = shapes["text_layers"]
+        cache = self.run_config.get("cache")
+        if not isinstance(cache, str) or not cache:
+            raise RunFolderError(f"{self.path / 'config.json'}: field 'cache' must be the path of the run's cache")
+        self.cache = Path(cache)
         self.fingerprint: dict = self.run_config.get("cache_fingerprint", {})
 
     def shapes(self) -> dict:

@@ -155,6 +155,12 @@ def test_a_tampered_config_json_is_one_line_naming_the_field(run_copy, change, m
         Predictor(run_copy)
 
 
+def test_unreadable_run_files_are_one_line_naming_them(run_copy):
+    (run_copy / "config.json").write_text('{"config": ')
+    with pytest.raises(InputError, match=r"config\.json is not valid JSON"):
+        Predictor(run_copy)
+
+
 def test_a_cut_or_reshaped_weights_file_is_one_line_naming_it(run_copy):
     weights = run_copy / "model.safetensors"
     state = load_file(str(weights))
