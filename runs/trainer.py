@@ -148,12 +148,15 @@ def train(
     log=None,
     splits: dict | None = None,
     report_to: tuple[str, ...] = (),
+    on_epoch=None,
 ) -> TrainResult:
     """Train on the cache's train split, select by `config.selection_metric` on dev, evaluate the selected
     weights on dev and test. `splits` lets a caller (a sweep) pass splits it already opened. `log` takes the
     per-epoch lines (default: this module's logger); `report_to` names Accelerate trackers ("tensorboard",
     "wandb", "mlflow") that get the same per-epoch values under `train/...` and `dev/...` keys, with the
     tracker's files in `run_dir/trackers`; log.jsonl stays the record the tool itself reads.
+    `on_epoch(epoch, dev_metrics) -> bool` is called after each epoch's dev pass (a sweep reports to its pruner
+    there); True stops training as patience does: the selected weights are evaluated and the run is complete.
 
     Training runs in one process on one device (a trial is small; sweeps run trials side by side instead):
     under `accelerate launch` with several processes it refuses rather than train the same run N times."""
@@ -264,6 +267,9 @@ def train(
         )
         if config.patience is not None and epoch - best_epoch >= config.patience:
             log(f"early stop: no better dev {metric} for {config.patience} epochs")
+            break
+        if on_epoch is not None and on_epoch(epoch, dev):
+            log(f"stopped after epoch {epoch} by the caller (a sweep's pruner)")
             break
 
     from runs.checkpoint import load_head
