@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args
 
 Fusion = Literal["cmf-bank", "cmf-batch", "concat"]
 Modality = Literal["both", "text", "image"]
-HeadKind = Literal["spp-scl", "clmlf", "mdse"]
+HeadKind = Literal["spp-scl", "clmlf", "mdse", "probe"]
 SelectionMetric = Literal["f1_weighted", "f1_macro", "accuracy"]
 FUSION_KINDS: tuple[str, ...] = get_args(Fusion)
 MODALITIES: tuple[str, ...] = get_args(Modality)
@@ -79,7 +79,9 @@ class SPPSCLConfig:
     text_layers_last: int | None = option(None, "use only the last k cached text layers; none = all")
 
     # --- head selector and the token-level heads (clmlf, mdse) ----------------------------------
-    head: HeadKind = option("spp-scl", "the trained head: SPP-SCL, or the CLMLF- or MDSE-style compared heads")
+    head: HeadKind = option(
+        "spp-scl", "the trained head: SPP-SCL, the CLMLF- or MDSE-style compared heads, or the linear probe baseline"
+    )
     model_dim: int = option(128, "width of the token-level heads (text and image tokens are projected to it)")
     attention_heads: int = option(4, "attention heads of the token-level heads")
     feedforward_dim: int = option(256, "hidden width of the token-level heads' feed-forward blocks")
@@ -92,20 +94,29 @@ class SPPSCLConfig:
         1.0, "weight of the token-level head's contrastive term (LBCL for clmlf, MACL for mdse); CE has weight 1"
     )
 
+    # --- the linear probe (head "probe"): logistic regression on pooled features, C chosen on dev ---------------
+    probe_cs: tuple[float, ...] = option(
+        (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0),
+        "the probe's inverse L2 strengths C to fit, comma-separated; the best on dev is kept",
+    )
+
     # Name of the preset this config was resolved from, kept so a run folder says where it came from.
     preset: str | None = option(None, "the preset this config was resolved from (set by --preset)")
 
     def __post_init__(self) -> None:
         # JSON has no tuples; accept a list so from_dict(to_dict()) is an exact round trip.
         object.__setattr__(self, "betas", tuple(self.betas))
+        object.__setattr__(self, "probe_cs", tuple(float(c) for c in self.probe_cs))
         if self.fusion not in FUSION_KINDS:
             raise ValueError(f"fusion must be one of {FUSION_KINDS}, got {self.fusion!r}")
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         if self.head not in HEAD_KINDS:
             raise ValueError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
-        if self.head != "spp-scl":
+        if self.head in ("clmlf", "mdse"):
             self._check_token_head()
+        if not self.probe_cs or any(c <= 0 for c in self.probe_cs):
+            raise ValueError(f"probe_cs must hold positive numbers, got {self.probe_cs!r}")
         if self.text_layers_last is not None and self.text_layers_last < 1:
             raise ValueError(f"text_layers_last must be None or >= 1, got {self.text_layers_last}")
         if len(self.betas) != 2:
@@ -165,6 +176,7 @@ class SPPSCLConfig:
         """Plain JSON-serialisable dict (betas becomes a list)."""
         values = dataclasses.asdict(self)
         values["betas"] = list(self.betas)
+        values["probe_cs"] = list(self.probe_cs)
         return values
 
     @classmethod

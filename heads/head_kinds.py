@@ -15,14 +15,16 @@ from heads.clmlf import CLMLF_REPORT_KEYS, CLMLFHead, clmlf_step
 from heads.config import SPPSCLConfig
 from heads.mdse import MDSE_REPORT_KEYS, MDSEHead, mdse_step
 from heads.model import SPPSCLHead
+from heads.probe import LinearProbeHead
 from heads.training_step import spp_scl_step
 
 # What the trainer averages per epoch into log.jsonl (the keys of each step's report it keeps).
 SPP_SCL_REPORT_KEYS = ("loss_step_one", "loss_step_two", "ce", "intra_image", "intra_text", "inter", "step_two_ran")
 
-_MODELS = {"spp-scl": SPPSCLHead, "clmlf": CLMLFHead, "mdse": MDSEHead}
+_MODELS = {"spp-scl": SPPSCLHead, "clmlf": CLMLFHead, "mdse": MDSEHead, "probe": LinearProbeHead}
 _STEPS = {"spp-scl": spp_scl_step, "clmlf": clmlf_step, "mdse": mdse_step}
-_REPORT_KEYS = {"spp-scl": SPP_SCL_REPORT_KEYS, "clmlf": CLMLF_REPORT_KEYS, "mdse": MDSE_REPORT_KEYS}
+# The probe is fitted in closed form by runs.probe.fit_probe, not by gradient steps: it has no training step.
+_REPORT_KEYS = {"spp-scl": SPP_SCL_REPORT_KEYS, "clmlf": CLMLF_REPORT_KEYS, "mdse": MDSE_REPORT_KEYS, "probe": ()}
 
 
 def build_head_model(
@@ -33,6 +35,8 @@ def build_head_model(
 
 def training_step_for(config: SPPSCLConfig) -> Callable[..., dict[str, float]]:
     """step(model, batch, optimizer, config, backward=None) -> report of floats."""
+    if config.head not in _STEPS:
+        raise ValueError(f"head {config.head!r} is not trained by gradient steps (see runs.probe)")
     return _STEPS[config.head]
 
 

@@ -29,10 +29,14 @@ class ComparedMethod:
 METHODS = (
     ComparedMethod("spp-scl", "SPP-SCL (cmf-bank fusion, batch-independent)", {"fusion": "cmf-bank"}, "SPP-SCL"),
     ComparedMethod("spp-scl-faithful", "SPP-SCL paper-faithful (cmf-batch fusion)", {"fusion": "cmf-batch"}, "SPP-SCL"),
-    ComparedMethod("clmlf", "CLMLF-style (CE + LBCL; no DBCL)", {"head": "clmlf"}, "CLMLF"),
+    ComparedMethod("clmlf", "CLMLF-style (CE + LBCL; no DBCL)", {"head": "clmlf"}, "CLMLF without DBCL"),
     ComparedMethod("mdse", "MDSE-style (CE + MACL)", {"head": "mdse"}, "MDSE"),
     ComparedMethod("text-only", "text only (SPP-SCL text branch)", {"modality": "text"}, "text only"),
     ComparedMethod("image-only", "image only (SPP-SCL image branch)", {"modality": "image"}, "image only"),
+    # The bar every head must clear: logistic regression on the pooled cached features (heads/probe.py).
+    ComparedMethod("probe", "linear probe, both modalities (pooled features, C on dev)", {"head": "probe"}, "-"),
+    ComparedMethod("probe-text", "linear probe, text only", {"head": "probe", "modality": "text"}, "-"),
+    ComparedMethod("probe-image", "linear probe, image only", {"head": "probe", "modality": "image"}, "-"),
 )
 
 

@@ -125,7 +125,7 @@ def tracker_values(line: dict) -> dict:
     return values
 
 
-def _environment() -> dict:
+def environment() -> dict:
     import accelerate
     import transformers
 
@@ -160,6 +160,10 @@ def train(
 
     Training runs in one process on one device (a trial is small; sweeps run trials side by side instead):
     under `accelerate launch` with several processes it refuses rather than train the same run N times."""
+    if config.head == "probe":  # fitted in closed form, not by gradient steps
+        from runs.probe import fit_probe
+
+        return fit_probe(cache, config, run_dir, splits=splits, log=log)
     from accelerate import Accelerator
 
     log = log or logger.info
@@ -204,7 +208,7 @@ def train(
                 "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
                 "mixed_precision": mixed_precision,
                 "device": str(device),
-                "environment": _environment(),
+                "environment": environment(),
             },
             indent=1,
         )

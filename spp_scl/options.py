@@ -129,6 +129,8 @@ def metavar(hint) -> str:
     origin = typing.get_origin(base)
     if origin is Literal:
         text = "{" + ",".join(map(str, typing.get_args(base))) + "}"
+    elif origin is tuple and typing.get_args(base)[-1] is Ellipsis:
+        text = f"{typing.get_args(base)[0].__name__.upper()},..."
     elif origin is tuple:
         text = ",".join(getattr(arg, "__name__", "X").upper() for arg in typing.get_args(base))
     elif origin is list:
