@@ -22,13 +22,17 @@ class AlignmentDecision:
     aligned: bool
     below_mean_count: int  # c
     same_label_pairs: int  # P
+    diagonal_mean: float = 0.0  # m
+    # Share of the entries of S that are exactly 1.0 in their float type (t_i . v_j above ~16.7 in float32): such
+    # entries tie with m and never count in c, so the decision then depends on the embeddings' scale.
+    saturated_fraction: float = 0.0
 
 
 @torch.no_grad()
 def alignment_decision(
     t: torch.Tensor, v: torch.Tensor, labels: torch.Tensor, theta: float = 2.0 / 3.0
 ) -> AlignmentDecision:
-    """t [B, d], v [B, d], labels [B] -> AlignmentDecision(aligned = c >= theta * P, c, P)."""
+    """t [B, d], v [B, d], labels [B] -> AlignmentDecision(aligned = c >= theta * P, c, P, m, saturated share)."""
     similarity = torch.sigmoid(t @ v.transpose(0, 1))
     diagonal_mean = similarity.diagonal().mean()
     below_mean_count = int((similarity < diagonal_mean).sum())
@@ -37,4 +41,6 @@ def alignment_decision(
         aligned=below_mean_count >= theta * same_label_pairs,
         below_mean_count=below_mean_count,
         same_label_pairs=same_label_pairs,
+        diagonal_mean=float(diagonal_mean),
+        saturated_fraction=float((similarity == 1.0).float().mean()),
     )

@@ -69,3 +69,14 @@ def test_matches_a_plain_loop(seed):
         decision = alignment_decision(t, v, labels, theta)
         assert (decision.below_mean_count, decision.same_label_pairs) == (c, P)
         assert decision.aligned == (c >= theta * P)
+
+
+def test_decision_reports_m_and_the_saturated_share_of_s():
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0], [20.0, 0.0]])
+    v = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    decision = alignment_decision(t, v, torch.tensor([0, 1, 0]))
+    similarity = torch.sigmoid(t @ v.T)
+    assert decision.diagonal_mean == pytest.approx(float(similarity.diagonal().mean()))
+    # t_2 . v_0 = t_2 . v_2 = 20: sigmoid(20) is exactly 1.0 in float32, 2 of the 9 entries.
+    assert decision.saturated_fraction == pytest.approx(2 / 9)
+    assert torch.sigmoid(torch.tensor(20.0)) == 1.0 and torch.sigmoid(torch.tensor(15.0)) < 1.0
