@@ -74,6 +74,11 @@ class SPPSCLConfig:
     two_step: bool = option(True, "the two-step rule; false = the paper's one-step ablation (all losses summed)")
     intra_loss: bool = option(True, "the intra-modal losses L_cli and L_clt")
     inter_loss: bool = option(True, "the inter-modal loss L_clm (and with it, step two)")
+    second_step_moves_all: bool = option(
+        False,
+        "every parameter takes step two's AdamW step, zero gradients included (the authors' torch 1.8 semantics); "
+        "false = only the parameters L_clm reaches",
+    )
     fusion: Fusion = option("cmf-bank", "cmf-bank (batch-independent), cmf-batch (the paper's), or concat")
     modality: Modality = option("both", "both modalities, or one branch alone (the unimodal rows of table 7)")
     text_layers_last: int | None = option(None, "use only the last k cached text layers; none = all")

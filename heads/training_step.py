@@ -16,6 +16,8 @@ Things the caller should know:
 - Gradients are cleared with set_to_none=True before each backward, so the second optimiser step
   (L_clm reaches only the text/image branches) leaves the fusion and classifier untouched: AdamW
   skips parameters without a gradient, including their weight decay and moment updates.
+  `config.second_step_moves_all` gives the authors' semantics instead (their zero_grad() kept zero
+  gradients, so every parameter took the second AdamW step: momentum and weight decay included).
 - Under multi-process data parallelism each process decides step two on its own shard; the
   decision would have to be agreed across processes (and unused parameters allowed) before the
   second backward. Single-process training needs nothing.
@@ -122,7 +124,9 @@ def spp_scl_step(
         same_label_pairs=float(decision.same_label_pairs),
     )
     if not decision.aligned:
-        _optimise(inter, optimizer, backward)
+        # The authors' torch 1.8 zero_grad() left zero gradients in place, so their second AdamW step also moved
+        # the fusion and classifier (momentum and weight decay); by default those keep step one's update only.
+        _optimise(inter, optimizer, backward, set_to_none=not config.second_step_moves_all)
         report.update(loss_step_two=inter.item(), step_two_ran=1.0)
     return report
 
@@ -146,8 +150,13 @@ class _ForwardReplay:
                 buffer.copy_(self.buffers[name])
 
 
-def _optimise(loss: torch.Tensor, optimizer: torch.optim.Optimizer, backward: Callable[[torch.Tensor], None]) -> None:
-    optimizer.zero_grad(set_to_none=True)
+def _optimise(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    backward: Callable[[torch.Tensor], None],
+    set_to_none: bool = True,
+) -> None:
+    optimizer.zero_grad(set_to_none=set_to_none)
     backward(loss)
     optimizer.step()
 
