@@ -7,7 +7,11 @@ import json
 
 import torch
 
-FORMAT_VERSION = 1
+from cache.layout import FORMAT_VERSION as FORMAT_VERSION  # the fingerprint records the file format
+
+# What a format 1 fingerprint did not record. A format 1 cache (or unfinished extraction) is compared without
+# them: its features are the same; it only lacks the checksums (and the plugin source hash) that format 2 adds.
+ADDED_IN_FORMAT_2 = ("format_version", "image.source_sha256")
 
 
 def sha256_state_dict(module: torch.nn.Module) -> str:
@@ -33,9 +37,25 @@ def _flatten(value, prefix: str = "") -> dict:
     return {prefix: value}
 
 
+def cache_differences(stored: dict, wanted: dict) -> list[str]:
+    """differences() between a cache's stored fingerprint and this run's, reading a format 1 one as it was meant."""
+    if not isinstance(stored, dict):
+        return [f"fingerprint: cache has {stored!r}, not a fingerprint"]
+    if stored.get("format_version") == 1:
+        old, new = _flatten(stored), _flatten(wanted)
+        for key in ADDED_IN_FORMAT_2:
+            old.pop(key, None)
+            new.pop(key, None)
+        return _compare(old, new)
+    return differences(stored, wanted)
+
+
 def differences(stored: dict, wanted: dict) -> list[str]:
     """One line per setting that differs: 'text.layers: cache has [9, 10, 11, 12], this run asks [11, 12]'."""
-    old, new = _flatten(stored), _flatten(wanted)
+    return _compare(_flatten(stored), _flatten(wanted))
+
+
+def _compare(old: dict, new: dict) -> list[str]:
     lines = []
     for key in sorted(old.keys() | new.keys()):
         if old.get(key, "<absent>") != new.get(key, "<absent>"):

@@ -4,37 +4,46 @@ Why shards: an extraction must survive Ctrl-C or kill -9 at any point and resume
 work, and an HDF5 file being written is not crash-safe. So the records (in canonical order) are cut into
 fixed shards; each shard's features go to `<cache>.parts/shard-NNNNN.safetensors`, written to a temporary
 name and renamed, so a shard file exists whole or not at all. A rerun skips the shards that exist. When all
-exist, they are laid out in the HDF5 cache (also written under a temporary name and renamed). The shard plan
-depends only on the records and the batch sizes, never on where a run stopped or on how many processes ran
-it, so a resumed or a multi-process run computes every batch exactly as one uninterrupted run does.
+exist, they are laid out in the HDF5 cache (extract/assembly.py: written under a temporary name, read back
+against its checksums, renamed). The shard plan depends only on the records and the batch sizes, never on
+where a run stopped or on how many processes ran it, so a resumed or a multi-process run computes every batch
+exactly as one uninterrupted run does.
+
+What protects finished work: one extraction per output at a time (extract/output_lock.py); shards carry a
+checksum, and a damaged one is named and extracted again (extract/shards.py); a full disk is one line naming
+the file and the space needed, with the partial file removed and finished shards kept (spp_scl/storage.py);
+anything at --out that is not this tool's cache, or an unreadable unfinished extraction, is refused by name
+and replaced only with --force.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from cache.layout import CacheWriter, read_attrs, read_skipped, skip_reason_counts
+from cache.checksums import CacheDamaged
+from cache.layout import is_verifiable, open_cache, read_attrs, read_skipped, skip_reason_counts
+from extract.assembly import assemble
 from extract.config import ExtractConfig
-from extract.fingerprint import FORMAT_VERSION, differences
-from extract.image_encoder import ImageEncoder
+from extract.fingerprint import FORMAT_VERSION, cache_differences
+from extract.image_encoder import ImageEncoder, is_plugin
 from extract.images import ImageProblem, load_pixels
-from extract.records import BadInput, Dataset, Record, cache_name, read_dataset
+from extract.output_lock import OutputLock
+from extract.records import BadInput, Dataset, Record, cache_name, class_notes, read_dataset
+from extract.shards import save_shard, shard_path, shard_problem
 from extract.text_encoder import TextEncoder
-from spp_scl.errors import Refused
+from spp_scl.errors import InputError, Refused
+from spp_scl.spreadsheet import spreadsheet_safe
+from spp_scl.storage import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +60,11 @@ class Summary:
     file_bytes: int
     seconds: float
     up_to_date: bool = False
+    notes: list[str] = field(default_factory=list)  # classes read off the labels, a cache that cannot be verified
 
     def text(self) -> str:
         lines = [f"cache {self.path}" + (" is up to date: nothing to do" if self.up_to_date else " written")]
+        lines.extend(self.notes)
         lines.append("records: " + ", ".join(f"{split} {count}" for split, count in self.records.items()))
         lines.append(
             f"skipped: {len(self.skipped)}" + "".join(f"\n  {n} x {r}" for r, n in skip_reason_counts(self.skipped))
@@ -170,12 +181,6 @@ def extract_shard(
     return tensors, metadata
 
 
-def _save_shard(path: Path, tensors: dict, metadata: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
 def _extract_shards(
     mine: list[int],
     shards,
@@ -211,22 +216,41 @@ def _extract_shards(
             )
             if last_write is not None:
                 last_write.result()
-            last_write = writer.submit(_save_shard, parts / f"shard-{i:05d}.safetensors", tensors, metadata)
+            last_write = writer.submit(save_shard, shard_path(parts, i), tensors, metadata)
         if last_write is not None:
             last_write.result()
 
 
+class UnfinishedWorkUnreadable(InputError):
+    """The record of an unfinished extraction (plan.json, fingerprint.json) cannot be read."""
+
+
 def _read_json(path: Path, parts: Path):
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CacheMismatch(f"{path} is unreadable ({error}); delete {parts} or pass --force") from None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UnfinishedWorkUnreadable(
+            f"{path} is unreadable ({error}): pass --force to start this extraction over (deletes {parts})"
+        ) from None
+
+
+def _read_plan(path: Path, parts: Path, records: int) -> dict:
+    plan = _read_json(path, parts)
+    keys = ("shard_size", "image_batch_size", "text_batch_size")
+    if (
+        not isinstance(plan, dict)
+        or plan.get("records") != records
+        or not all(isinstance(plan.get(k), int) and not isinstance(plan.get(k), bool) and plan[k] > 0 for k in keys)
+    ):
+        raise UnfinishedWorkUnreadable(
+            f"{path} does not describe this extraction's plan (positive {', '.join(keys)} and records {records}): "
+            f"pass --force to start this extraction over (deletes {parts})"
+        )
+    return plan
 
 
 def _write_json(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(value, indent=1).encode(), kept=f"finished shards are kept in {path.parent}")
 
 
 def build_fingerprint(dataset: Dataset, text: TextEncoder, image: ImageEncoder, dtype: str) -> dict:
@@ -246,7 +270,7 @@ def build_fingerprint(dataset: Dataset, text: TextEncoder, image: ImageEncoder, 
 
 def _check(stored: dict, wanted: dict, what: Path, force: bool) -> bool:
     """True when `stored` matches; raises CacheMismatch when not (unless force, then False)."""
-    lines = differences(stored, wanted)
+    lines = cache_differences(stored, wanted)
     if not lines:
         return True
     if force:
@@ -258,78 +282,49 @@ def _check(stored: dict, wanted: dict, what: Path, force: bool) -> bool:
     )
 
 
-def assemble(
-    cache: Path, parts: Path, shards: list[tuple[int, int]], dataset: Dataset, attrs: dict, text: TextEncoder
-) -> list[dict]:
-    """Lay the finished shards out in the HDF5 cache; returns the full skip list. Two passes, one shard file
-    open at a time: the sizes first (the HDF5 arrays are made at their final size), then the features."""
-    files = [parts / f"shard-{i:05d}.safetensors" for i in range(len(shards))]
-    skipped = [s.as_dict() for s in dataset.skipped]
-    sizes, map_shape, kept = {}, None, []
-    for path in files:
-        with safe_open(str(path), framework="np") as handle:
-            meta, lengths = handle.metadata(), handle.get_tensor("text_lengths")
-            if handle.get_slice("image_maps").get_shape()[0]:
-                map_shape = map_shape or tuple(handle.get_slice("image_maps").get_shape()[1:])
-        indices = json.loads(meta["records"])
-        kept.append((indices, lengths))
-        for index, length in zip(indices, lengths):
-            records, tokens = sizes.get(dataset.records[index].split, (0, 0))
-            sizes[dataset.records[index].split] = (records + 1, tokens + int(length))
-        for item in json.loads(meta["skipped"]):
-            record = dataset.records[item["index"]]
-            skipped.append({"split": record.split, "id": record.id, "source": record.source, "reason": item["reason"]})
-    map_shape = map_shape or (1, 1, 1)
-    attrs = {**attrs, "image_map_shape": list(map_shape)}
-    writer = CacheWriter(cache, attrs, sizes, map_shape, (len(text.layers), text.dim), attrs["dtype"])
-    try:
-        for path, (indices, lengths) in zip(files, kept):
-            with safe_open(str(path), framework="np") as handle:
-                maps, first, tokens = (handle.get_tensor(n) for n in ("image_maps", "first_token", "token_states"))
-            offsets = np.concatenate([[0], np.cumsum(lengths)])
-            start = 0
-            while start < len(indices):  # one append per run of records of the same split
-                split = dataset.records[indices[start]].split
-                end = start
-                while end < len(indices) and dataset.records[indices[end]].split == split:
-                    end += 1
-                chosen = [dataset.records[i] for i in indices[start:end]]
-                writer.append(
-                    split,
-                    [r.id for r in chosen],
-                    np.array([r.label for r in chosen]),
-                    lengths[start:end],
-                    maps[start:end],
-                    first[start:end],
-                    tokens[offsets[start] : offsets[end]],
-                )
-                start = end
-        writer.finish(skipped)
-    except BaseException:
-        writer.abort()
-        raise
-    return skipped
-
-
 def write_skipped_report(cache: Path, skipped: list[dict]) -> None:
     import csv
+    import io
 
     report = skipped_report_path(cache)
     if not skipped:
         report.unlink(missing_ok=True)
         return
-    with report.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["split", "id", "source", "reason"])
-        writer.writeheader()
-        writer.writerows(skipped)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=["split", "id", "source", "reason"])
+    writer.writeheader()
+    # Ids, sources and reasons come from data files: a cell a spreadsheet would run as a formula is written as text.
+    writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in skipped)
+    write_atomically(report, text.getvalue().encode("utf-8"))
 
 
-def _summary(cache: Path, seconds: float, up_to_date: bool) -> Summary:
-    import h5py
-
-    with h5py.File(cache, "r") as file:
+def _summary(cache: Path, seconds: float, up_to_date: bool, notes: list[str]) -> Summary:
+    with open_cache(cache) as file:
         records = {split: len(file[split]["ids"]) for split in ("train", "dev", "test") if split in file}
-    return Summary(cache, records, read_skipped(cache), cache.stat().st_size, seconds, up_to_date)
+    return Summary(cache, records, read_skipped(cache), cache.stat().st_size, seconds, up_to_date, notes)
+
+
+def _where(spec: str) -> str:
+    """An encoder's location as recorded in the cache: a local folder or plugin file as an absolute path (so it
+    never resolves against another directory later); a hub id as given."""
+    if is_plugin(spec):
+        target, function = spec.rsplit(":", 1)
+        return f"{Path(target).resolve()}:{function}" if target.endswith(".py") else spec
+    return str(Path(spec).resolve()) if Path(spec).exists() else spec
+
+
+def _existing_cache(cache: Path, force: bool) -> dict | None:
+    """The attributes of what is at `cache`, None when there is nothing there (or --force replaces what is)."""
+    if not cache.exists():
+        return None
+    if cache.is_dir():
+        raise InputError(f"--out {cache} is a folder: give the path of the cache file")
+    try:
+        return read_attrs(cache)
+    except CacheDamaged as damaged:
+        if force:
+            return None  # replaced when the new cache is renamed into place
+        raise InputError(f"{damaged}; pass --force to replace it, or choose another --out") from None
 
 
 def run(config: ExtractConfig, log=None) -> Summary:
@@ -351,39 +346,77 @@ def run(config: ExtractConfig, log=None) -> Summary:
         if config.out
         else Path("cache/files") / cache_name(dataset, config.text_encoder, config.image_encoder)
     )
+    if cache.is_dir():
+        raise InputError(f"--out {cache} is a folder: give the path of the cache file")
     cache.parent.mkdir(parents=True, exist_ok=True)
+    # One extraction per output: the main process holds the lock (and names its holder when it cannot).
+    lock, refusal = OutputLock(cache), None
+    if state.is_main_process:
+        try:
+            lock.acquire()
+        except Refused as error:
+            refusal = error
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        if any(gather_object([refusal is not None])) and refusal is None:
+            raise Refused(f"{cache} is being written by another extraction (the main process names it)")
+    if refusal is not None:
+        raise refusal
+    try:
+        return _run_locked(config, state, dataset, cache, started, log)
+    finally:
+        lock.release()
+
+
+def _run_locked(config: ExtractConfig, state, dataset: Dataset, cache: Path, started: float, log) -> Summary:
     parts = parts_folder(cache)
+    notes = class_notes(dataset)  # said again in the summary
+    for note in notes:
+        if note.startswith("warning: "):
+            logger.warning(note.removeprefix("warning: "))
     text = TextEncoder(config.text_encoder, config.text_layers, config.max_length, state.device)
     image = ImageEncoder(config.image_encoder, state.device, config.image_resize, config.image_crop)
     fingerprint = build_fingerprint(dataset, text, image, config.dtype)
 
-    if cache.exists() and _check(read_attrs(cache)["fingerprint"], fingerprint, cache, config.force):
+    existing = _existing_cache(cache, config.force)
+    if existing is not None and _check(existing["fingerprint"], fingerprint, cache, config.force):
         state.wait_for_everyone()
         if state.is_main_process:
             shutil.rmtree(parts, ignore_errors=True)
             write_skipped_report(cache, read_skipped(cache))  # a kill right after the rename may have lost it
-        return _summary(cache, time.time() - started, up_to_date=True)
+        if not is_verifiable(existing):
+            notes = notes + [
+                f"note: {cache} was written before checksums (format 1): it cannot be verified; "
+                "--force rebuilds it with them"
+            ]
+        return _summary(cache, time.time() - started, True, notes)
     plan = {
         "shard_size": config.shard_size,
         "image_batch_size": config.image_batch_size,
         "text_batch_size": config.text_batch_size,
         "records": len(dataset.records),
     }
-    resuming = (parts / "fingerprint.json").exists() and _check(
-        _read_json(parts / "fingerprint.json", parts), fingerprint, parts, config.force
-    )
-    if resuming:
-        stored_plan = _read_json(parts / "plan.json", parts)
-        if stored_plan != plan:
-            log(f"resuming {parts} with its batch plan {stored_plan} (the batch sizes it was started with)")
-            plan = stored_plan
+    resuming = False
+    if (parts / "fingerprint.json").exists():
+        try:
+            stored = _read_json(parts / "fingerprint.json", parts)
+            stored_plan = _read_plan(parts / "plan.json", parts, len(dataset.records))
+        except UnfinishedWorkUnreadable:
+            if not config.force:
+                raise
+            log(f"--force: starting over; the unfinished extraction in {parts} cannot be read")
+        else:
+            resuming = _check(stored, fingerprint, parts, config.force)
+            if resuming and stored_plan != plan:
+                log(f"resuming {parts} with its batch plan {stored_plan} (the batch sizes it was started with)")
+                plan = stored_plan
     state.wait_for_everyone()
     if state.is_main_process and not resuming:
         shutil.rmtree(parts, ignore_errors=True)
         parts.mkdir(parents=True)
         _write_json(parts / "plan.json", plan)
         _write_json(parts / "fingerprint.json", fingerprint)
-    state.wait_for_everyone()
     config = ExtractConfig(
         **{
             **asdict(config),
@@ -393,7 +426,17 @@ def run(config: ExtractConfig, log=None) -> Summary:
         }
     )
     shards = plan_shards(len(dataset.records), config.shard_size)
-    finished = {i for i in range(len(shards)) if (parts / f"shard-{i:05d}.safetensors").exists()}
+    if state.is_main_process and resuming:
+        for leftover in parts.glob("*.tmp"):  # a write a kill interrupted
+            leftover.unlink(missing_ok=True)
+        for i in range(len(shards)):  # every finished shard read back against its checksum
+            path = shard_path(parts, i)
+            problem = shard_problem(path) if path.exists() else None
+            if problem is not None:
+                logger.warning(f"{problem}: it is deleted and extracted again")
+                path.unlink(missing_ok=True)
+    state.wait_for_everyone()
+    finished = {i for i in range(len(shards)) if shard_path(parts, i).exists()}
     if finished and state.is_main_process:
         log(f"resuming: {len(finished)} of {len(shards)} shards already extracted in {parts}")
     mine = [i for i in range(len(shards)) if i % state.num_processes == state.process_index and i not in finished]
@@ -426,10 +469,10 @@ def run(config: ExtractConfig, log=None) -> Summary:
             "dtype": config.dtype,
             "fingerprint": fingerprint,
             "provenance": {
-                "data": str(config.data),
-                "images": str(dataset.image_root),
-                "text_encoder": config.text_encoder,
-                "image_encoder": config.image_encoder,
+                "data": str(Path(config.data).resolve()),
+                "images": str(dataset.image_root.resolve()),
+                "text_encoder": _where(config.text_encoder),
+                "image_encoder": _where(config.image_encoder),
                 "versions": {
                     "torch": torch.__version__,
                     "transformers": transformers.__version__,
@@ -439,8 +482,8 @@ def run(config: ExtractConfig, log=None) -> Summary:
                 },
             },
         }
-        skipped = assemble(cache, parts, shards, dataset, attrs, text)
+        skipped = assemble(cache, parts, len(shards), dataset, attrs, (len(text.layers), text.dim))
         write_skipped_report(cache, skipped)
         shutil.rmtree(parts, ignore_errors=True)
     state.wait_for_everyone()
-    return _summary(cache, time.time() - started, up_to_date=False)
+    return _summary(cache, time.time() - started, False, notes)
