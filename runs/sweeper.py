@@ -130,6 +130,7 @@ def write_summary(summary: dict, folder: Path) -> None:
         lines.append(
             f"| {rank} | {point['name']} | {point['seeds']} | {point['dev_mean']:.4f} +- {point['dev_std']:.4f} |"
         )
+    lines += _study_lines(summary)
     best = summary["best"]
     if best:
         lines += ["", f"Best point by dev: **{best['name']}** (seeds {best['seeds']})", ""]
@@ -143,3 +144,28 @@ def write_summary(summary: dict, folder: Path) -> None:
         if "test" not in best:
             lines.append("- test: the cache has no test split")
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def _study_lines(summary: dict) -> list[str]:
+    """The Optuna study's part of summary.md: pruned and failed trials, the study's counts and epochs, the
+    dashboard command, the pictures. Empty for a summary without a study."""
+    study, metric, lines = summary.get("study"), summary["metric"], []
+    if summary.get("pruned"):
+        lines += ["", f"Pruned (not ranked; dev {metric} of the best epoch before the pruner stopped it):", ""]
+        lines += [f"- {p['name']} seed {p['seed']}: epoch {p['epoch']}, {p['dev']:.4f}" for p in summary["pruned"]]
+    if summary.get("failed"):
+        lines += ["", "Failed for good (not ranked, not retried):", ""]
+        lines += [f"- {f['name']} seed {f['seed']}: {f['error']}" for f in summary["failed"]]
+    if study:
+        counts, epochs = study["trials"], study["epochs"]
+        lines += [
+            "",
+            f"Study `{study['name']}` in `{study['storage']}`: sampler {study['sampler']}, pruner {study['pruner']}; "
+            f"trials complete {counts['complete']}, pruned {counts['pruned']}, failed {counts['fail']} "
+            f"(duplicates never trained: {counts['duplicates']}), retries {counts['retries']}; "
+            f"epochs trained {epochs['total']} (complete {epochs['complete']}, pruned {epochs['pruned']}, "
+            f"unfinished {epochs['unfinished']}). Watch it in a browser: `{study['dashboard']}`",
+        ]
+    for name in summary.get("figures", []):
+        lines += ["", f"![{name}]({name})"]
+    return lines

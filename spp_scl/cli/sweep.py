@@ -4,10 +4,18 @@
         --axis tau=0.05,0.07,0.1 --axis theta=0.5,0.667,0.8 --axis lambda=3,5,8 --seeds 1 --jobs 2
     spp-scl sweep --cache ... --preset mvsa-single --axis "betas=(0.9,0.99),(0.9,0.999)" --set epochs=50
 
+    spp-scl sweep ... --prune --jobs 2                       # successive halving on the dev metric per epoch
+    spp-scl sweep ... --storage postgresql://user:pw@host/db   # the same command on each machine: one study
+
 Axis and --set values are typed like `spp-scl train --FIELD` (a tuple value of an axis goes in brackets).
-Writes into --out: results.jsonl (one line per finished trial: config, seed, dev and test metrics, epochs,
-time; rerunning skips what is there), trials/<key>/ (each trial's run folder), summary.md and summary.json
-(best point by mean dev metric; its test metrics as mean +- std over seeds), and PNG plots.
+The sweep is an Optuna study (default storage: optuna.journal in --out; --storage for PostgreSQL, MySQL,
+Redis or a journal file elsewhere). Each (point, seed) is one trial, trained exactly once however many workers
+share the study; a worker killed at any time (kill -9 included) loses only its unfinished trial, which the
+next worker retries. Writes into --out: results.jsonl (one line per finished trial: config, seed, dev and test
+metrics, epochs, time), trials/<key>/ (each trial's run folder), summary.md and summary.json (best point by mean
+dev metric; its test metrics as mean +- std over seeds; pruned trials listed apart), PNG plots (ours and
+Optuna's contour, importances and per-epoch curves), study.json (which study in which storage).
+Watch a running sweep: optuna-dashboard OUT/optuna.journal (pip install -e .[dashboard]).
 """
 
 from __future__ import annotations
@@ -35,9 +43,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_set(parser)
     parser.add_argument("--random", type=int, metavar="N", help="N random points of the grid instead of all of it")
+    parser.add_argument(
+        "--sampler",
+        choices=("grid", "random", "tpe"),
+        help="grid: every point (the paper's; default); random: --trials distinct grid points; tpe: --trials "
+        "points chosen by Optuna's TPE from the axes' values",
+    )
+    parser.add_argument("--trials", type=int, metavar="N", help="points to train with --sampler random or tpe")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per point: seed, seed+1, ... (default 1)")
-    parser.add_argument("--jobs", type=int, default=1, help="trials in parallel (processes; one per GPU when present)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="worker processes on this machine (one per GPU when present)"
+    )
     parser.add_argument("--out", help="sweep folder (default runs/out/<cache name>/sweep)")
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="the study's storage, shared by workers on several machines: postgresql://USER:PW@HOST:PORT/DB, "
+        "mysql://USER:PW@HOST:PORT/DB, redis://HOST:PORT/0 or journal:PATH (default: optuna.journal in --out)",
+    )
+    parser.add_argument(
+        "--study", metavar="NAME", help="study name (default: the cache's name and a digest of cache, axes, config)"
+    )
+    parser.add_argument(
+        "--prune",
+        nargs="?",
+        const="successive-halving",
+        default="none",
+        choices=("none", "successive-halving", "hyperband"),
+        help="stop trials whose dev metric per epoch falls behind (--prune alone: successive halving)",
+    )
+    parser.add_argument(
+        "--prune-min-epochs",
+        type=int,
+        metavar="E",
+        help="epochs before the first pruning decision (default: epochs / factor^3, at least 1)",
+    )
+    parser.add_argument("--prune-factor", type=int, default=3, help="keep 1 in FACTOR at each rung (default 3)")
+    parser.add_argument(
+        "--heartbeat",
+        type=int,
+        default=30,
+        metavar="SECONDS",
+        help="a running trial's sign of life; after 4 missed, its trial is retried by another worker (default 30)",
+    )
 
 
 def sweep_space(args: argparse.Namespace) -> tuple:
@@ -50,27 +98,31 @@ def sweep_space(args: argparse.Namespace) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runs.sweeper import expand, summarise, write_summary
-
     try:
         base, space = sweep_space(args)
-        if args.seeds < 1 or args.jobs < 1:
-            raise ValueError("--seeds and --jobs must be >= 1")
+        sampler = args.sampler or ("random" if args.random else "grid")
+        points = args.trials or args.random
+        if args.seeds < 1 or args.jobs < 1 or args.heartbeat < 1 or args.prune_factor < 2:
+            raise ValueError("--seeds, --jobs and --heartbeat must be >= 1, --prune-factor >= 2")
+        if sampler in ("random", "tpe") and not points:
+            raise ValueError(f"--sampler {sampler} needs --trials N")
+        if args.prune_min_epochs is not None and args.prune_min_epochs < 1:
+            raise ValueError("--prune-min-epochs must be >= 1")
     except InputError:
         raise
     except ValueError as error:  # a bad option value: argparse's message and status
         args.parser.error(str(error))
     cache = existing_file(args.cache, "--cache")
-    from runs.sweep_plots import plot_sweep
-    from runs.trials import run_trials
+    from runs.study import SweepPlan
+    from runs.study_sweep import run_sweep
+    from runs.study_worker import Pruning
 
     out = Path(args.out) if args.out else Path("runs/out") / cache.stem / "sweep"
-    trials = expand(space, [base.seed + i for i in range(args.seeds)], args.random)
-    logger.info(f"sweep: {len(trials)} trials ({len(trials) // args.seeds} points x {args.seeds} seeds) -> {out}")
-    rows = run_trials(cache, base, trials, out / "results.jsonl", out / "trials", jobs=args.jobs)
-    summary = summarise(rows, base.selection_metric)
-    write_summary(summary, out)
-    plots = plot_sweep(rows, base.selection_metric, out)
+    seeds = [base.seed + i for i in range(args.seeds)]
+    plan = SweepPlan(cache, base, space, seeds, sampler=sampler, points=points)
+    logger.info(f"sweep: {sampler} over {plan.grid_size()} points x {args.seeds} seeds -> {out}")
+    pruning = Pruning(args.prune, args.prune_min_epochs, args.prune_factor)
+    summary = run_sweep(plan, out, args.storage, args.study, jobs=args.jobs, heartbeat=args.heartbeat, pruning=pruning)
     print((out / "summary.md").read_text())
-    print("plots: " + ", ".join(str(p) for p in plots))
+    print("plots: " + ", ".join(str(out / name) for name in summary.get("figures", [])))
     return 0

@@ -1,0 +1,209 @@
+"""A sweep on an Optuna study: open or create the study, run the workers, write the summary and the pictures.
+
+    run_sweep(SweepPlan(cache, base, space, seeds), folder)                      # one worker, journal in folder
+    run_sweep(plan, folder, jobs=2, pruning=Pruning("successive-halving"))      # two worker processes
+    run_sweep(plan, folder, storage_url="postgresql://user:pw@host/db")          # the same on every machine
+
+The sweep folder holds study.json (which study in which storage), optuna.journal (the default storage),
+trials/<key>/ (each trial's run folder), results.jsonl (one line per finished trial, appended as each finishes
+and rewritten from the study at the end), summary.md / summary.json and the pictures. Each worker ends when the
+study is finished, so every machine writes the whole study's summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from runs.study import DUPLICATE_KEY, FINAL_FAILURE, RETRY_KEY, STUDY_ATTR, SweepPlan, differences, open_study
+from runs.study_storage import StudyStorage, open_storage
+from runs.study_worker import Pruning, Worker, WorkerSettings, worker_process
+from runs.sweeper import summarise, write_summary
+from spp_scl.errors import EXIT_INPUT, EXIT_REFUSED, InputError, Refused, ToolError
+
+logger = logging.getLogger(__name__)
+
+RECORD_NAME = "study.json"
+
+
+def check_folder(folder: Path, storage: StudyStorage, name: str, plan: SweepPlan) -> None:
+    """A sweep folder belongs to one study: refuse one whose study.json names another (other settings or storage)."""
+    record_path = folder / RECORD_NAME
+    if not record_path.exists():
+        return
+    try:
+        record = json.loads(record_path.read_text())
+        old_name, old_storage = record["study"], record["storage"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{record_path}: not a sweep folder's study record ({error})") from None
+    if old_name == name and old_storage == storage.shown:
+        return
+    found = ["another storage"] if old_storage != storage.shown else []
+    if old_storage == storage.shown:
+        for other in storage.storage.get_all_studies():
+            if other.study_name == old_name:
+                found += differences(other.user_attrs.get(STUDY_ATTR, {}), plan.identity())
+    raise Refused(
+        f"{folder} holds the sweep of study {old_name} in {old_storage}, made from other settings ("
+        + "; ".join(found or ["another study name"])
+        + "): use another --out, or the same cache, axes, --set values and --storage"
+    )
+
+
+def run_sweep(
+    plan: SweepPlan,
+    folder: Path,
+    storage_url: str | None = None,
+    study_name: str | None = None,
+    jobs: int = 1,
+    heartbeat: int = 30,
+    pruning: Pruning | None = None,
+    log=None,
+) -> dict:
+    """Run (or join, or resume) the sweep's study until it is finished; returns the summary (also written)."""
+    log = log or logger.info
+    pruning = pruning or Pruning()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from runs.study import retry_unfinished
+
+    storage = open_storage(storage_url, folder, heartbeat, retry_unfinished)
+    name = study_name or plan.study_name()
+    check_folder(folder, storage, name, plan)
+    settings = WorkerSettings(plan, folder, storage_url, name, heartbeat, pruning)
+    study = open_study(
+        plan,
+        storage.storage,
+        name,
+        settings.sampler(),
+        pruning.pruner(plan.base.epochs),
+        results=folder / "results.jsonl",
+        only_study=storage_url is None,
+        log=log,
+    )
+    (folder / RECORD_NAME).write_text(json.dumps({"study": name, "storage": storage.shown}, indent=1) + "\n")
+    trials = study.get_trials(deepcopy=False)
+    planned = len(plan.fixed_trials()) or (plan.points or plan.grid_size()) * len(plan.seeds)
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    log(f"{finished} of {planned} trials already in the study {name} ({storage.shown})")
+    log(f"pruning: {pruning.describe(plan.base.epochs)}")
+    if jobs <= 1:
+        Worker(settings, study, log).run()
+    else:
+        run_worker_processes(settings, jobs)
+    summary = study_summary(study, plan, storage, pruning)
+    export_results(study, folder / "results.jsonl")
+    from runs.study_plots import plot_study
+    from runs.sweep_plots import plot_sweep
+
+    rows = [row for row in ranked_rows(study) if row["state"] == "complete"]
+    figures = plot_sweep(rows, plan.metric, folder) if rows else []
+    optuna_figures, _ = plot_study(study, plan.space, plan.metric, folder)
+    summary["figures"] = [path.name for path in [*figures, *optuna_figures]]
+    write_summary(summary, folder)
+    return summary
+
+
+def run_worker_processes(settings: WorkerSettings, jobs: int) -> None:
+    """`jobs` worker processes on this machine, one core each (one GPU each when there are GPUs)."""
+    import multiprocessing
+
+    import torch
+
+    context = multiprocessing.get_context("spawn")
+    gpus = torch.cuda.device_count()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    level = logging.getLogger("runs").getEffectiveLevel()
+    processes = [
+        context.Process(
+            target=worker_process,
+            args=(replace(settings, threads=threads, device=index % gpus if gpus else None), os.getpid(), level),
+            name=f"sweep-worker-{index}",
+        )
+        for index in range(jobs)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [p for p in processes if p.exitcode != 0]
+    if failed:
+        codes = ", ".join(f"{p.name} {p.exitcode}" for p in failed)
+        error = Refused if any(p.exitcode == EXIT_REFUSED for p in failed) else InputError
+        if any(p.exitcode not in (EXIT_INPUT, EXIT_REFUSED) for p in failed):
+            error = ToolError
+        raise error(f"sweep workers stopped (exit status {codes}; their messages are above); a rerun resumes")
+
+
+def ranked_rows(study: optuna.Study) -> list[dict]:
+    """One row per key (the lowest-numbered finished trial of it), complete and pruned, in trial order."""
+    rows: dict[str, dict] = {}
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        row = trial.user_attrs.get("row")
+        if row and trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and row["key"] not in rows:
+            rows[row["key"]] = row
+    return list(rows.values())
+
+
+def export_results(study: optuna.Study, path: Path) -> None:
+    """results.jsonl rewritten from the study (in place, under the lock the workers append with)."""
+    import fcntl
+
+    text = "".join(json.dumps(row) + "\n" for row in ranked_rows(study))
+    with path.open("a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def study_summary(study: optuna.Study, plan: SweepPlan, storage: StudyStorage, pruning: Pruning) -> dict:
+    """The sweep summary (runs.sweeper.summarise) over the points whose every seed completed, with the study's
+    counts, the epochs spent, and the pruned and failed trials listed apart."""
+    metric = plan.metric
+    rows = ranked_rows(study)
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == TrialState.FAIL and FINAL_FAILURE in t.user_attrs]
+    left_out = {r["name"] for r in rows if r["state"] == "pruned"} | {t.user_attrs.get("name") for t in failed}
+    summary = summarise([r for r in rows if r["state"] == "complete" and r["name"] not in left_out], metric)
+    epochs = {"complete": 0, "pruned": 0, "unfinished": 0}
+    for trial in trials:
+        row = trial.user_attrs.get("row")
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and row:
+            epochs["complete" if trial.state == TrialState.COMPLETE else "pruned"] += row["epochs_run"]
+        else:  # killed, lost, diverged: the epochs it reported before it ended
+            epochs["unfinished"] += len(trial.intermediate_values)
+    states = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+    summary["study"] = {
+        "name": study.study_name,
+        "storage": storage.shown,
+        "sampler": plan.sampler,
+        "pruner": pruning.describe(plan.base.epochs),
+        "trials": {
+            **states,
+            "duplicates": sum(DUPLICATE_KEY in t.system_attrs for t in trials),
+            "retries": sum(RETRY_KEY in t.system_attrs for t in trials),
+        },
+        "epochs": {**epochs, "total": sum(epochs.values())},
+        "dashboard": f"optuna-dashboard {storage.dashboard}",
+    }
+    summary["pruned"] = [
+        {"name": r["name"], "seed": r["seed"], "epoch": r["epochs_run"], "dev": r["dev"][metric]}
+        for r in rows
+        if r["state"] == "pruned"
+    ]
+    summary["failed"] = [
+        {"name": t.user_attrs.get("name"), "seed": t.user_attrs.get("seed"), "error": t.user_attrs[FINAL_FAILURE]}
+        for t in failed
+    ]
+    return summary
