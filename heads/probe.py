@@ -26,6 +26,8 @@ class LinearProbeHead(nn.Module):
                 f"text_layers_last={config.text_layers_last} but only {num_layers_cached} layers are cached"
             )
         self.modality = config.modality
+        self.uses_text = config.modality in ("both", "text")
+        self.uses_image = config.modality in ("both", "image")
         self.layers_used = layers_used
         width = (layers_used * text_dim if config.modality in ("both", "text") else 0) + (
             image_channels if config.modality in ("both", "image") else 0
@@ -35,24 +37,27 @@ class LinearProbeHead(nn.Module):
         self.register_buffer("feature_scale", torch.ones(width))
         self.classifier = nn.Linear(width, num_classes)
 
-    def pooled(self, image_maps: torch.Tensor, token_states: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-        """[B, width]: per-layer means over real tokens (padding excluded), then the image map's spatial mean."""
+    def pooled(
+        self, image_maps: torch.Tensor | None, token_states: torch.Tensor | None, token_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """[B, width]: per-layer means over real tokens (padding excluded), then the image map's spatial mean.
+        Inputs of the modality the probe does not use may be None."""
         parts = []
-        if self.modality in ("both", "text"):
+        if self.uses_text:
             states = token_states[:, -self.layers_used :].float()  # [B, K, L, D]
             mask = token_mask[:, None, :, None].to(states.dtype)
             means = (states * mask).sum(2) / mask.sum(2).clamp_min(1.0)  # [B, K, D]
             parts.append(means.flatten(1))
-        if self.modality in ("both", "image"):
+        if self.uses_image:
             parts.append(image_maps.float().mean(dim=(2, 3)))
         return torch.cat(parts, dim=1)
 
     def forward(
         self,
-        image_maps: torch.Tensor,
-        first_token: torch.Tensor,
-        token_states: torch.Tensor,
-        token_mask: torch.Tensor,
+        image_maps: torch.Tensor | None = None,
+        first_token: torch.Tensor | None = None,
+        token_states: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         features = (self.pooled(image_maps, token_states, token_mask) - self.feature_mean) / self.feature_scale

@@ -98,12 +98,32 @@ def as_pairs(items: Iterable) -> Iterator[Pair]:
             yield Pair(str(index), None, None, f"pair {index}: expected (image, text) or (id, image, text)")
 
 
+def check_ensemble_member(member: RunFolder, first: RunFolder, fingerprint: dict) -> None:
+    """An ensemble member must read the same features (cache fingerprint, text layers) and name the same classes."""
+    config_file = member.path / "config.json"
+    differences = []
+    if checked_fingerprint(member.fingerprint, config_file) != fingerprint:
+        differences.append("its cache fingerprint (other encoders or data)")
+    if member.class_names != first.class_names:
+        differences.append(f"its classes {member.class_names} (not {first.class_names})")
+    if member.text_layers != first.text_layers:
+        differences.append(f"its text layers {member.text_layers} (not {first.text_layers})")
+    if differences:
+        raise RunFolderError(
+            f"{member.path} cannot join an ensemble with {first.path}: it differs in " + "; ".join(differences)
+        )
+
+
 class Predictor:
-    """A run's encoders and head, loaded once; `predict` streams results in input order."""
+    """A run's encoders and head, loaded once; `predict` streams results in input order.
+
+    Given several run folders (a seed ensemble), the encoders run once and each run's head scores the pairs;
+    the class probabilities are averaged. The runs must come from the same cache (the same encoders and text
+    layers) and have the same classes."""
 
     def __init__(
         self,
-        run_dir: str | Path,
+        run_dir: str | Path | list[str | Path],
         text_encoder: str | None = None,
         image_encoder: str | None = None,
         device: str | torch.device = "cpu",
@@ -120,7 +140,11 @@ class Predictor:
 
         transformers_logging.disable_progress_bar()  # a bar per model load would mix with predict's own
 
-        self.run = RunFolder(run_dir)
+        run_dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+        if not run_dirs:
+            raise RunFolderError("no run folder given")
+        self.members = [RunFolder(path) for path in run_dirs]
+        self.run = self.members[0]
         self.device = torch.device(device)
         self.batch_size = max(1, batch_size)
         self.workers = workers
@@ -128,9 +152,12 @@ class Predictor:
         config_file = self.run.path / "config.json"
         fingerprint = checked_fingerprint(self.run.fingerprint, config_file)
         check_head_against_fingerprint(fingerprint, self.class_names, self.run.text_layers, config_file)
-        self.model = self.run.trained_head(self.device)
-        self.uses_text = getattr(self.model, "uses_text", True)
-        self.uses_image = getattr(self.model, "uses_image", True)
+        for member in self.members[1:]:
+            check_ensemble_member(member, self.run, fingerprint)
+        self.models = [member.trained_head(self.device) for member in self.members]
+        self.model = self.models[0]
+        self.uses_text = any(getattr(model, "uses_text", True) for model in self.models)
+        self.uses_image = any(getattr(model, "uses_image", True) for model in self.models)
         self.feature_dtype = getattr(torch, fingerprint["dtype"])
         text_encoder, image_encoder = choose_encoders(
             self.run, text_encoder, image_encoder, self.uses_text, self.uses_image, trust_plugin
@@ -162,11 +189,14 @@ class Predictor:
                 + "\n  ".join(line.replace("this run asks", "given") for line in lines)
                 + "\nPass --text-encoder / --image-encoder (Python: text_encoder=, image_encoder=) with those encoders."
             )
-        # Only SPP-SCL's fusion reads `fusion`; the token-level heads (clmlf, mdse) are per sample whatever it says.
-        batch_fusion = (
-            getattr(self.run.config, "head", "spp-scl") == "spp-scl" and self.run.config.fusion == "cmf-batch"
-        )
-        self.batch_context = self._batch_fusion_context() if batch_fusion else None
+        # Only SPP-SCL's fusion reads `fusion`; the other heads are per sample whatever it says.
+        self.batch_contexts = [
+            self._batch_fusion_context(member, model)
+            if getattr(member.config, "head", "spp-scl") == "spp-scl" and member.config.fusion == "cmf-batch"
+            else None
+            for member, model in zip(self.members, self.models)
+        ]
+        self.batch_context = self.batch_contexts[0]
 
     def _describe_text(self) -> dict | None:
         if self.text is None:
@@ -189,18 +219,18 @@ class Predictor:
         return description
 
     @torch.no_grad()
-    def _batch_fusion_context(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch_fusion_context(self, run: RunFolder, model) -> tuple[torch.Tensor, torch.Tensor]:
         """(v, t) of the reference batch-mates: the first (batch_size - 1) dev records of the run's cache."""
-        self.run.require_cache("predict with the batch-attention fusion (cmf-batch)")
-        splits = self.run.cache_splits()
+        run.require_cache("predict with the batch-attention fusion (cmf-batch)")
+        splits = run.cache_splits()
         split_name = "dev" if "dev" in splits else splits[0]
-        split = self.run.open_split(split_name, in_memory=False)
+        split = run.open_split(split_name, in_memory=False)
         try:
-            count = min(self.run.config.batch_size - 1, len(split))
+            count = min(run.config.batch_size - 1, len(split))
             batch = split.batch(list(range(count))).to(self.device)
         finally:
             split.close()
-        outputs = self.model(batch.image_maps, batch.first_token, batch.token_states, batch.token_mask)
+        outputs = model(batch.image_maps, batch.first_token, batch.token_states, batch.token_mask)
         return outputs["v"], outputs["t"]
 
     def _load(self, pair: Pair) -> tuple[Pair, torch.Tensor | None, str | None]:
@@ -249,19 +279,35 @@ class Predictor:
 
     @torch.no_grad()
     def _probabilities(self, inputs: dict) -> torch.Tensor:
-        outputs = self.model(**inputs)
-        if self.batch_context is None:
+        """Class probabilities of each pair: the run's, or the mean of the ensemble members'."""
+        members = [
+            self._member_probabilities(model, context, inputs)
+            for model, context in zip(self.models, self.batch_contexts)
+        ]
+        return members[0] if len(members) == 1 else torch.stack(members).mean(0)
+
+    @staticmethod
+    def _member_probabilities(model, batch_context, inputs: dict) -> torch.Tensor:
+        text_keys = ("first_token", "token_states", "token_mask")
+        wanted = {
+            key: value
+            for key, value in inputs.items()
+            if (getattr(model, "uses_text", True) or key not in text_keys)
+            and (getattr(model, "uses_image", True) or key != "image_maps")
+        }
+        outputs = model(**wanted)
+        if batch_context is None:
             logits = outputs["logits"]
         else:  # each pair fused as the last member of the fixed reference batch, one pair at a time
-            context_v, context_t = self.batch_context
+            context_v, context_t = batch_context
             fused = [
-                self.model.fusion(
+                model.fusion(
                     torch.cat([context_v, outputs["v"][row : row + 1]]),
                     torch.cat([context_t, outputs["t"][row : row + 1]]),
                 )[-1:]
                 for row in range(len(outputs["v"]))
             ]
-            logits = self.model.classifier(torch.cat(fused))
+            logits = model.classifier(torch.cat(fused))
         return torch.softmax(logits.float(), dim=1).cpu()
 
     def _predict_chunk(self, chunk: list[tuple[Pair, torch.Tensor | None, str | None]]) -> list[PairResult]:
@@ -305,7 +351,7 @@ class Predictor:
 
 
 def predict_pairs(
-    run_dir: str | Path,
+    run_dir: str | Path | list[str | Path],
     pairs: Iterable,
     *,
     text_encoder: str | None = None,

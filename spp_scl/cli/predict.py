@@ -3,6 +3,7 @@
     spp-scl predict RUN_DIR --image photo.jpg --text "what a day"
     spp-scl predict RUN_DIR --pairs posts.jsonl --out predictions.csv
     spp-scl predict RUN_DIR --pairs texts.csv --images folder/      # rows with id, text: folder/<id>.jpg
+    spp-scl predict RUN_42 RUN_43 RUN_44 --pairs posts.jsonl        # a seed ensemble: probabilities averaged
 
 Pair files (.jsonl, .csv, or a .json list such as a CLMLF dev.json) hold `text` and `image` (a path, relative
 to --images or the file's folder) or `id` (image `<id>.jpg` in --images, else the file's images/ subfolder,
@@ -27,7 +28,13 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `spp-scl train`")
+    parser.add_argument(
+        "run_dirs",
+        metavar="RUN_DIR",
+        nargs="+",
+        help="a run folder written by `spp-scl train`; several (e.g. seeds) make an ensemble whose class "
+        "probabilities are averaged (same cache and classes)",
+    )
     inputs = parser.add_argument_group("inputs: --image with --text, or --pairs")
     inputs.add_argument("--image", help="one image file")
     inputs.add_argument("--text", help="its text")
@@ -57,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     # Stdout carries the results: whatever loading an encoder prints (a plugin's banner, say) goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         predictor = Predictor(
-            args.run_dir, args.text_encoder, args.image_encoder, args.device, args.batch_size, args.workers
+            args.run_dirs, args.text_encoder, args.image_encoder, args.device, args.batch_size, args.workers
         )
     try:
         if args.pairs:
