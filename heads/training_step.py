@@ -73,7 +73,8 @@ def spp_scl_step(
       loss_step_one, loss_step_two (0.0 unless step two ran), ce (times lambda), intra_image,
       intra_text, inter (L_clm; in two-step mode measured on the second forward, and applied only
       when step_two_ran), step_two_ran, rule_checked, aligned, below_mean_count (c),
-      same_label_pairs (P); the last four are 0.0 when the rule was not evaluated.
+      same_label_pairs (P), rule_m (m), rule_saturated (the share of S at exactly 1.0); the last six are 0.0
+      when the rule was not evaluated; train_correct (step one's correct predictions, in train mode).
     """
     if backward is None:
         backward = _plain_backward
@@ -100,6 +101,9 @@ def spp_scl_step(
         "aligned": 0.0,
         "below_mean_count": 0.0,
         "same_label_pairs": 0.0,
+        "rule_m": 0.0,
+        "rule_saturated": 0.0,
+        "train_correct": float((outputs["logits"].detach().argmax(1) == labels).sum()),
     }
     if not (config.two_step and use_inter):
         return report
@@ -122,6 +126,8 @@ def spp_scl_step(
         aligned=float(decision.aligned),
         below_mean_count=float(decision.below_mean_count),
         same_label_pairs=float(decision.same_label_pairs),
+        rule_m=decision.diagonal_mean,
+        rule_saturated=decision.saturated_fraction,
     )
     if not decision.aligned:
         # The authors' torch 1.8 zero_grad() left zero gradients in place, so their second AdamW step also moved

@@ -77,17 +77,49 @@ def _inputs(batch, device) -> dict:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: CachedSplit, batch_size: int, device) -> tuple[list[str], np.ndarray, np.ndarray]:
+def predict(
+    model: nn.Module, split: CachedSplit, batch_size: int, device, layer_weights: list | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(ids, labels, class probabilities) in the split's order, in consecutive batches of `batch_size`:
-    fixed batches, so that even the batch-dependent "cmf-batch" fusion gives reproducible predictions."""
+    fixed batches, so that even the batch-dependent "cmf-batch" fusion gives reproducible predictions.
+    `layer_weights`, a list, receives the HA layer weights [B, k] of each batch when the head has them."""
     model.eval()
     ids, probabilities = [], []
     for batch in split.batches(batch_size):
         inputs = _inputs(batch, device)
         inputs.pop("labels")
-        probabilities.append(torch.softmax(model(**inputs)["logits"].float(), dim=1).cpu().numpy())
+        outputs = model(**inputs)
+        probabilities.append(torch.softmax(outputs["logits"].float(), dim=1).cpu().numpy())
+        if layer_weights is not None and outputs.get("text_layer_weights") is not None:
+            layer_weights.append(outputs["text_layer_weights"].float().cpu().numpy())
         ids.extend(batch.ids)
     return ids, split.labels.copy(), np.concatenate(probabilities)
+
+
+# The two-step rule's quantities, averaged over the iterations in which the rule was evaluated.
+RULE_KEYS = {
+    "below_mean_count": "rule_c",
+    "same_label_pairs": "rule_P",
+    "rule_m": "rule_m",
+    "rule_saturated": "rule_saturated",
+}
+
+
+def epoch_diagnostics(reports: dict, layer_weights: list) -> dict:
+    """What log.jsonl records besides the losses: running train accuracy (train mode, step one's forward), the
+    rule's c, P, c / P, m and saturated share of S, and the HA layer weights over dev (mean and spread)."""
+    line = {}
+    if reports.get("samples"):
+        line["train_accuracy"] = reports["train_correct"] / reports["samples"]
+    checked = reports.get("rule_checked", 0.0)
+    if checked:
+        line.update({name: reports[key] / checked for key, name in RULE_KEYS.items()})
+        line["rule_c_over_P"] = line["rule_c"] / max(line["rule_P"], 1e-12)
+    if layer_weights:
+        weights = np.concatenate(layer_weights)
+        line["ha_weight_mean"] = [round(float(x), 6) for x in weights.mean(0)]
+        line["ha_weight_std"] = [round(float(x), 6) for x in weights.std(0)]
+    return line
 
 
 def write_predictions(path: Path, rows: dict[str, tuple], class_names: list[str]) -> None:
@@ -121,7 +153,10 @@ def tracker_values(line: dict) -> dict:
     for key, value in line.items():
         if key in ("epoch", "selected") or not isinstance(value, (int, float)):
             continue
-        values[f"dev/{key[4:]}" if key.startswith("dev_") else f"train/{key}"] = value
+        if key.startswith("dev_"):
+            values[f"dev/{key[4:]}"] = value
+        else:
+            values[f"train/{key.removeprefix('train_')}"] = value
     return values
 
 
@@ -223,6 +258,7 @@ def train(
         started = time.perf_counter()
         model.train()
         sums, steps = dict.fromkeys(loss_keys, 0.0), 0
+        diagnostics = dict.fromkeys(("samples", "train_correct", "rule_checked", *RULE_KEYS), 0.0)
         # SPP-SCL's rule decides on a forward without a graph (replayed when step two runs) while step two is
         # rare; once it ran in most of the last epoch's iterations, one forward with a graph is cheaper. The
         # results are identical either way (tests/test_heads_training_step.py); only the time differs.
@@ -237,12 +273,16 @@ def train(
             check_losses(report, loss_keys, epoch, steps + 1, optimizer.param_groups[0]["lr"])
             for key in loss_keys:
                 sums[key] += report[key]
+            diagnostics["samples"] += len(batch)
+            for key in diagnostics.keys() & report.keys():
+                diagnostics[key] += report[key]
             steps += 1
         sums_last = {key: value / max(steps, 1) for key, value in sums.items()}
         lr = optimizer.param_groups[0]["lr"]
         check_weights(model, epoch, lr)  # before the dev pass: non-finite weights are never selected
         scheduler.step()
-        ids, labels, probabilities = predict(model, dev_split, config.batch_size, device)
+        layer_weights = []
+        ids, labels, probabilities = predict(model, dev_split, config.batch_size, device, layer_weights)
         dev = classification_metrics(labels, probabilities.argmax(1), dev_split.class_names)
         seconds.append(time.perf_counter() - started)
         improved = dev[metric] > best
@@ -256,6 +296,7 @@ def train(
             "dev_accuracy": dev["accuracy"],
             "dev_f1_weighted": dev["f1_weighted"],
             "dev_f1_macro": dev["f1_macro"],
+            **epoch_diagnostics(diagnostics, layer_weights),
             "selected": improved,
             "seconds": round(seconds[-1], 3),
         }
