@@ -260,7 +260,7 @@ LOSS_NAMES = {
     "intra_text": "L_clt (text)",
     "inter": "L_clm (inter)",
 }
-NOT_LOSSES = {"epoch", "lr", "selected", "seconds", "step_two_rate"}
+NOT_LOSSES = {"epoch", "lr", "selected", "seconds", "step_two_rate", "train_accuracy", "probe_c", "rule_c_over_P"}
 
 
 def loss_keys(log: list[dict]) -> list[str]:
@@ -273,7 +273,7 @@ def loss_keys(log: list[dict]) -> list[str]:
                 key not in keys
                 and key not in NOT_LOSSES
                 and key != "loss_step_two"
-                and not key.startswith("dev_")
+                and not key.startswith(("dev_", "rule_", "ha_"))
                 and isinstance(value, (int, float))
                 and not isinstance(value, bool)
             ):
@@ -281,25 +281,61 @@ def loss_keys(log: list[dict]) -> list[str]:
     return keys
 
 
-def plot_curves(log: list[dict], selected_epoch: int | None, metric: str, path: Path) -> Path:
-    """Per-epoch training losses, the share of iterations where step two ran, and the dev metrics."""
+def plot_curves(
+    log: list[dict], selected_epoch: int | None, metric: str, path: Path, theta: float | None = None
+) -> Path:
+    """Per epoch: training losses; step two's share and the rule's c / P (with theta) and saturated share of S;
+    train accuracy against the dev metrics (the overfitting curve); the HA layer weights over dev."""
     plt = _pyplot()
     epochs = [line["epoch"] for line in log]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, grid = plt.subplots(2, 2, figsize=(12, 8))
+    axes = grid.ravel()
     for key in loss_keys(log):
         values = [line.get(key, 0.0) for line in log]
         if any(values):
             axes[0].plot(epochs, values, label=LOSS_NAMES.get(key, key), linewidth=1.4)
     axes[0].set_ylabel("mean training loss per iteration")
     axes[0].set_title("Training losses")
-    axes[1].plot(epochs, [100 * line.get("step_two_rate", 0.0) for line in log], color="#d62728", linewidth=1.4)
-    axes[1].set_ylim(-3, 103)
-    axes[1].set_ylabel("iterations with step two (%)")
-    axes[1].set_title("Step two (L_clm) applied")
-    for key, name in (("dev_accuracy", "accuracy"), ("dev_f1_weighted", "weighted F1"), ("dev_f1_macro", "macro F1")):
+    axes[1].plot(epochs, [line.get("step_two_rate", 0.0) for line in log], color="#d62728", label="step two ran")
+    if any("rule_c_over_P" in line for line in log):
+        axes[1].plot(epochs, [line.get("rule_c_over_P", np.nan) for line in log], color="#1f77b4", label="c / P")
+        axes[1].plot(epochs, [line.get("rule_saturated", np.nan) for line in log], color="#7f7f7f", label="S at 1.0")
+        if theta is not None:
+            axes[1].axhline(theta, color="#1f77b4", linestyle="--", linewidth=1, label=f"theta {theta:.3g}")
+    axes[1].set_ylabel("share")
+    axes[1].set_title("The two-step rule")
+    for key, name in (
+        ("dev_accuracy", "dev accuracy"),
+        ("dev_f1_weighted", "dev weighted F1"),
+        ("dev_f1_macro", "dev macro F1"),
+    ):
         axes[2].plot(epochs, [line[key] for line in log], label=name, linewidth=1.4)
-    axes[2].set_ylabel("dev score")
-    axes[2].set_title(f"Dev metrics (selection: {metric})")
+    if any("train_accuracy" in line for line in log):
+        axes[2].plot(
+            epochs,
+            [line.get("train_accuracy", np.nan) for line in log],
+            label="train accuracy (train mode)",
+            color="black",
+            linewidth=1.4,
+        )
+    axes[2].set_ylabel("score")
+    axes[2].set_title(f"Train vs dev (selection: {metric})")
+    weighted = [line for line in log if "ha_weight_mean" in line]
+    if weighted:
+        means, spreads = (
+            np.array([line["ha_weight_mean"] for line in weighted]),
+            np.array([line["ha_weight_std"] for line in weighted]),
+        )
+        x = [line["epoch"] for line in weighted]
+        for layer in range(means.shape[1]):
+            axes[3].plot(x, means[:, layer], label=f"layer {layer + 1} of {means.shape[1]}", linewidth=1.4)
+            axes[3].fill_between(
+                x, means[:, layer] - spreads[:, layer], means[:, layer] + spreads[:, layer], alpha=0.15
+            )
+        axes[3].set_ylim(-0.02, 1.02)  # sigmoid gates; a flat line at 0.5 is a gate that does nothing
+        axes[3].set_title("HA layer weights over dev (mean +- std over posts)")
+    else:
+        axes[3].set_title("HA layer weights: not logged for this head")
     from matplotlib.ticker import MaxNLocator
 
     for ax in axes:
@@ -310,9 +346,7 @@ def plot_curves(log: list[dict], selected_epoch: int | None, metric: str, path: 
                 selected_epoch, color="grey", linestyle=":", linewidth=1.2, label=f"selected epoch {selected_epoch}"
             )
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    axes[1].legend(fontsize=8, loc="lower left")
-    axes[2].legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -400,7 +434,7 @@ def run_diagnostics(
     if log_path.is_file() and log_path.read_text().strip():
         lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
         selected = json.loads(metrics_path.read_text()).get("selected_epoch") if metrics_path.is_file() else None
-        plot_curves(lines, selected, run.config.selection_metric, folder / "curves.png")
+        plot_curves(lines, selected, run.config.selection_metric, folder / "curves.png", theta=run.config.theta)
         pictures["curves"] = f"{DIAGNOSTICS_FOLDER}/curves.png"
     (folder / "diagnostics.json").write_text(json.dumps(result, indent=1))
     return result

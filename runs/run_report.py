@@ -128,6 +128,31 @@ def _spread(summary: dict, kinds: list[str]) -> str:
     return f"{max(values) / min(values):.2f}" if len(values) > 1 else "-"
 
 
+def _training_section(log: list[dict], theta: float) -> list[str]:
+    """The selected epoch and the last one: train vs dev accuracy, the rule's c / P against theta, m, the share of S
+    saturated at 1.0, and the HA layer weights over dev (mean +- std over posts)."""
+    chosen = [line for line in log if line.get("selected")]
+    if not chosen:
+        return []
+    rows = []
+    for name, line in (("selected", chosen[-1]), ("last", log[-1])):
+        weights = line.get("ha_weight_mean")
+        rows.append(
+            [
+                f"{name} ({line['epoch']})",
+                _number(line.get("train_accuracy")),
+                _number(line.get("dev_accuracy")),
+                _number(line.get("step_two_rate"), 3),
+                _number(line.get("rule_c_over_P"), 3),
+                _number(line.get("rule_m"), 3),
+                _number(line.get("rule_saturated"), 3),
+                ", ".join(f"{m:.3f} +- {s:.3f}" for m, s in zip(weights, line["ha_weight_std"])) if weights else "-",
+            ]
+        )
+    header = ["epoch", "train acc", "dev acc", "step two", f"c / P (theta {theta:.3g})", "m", "S at 1.0", "HA weights"]
+    return ["", "## Training (log.jsonl)", "", *_table(header, rows)]
+
+
 def write_report(run_dir: str | Path, diagnostics: dict | None = None) -> Path:
     """Write `<run>/report.md` from the run's files and the diagnostics (read from diagnostics/diagnostics.json
     when not given)."""
@@ -171,6 +196,8 @@ def write_report(run_dir: str | Path, diagnostics: dict | None = None) -> Path:
         ]
     lines += ["## Metrics", ""]
     lines += _metrics_section(metrics, run.class_names) if metrics else ["No metrics.json: the run did not finish."]
+    log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
+    lines += _training_section(log, run.config.theta)
     if diagnostics:
         pictures = diagnostics["pictures"]
         lines += ["", "## Modality distances (untrained head vs selected checkpoint)", ""]

@@ -63,7 +63,14 @@ def test_report_builds_from_a_small_run(tiny, tmp_path_factory, capsys):
     run_dir = tiny_run(tiny, tmp_path_factory)
     assert spp_scl(["report", str(run_dir)]) == 0
     report = (run_dir / "report.md").read_text()
-    for heading in ("# Run report", "## Metrics", "## Modality distances", "## Pictures", "## Config"):
+    for heading in (
+        "# Run report",
+        "## Metrics",
+        "## Training (log.jsonl)",
+        "## Modality distances",
+        "## Pictures",
+        "## Config",
+    ):
         assert heading in report
     diagnostics = json.loads((run_dir / "diagnostics" / "diagnostics.json").read_text())
     assert diagnostics["splits"] == ["dev", "test"]
