@@ -1,5 +1,6 @@
 """A sweep with parallel trials killed with kill -9 takes its worker processes with it: none is left running
-(each holds a copy of the cache, hundreds of MB on real data)."""
+(each holds a copy of the cache, hundreds of MB on real data). Both ways trials run side by side: the pool of
+runs/trials.py (tables, comparison) and the worker processes of `spp-scl sweep --jobs 2`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from cache.synthetic import write_synthetic_cache
 from tests.conftest import ROOT_DIR
 
-SWEEP = """
+TRIALS = """
 import sys
 from pathlib import Path
 from heads.config import resolve_config
@@ -61,18 +62,28 @@ def _wait_until(condition, seconds: float) -> bool:
     return condition()
 
 
+def _command(launcher: str, cache: Path, out: Path) -> list[str]:
+    if launcher == "trials pool":
+        return [sys.executable, "-c", TRIALS, str(cache), str(out)]
+    return [
+        *(sys.executable, "-m", "spp_scl", "sweep", "--cache", str(cache), "--preset", "mvsa-single"),
+        *("--set", "epochs=500", "--set", "batch_size=16", "--seeds", "4", "--jobs", "2", "--out", str(out)),
+    ]
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from Linux's /proc")
-def test_killing_a_parallel_sweep_ends_its_workers(tmp_path):
+@pytest.mark.parametrize("launcher", ["trials pool", "spp-scl sweep"])
+def test_killing_a_parallel_sweep_ends_its_workers(tmp_path, launcher):
     cache = write_synthetic_cache(
         tmp_path / "cache.h5", {"train": 64, "dev": 16}, layers=2, dim=16, map_shape=(8, 2, 2), mean_tokens=6
     )
     out = tmp_path / "sweep"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT_DIR)}
-    sweep = subprocess.Popen([sys.executable, "-c", SWEEP, str(cache), str(out)], env=env, cwd=ROOT_DIR)
+    sweep = subprocess.Popen(_command(launcher, cache, out), env=env, cwd=ROOT_DIR)
     workers = []
     try:
         # Both workers are training once both trials have written their run folder's config.json.
-        started = _wait_until(lambda: len(list(out.glob("trials/*/config.json"))) >= 2, 240)
+        started = _wait_until(lambda: sweep.poll() is not None or len(list(out.glob("trials/*/config.json"))) >= 2, 240)
         assert started and sweep.poll() is None, "the sweep did not start two trials"
         workers = _children(sweep.pid)
         assert len(workers) >= 2
