@@ -24,10 +24,12 @@ Fusion = Literal["cmf-bank", "cmf-batch", "concat"]
 Modality = Literal["both", "text", "image"]
 HeadKind = Literal["spp-scl", "clmlf", "mdse", "probe"]
 SelectionMetric = Literal["f1_weighted", "f1_macro", "accuracy"]
+Precision = Literal["float32", "bfloat16"]
 FUSION_KINDS: tuple[str, ...] = get_args(Fusion)
 MODALITIES: tuple[str, ...] = get_args(Modality)
 HEAD_KINDS: tuple[str, ...] = get_args(HeadKind)
 SELECTION_METRICS: tuple[str, ...] = get_args(SelectionMetric)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 # CLMLF's (fusion Transformer layers, image Transformer layers) per dataset, as its paper chose them.
 # MVSA-Single's serve when the preset names no dataset, as for every other default here.
@@ -47,6 +49,12 @@ class SPPSCLConfig:
     image_reduced_channels: int = option(128, "1x1 convolution output channels; matches the text vector width")
     fusion_hidden: int = option(64, "hidden width of the classifier after fusion")
     dropout: float = option(0.2, "dropout probability of every head layer that has one")
+    input_dropout: float = option(
+        0.0, "dropout on the cached input features while training, drawn anew at every forward (heads/input_noise.py)"
+    )
+    input_noise: float = option(
+        0.0, "Gaussian noise on the cached inputs while training, as a multiple of each input's standard deviation"
+    )
     bank_size: int = option(32, "learned key/value slots per modality (fusion cmf-bank only)")
 
     # --- losses and the two-step rule ---------------------------------------------------------
@@ -64,6 +72,12 @@ class SPPSCLConfig:
     batch_size: int = option(64, "training batch size (also the size of the fixed evaluation batches)")
     epochs: int = option(150, "training epochs (the most, with patience)")
     seed: int = option(42, "seed of the weights, the data order and the dropout masks")
+    precision: Precision = option(
+        "float32",
+        "bfloat16 = autocast of the matrix products to bfloat16 in training and evaluation, where it is fast: a GPU, "
+        "or a CPU with AVX512-BF16 or AMX (elsewhere refused: bfloat16 GEMMs run tens of times slower than "
+        "float32); weights, optimiser and the LSTM recurrence stay float32",
+    )
     patience: int | None = option(None, "stop after this many epochs without a better dev metric; none = never")
     selection_metric: SelectionMetric = option(
         "f1_weighted",
@@ -118,6 +132,8 @@ class SPPSCLConfig:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         if self.head not in HEAD_KINDS:
             raise ValueError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.head in ("clmlf", "mdse"):
             self._check_token_head()
         if not self.probe_cs or any(c <= 0 for c in self.probe_cs):
@@ -146,6 +162,10 @@ class SPPSCLConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.input_dropout < 1.0 or self.input_noise < 0:
+            raise ValueError(
+                f"input_dropout must be in [0, 1) and input_noise >= 0, got {self.input_dropout} and {self.input_noise}"
+            )
 
     def _check_token_head(self) -> None:
         if self.modality != "both":

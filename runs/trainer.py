@@ -27,6 +27,7 @@ from torch import nn
 from cache.reader import CachedSplit
 from heads.config import SPPSCLConfig
 from heads.head_kinds import report_keys_for, training_step_for
+from heads.input_noise import attach_input_noise
 from runs.checkpoint import build_head, save_head
 from runs.divergence import check_losses, check_weights
 from runs.metrics import classification_metrics
@@ -225,6 +226,7 @@ def train(
     np.random.seed(config.seed)
     shapes = head_shapes(train_split)
     model = build_head(config, shapes)
+    attach_input_noise(model, config)  # training-mode noise on the cached inputs, when the config asks for it
     step, loss_keys = training_step_for(config), report_keys_for(config)  # the head's own step and losses
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
