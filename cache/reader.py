@@ -2,7 +2,15 @@
 
 A split is held in memory when it fits (see `memory_budget`), else read from disk per batch; the layout
 (`cache/layout.py`) keeps one record's image map in one chunk and its tokens in one or two, so a random
-batch reads few chunks. Features stay in their stored float16 in memory and become float32 per batch.
+batch reads few chunks. Features stay in their stored float16 in memory (half the memory of float32, and a
+batch gathers half the bytes) and become float32 per batch.
+
+Memory layouts, chosen for the heads' matrix products (the shapes are the same as always):
+- image maps are held channels-last, [N, h, w, C]: a batch's `image_maps` is [B, C, h, w] with channels-last
+  strides, so [B * h * w, C] (the 1x1 convolution's GEMM operand, and the token-level heads' image tokens)
+  is a view, not a transposing copy;
+- a batch's `token_states` is [B, K, L, D] stored as [B, L, K, D]: each token's K layers are adjacent, as in
+  the cache, so a batch is filled by plain copies and a token's layers are gathered in one read.
 """
 
 from __future__ import annotations
@@ -22,9 +30,9 @@ from spp_scl.errors import InputError
 
 @dataclass
 class FeatureBatch:
-    image_maps: torch.Tensor  # [B, C, h, w]
+    image_maps: torch.Tensor  # [B, C, h, w] (channels-last in memory)
     first_token: torch.Tensor  # [B, K, D]
-    token_states: torch.Tensor  # [B, K, L, D], zero past each text's length
+    token_states: torch.Tensor  # [B, K, L, D], zero past each text's length (stored [B, L, K, D])
     token_mask: torch.Tensor  # [B, L] bool, True on real tokens
     labels: torch.Tensor  # [B] long
     ids: list[str]
@@ -97,10 +105,12 @@ class CachedSplit:
         budget = memory_budget()
         self.in_memory = self.nbytes <= budget if in_memory is None else in_memory
         if self.in_memory:
-            # Held as float32 when that fits too: batches then need no conversion, only a gather.
-            widen = dtype == torch.float32 and 2 * self.nbytes <= budget
             try:  # a chunk that fails its fletcher32 check fails the read
-                self._arrays = {name: group[name][:].astype(np.float32) if widen else group[name][:] for name in arrays}
+                self._arrays = {
+                    "image_maps": _channels_last(group["image_maps"]),
+                    "first_token": group["first_token"][:],
+                    "token_states": group["token_states"][:],
+                }
             except OSError as error:
                 raise damaged(self.path, f"the {split} features", error) from None
             finally:
@@ -124,24 +134,24 @@ class CachedSplit:
             image_maps = maps[indices]
         else:  # h5py reads sorted, unique indices; put them back in the asked order
             unique, inverse = np.unique(indices, return_inverse=True)
-            image_maps = maps[unique][inverse]
+            image_maps = np.ascontiguousarray(maps[unique][inverse].transpose(0, 2, 3, 1))
         # Indexing the layer axis copies; skip it when every cached layer is used.
         layer_index = None if self.layer_index == list(range(len(self.cached_layers))) else self.layer_index
         first = self._arrays["first_token"][indices]
         first = first if layer_index is None else first[:, layer_index]
         lengths = self.lengths[indices]
         longest = int(lengths.max()) if len(indices) else 0
-        tokens = np.zeros((len(indices), first.shape[1], longest, self.text_dim), dtype=first.dtype)
+        tokens = np.zeros((len(indices), longest, first.shape[1], self.text_dim), dtype=first.dtype)
         states = self._arrays["token_states"]
         for row, (index, length) in enumerate(zip(indices, lengths)):
             start = self.offsets[index]
             record = states[start : start + length]
-            tokens[row, :, :length] = (record if layer_index is None else record[:, layer_index]).transpose(1, 0, 2)
+            tokens[row, :length] = record if layer_index is None else record[:, layer_index]
         mask = np.arange(longest)[None, :] < lengths[:, None]
         return FeatureBatch(
-            torch.from_numpy(image_maps).to(self.dtype),
+            torch.from_numpy(image_maps).to(self.dtype).permute(0, 3, 1, 2),
             torch.from_numpy(first).to(self.dtype),
-            torch.from_numpy(tokens).to(self.dtype),
+            torch.from_numpy(tokens).to(self.dtype).permute(0, 2, 1, 3),
             torch.from_numpy(mask),
             torch.from_numpy(self.labels[indices]).long(),
             [self.ids[i] for i in indices],
@@ -170,6 +180,16 @@ class CachedSplit:
     def close(self) -> None:
         if not self.in_memory:
             self._file.close()
+
+
+def _channels_last(maps: h5py.Dataset, records_per_read: int = 256) -> np.ndarray:
+    """The [N, C, h, w] maps of a cache split as an in-memory [N, h, w, C] array of the stored dtype, read a few
+    hundred records at a time (never a second full copy in memory)."""
+    count, channels, height, width = maps.shape
+    out = np.empty((count, height, width, channels), dtype=maps.dtype)
+    for start in range(0, count, records_per_read):
+        out[start : start + records_per_read] = maps[start : start + records_per_read].transpose(0, 2, 3, 1)
+    return out
 
 
 def cache_summary(path: str | Path) -> dict:

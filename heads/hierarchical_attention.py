@@ -4,16 +4,18 @@ The K cached encoder layers are weighted by a small gate computed from their [CL
 weighted token states go through a bias-free BiLSTM, and the LSTM outputs are averaged over the real
 tokens into one text vector.
 
-Unlike the authors' code, padding is kept out of the computation: the LSTM runs on a packed sequence
-of the real tokens only and the mean divides by the real length. A sample's text vector therefore
-does not depend on how far its batch was padded.
+Unlike the authors' code, padding is kept out of the computation: the layers are mixed and the LSTM
+runs on the real tokens only (heads/token_lstm.py: one GEMM for the input projection, then the
+recurrence over the real tokens of both directions at once) and the mean divides by the real length.
+A sample's text vector therefore does not depend on how far its batch was padded.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from heads.token_lstm import TokenSchedule, bidirectional_lstm_mean
 
 
 class HierarchicalAttention(nn.Module):
@@ -47,21 +49,16 @@ class HierarchicalAttention(nn.Module):
                 f"expected {self.num_layers} layers, got first_token {tuple(first_token.shape)} "
                 f"and token_states {tuple(token_states.shape)}"
             )
-        lengths = real_token_lengths(token_mask)
-
+        schedule = TokenSchedule.from_lengths(real_token_lengths(token_mask))
         weights = self.layer_weights(first_token)
-        # A batched matmul over the layer axis: no [B, K, L, D] temporary, forward or backward.
-        mixed_tokens = torch.einsum("bk,bkld->bld", weights, token_states)
-
-        # Packing keeps padded positions out of the recurrence (in both directions) entirely.
-        lengths_cpu = lengths.cpu()
-        # A batch already sorted longest-first (the trainer's are) packs without a sort/unsort gather.
-        presorted = bool((lengths_cpu[:-1] >= lengths_cpu[1:]).all())
-        packed = pack_padded_sequence(mixed_tokens, lengths_cpu, batch_first=True, enforce_sorted=presorted)
-        packed_out, _ = self.lstm(packed)
-        # Unpacking fills padded positions with exact zeros, so a plain sum over L is a sum over real tokens.
-        token_out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=token_mask.shape[1])
-        text_vector = token_out.sum(dim=1) / lengths.unsqueeze(1).to(token_out.dtype)
+        # Only the real tokens are gathered [N, K, D] and mixed over the layer axis: padding is never read, and
+        # the cached states (which need no gradient) are read once, forward and backward. The reader stores a
+        # batch as [B, L, K, D], so [B * L, K, D] is a view and the gather copies whole tokens.
+        batch, layers, length, dim = token_states.shape
+        by_token = token_states.transpose(1, 2).reshape(batch * length, layers, dim)
+        real_tokens = by_token.index_select(0, schedule.batch_rows * length + schedule.steps)
+        mixed = torch.bmm(weights.index_select(0, schedule.batch_rows).unsqueeze(1), real_tokens).squeeze(1)
+        text_vector = bidirectional_lstm_mean(mixed, schedule, self.lstm)
         return text_vector, weights
 
 
@@ -73,7 +70,7 @@ def real_token_lengths(token_mask: torch.Tensor) -> torch.Tensor:
     if bool((lengths < 1).any()):
         raise ValueError("every text needs at least one real token (token_mask row of all False)")
     positions = torch.arange(token_mask.shape[1], device=token_mask.device)
-    # pack_padded_sequence assumes real tokens come first; a mask with holes would be silently misread.
+    # The recurrence reads the first `length` positions of each row; a mask with holes would be silently misread.
     if not torch.equal(positions.unsqueeze(0) < lengths.unsqueeze(1), token_mask):
         raise ValueError("token_mask must mark the real tokens as a prefix of each row (right padding)")
     return lengths

@@ -2,11 +2,19 @@
 
 A 1x1 convolution brings the C channels (2048 for ResNet-50) down to the width of the text vector
 before pooling, so both modalities enter their projections at the same size.
+
+A 1x1 convolution is a matrix product over channels at every map position, and that is how it is computed:
+one GEMM [B * h * w, C] x [C, out], on a channels-last view of the maps (free when the maps are stored
+channels-last, as the cache reader gives them; a copy otherwise). Batch normalisation, ReLU, dropout and the
+mean over positions then run on that [B * h * w, out] layout. The modules stay nn.Conv2d, nn.BatchNorm2d and
+nn.Dropout (the checkpoint keys, and the reference the tests compare with), and the dropout mask is drawn
+exactly as nn.Dropout draws it on the [B, out, h, w] activation, so a seed gives the same masks as before.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -24,4 +32,17 @@ class ImageReduction(nn.Module):
         self.out_dim = out_channels
 
     def forward(self, image_maps: torch.Tensor) -> torch.Tensor:
-        return self.reduce(image_maps).mean(dim=(2, 3))
+        convolution, norm, _, dropout = self.reduce
+        batch, channels, height, width = image_maps.shape
+        out = convolution.out_channels
+        positions = image_maps.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
+        reduced = torch.addmm(convolution.bias, positions, convolution.weight.view(out, channels).transpose(0, 1))
+        # The [B, h, w, out] result seen as [B, out, h, w] channels-last: BatchNorm2d and ReLU as modules.
+        reduced = reduced.view(batch, height, width, out).permute(0, 3, 1, 2)
+        reduced = torch.relu(norm(reduced)).permute(0, 2, 3, 1).reshape(batch, height * width, out)
+        if self.training and dropout.p > 0:
+            # nn.Dropout's mask for the [B, out, h, w] activation (the same random draws in the same order as
+            # on the contiguous activation of a convolution), viewed channels-last.
+            mask = F.dropout(reduced.new_ones(batch, out, height, width), dropout.p, training=True)
+            reduced = reduced * mask.view(batch, out, height * width).transpose(1, 2)
+        return reduced.mean(dim=1)
