@@ -61,7 +61,7 @@ def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, c: float, 
 
 
 def fit_probe(cache: str | Path, config: SPPSCLConfig, run_dir: str | Path, *, splits: dict | None = None, log=None):
-    from runs.trainer import TrainResult, environment, head_shapes, open_splits, predict, write_predictions
+    from runs.trainer import TrainResult, head_shapes, open_splits, predict, write_predictions, write_run_config
 
     log = log or logger.info
     run_dir = Path(run_dir)
@@ -72,21 +72,7 @@ def fit_probe(cache: str | Path, config: SPPSCLConfig, run_dir: str | Path, *, s
     train_split, dev_split = splits["train"], splits["dev"]
     shapes = head_shapes(train_split)
     model = build_head(config, shapes).eval()
-    (run_dir / "config.json").write_text(
-        json.dumps(
-            {
-                "config": config.to_dict(),
-                "cache": str(Path(cache).resolve()),
-                "cache_fingerprint": train_split.attrs["fingerprint"],
-                "head": shapes,
-                "trainable_parameters": sum(p.numel() for p in model.parameters()),
-                "mixed_precision": "no",
-                "device": "cpu",
-                "environment": environment(),
-            },
-            indent=1,
-        )
-    )
+    write_run_config(run_dir, cache, config, train_split, model, "no", "cpu")
     train_x, dev_x = pooled_features(model, train_split), pooled_features(model, dev_split)
     mean, scale = train_x.mean(0), train_x.std(0)
     scale[scale < 1e-6] = 1.0  # a constant feature stays constant (zero) instead of dividing by nothing

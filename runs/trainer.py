@@ -28,6 +28,7 @@ from cache.reader import CachedSplit
 from heads.config import SPPSCLConfig
 from heads.head_kinds import report_keys_for, training_step_for
 from heads.input_noise import attach_input_noise
+from heads.precision import autocast, check_precision
 from runs.checkpoint import build_head, save_head
 from runs.divergence import check_losses, check_weights
 from runs.metrics import classification_metrics
@@ -140,6 +141,23 @@ def write_predictions(path: Path, rows: dict[str, tuple], class_names: list[str]
                 )
 
 
+def write_run_config(
+    run_dir: Path, cache, config: SPPSCLConfig, train_split: CachedSplit, model: nn.Module, mixed_precision, device
+) -> None:
+    """config.json: the resolved config, the cache (path and fingerprint), the head's shapes, the environment."""
+    record = {
+        "config": config.to_dict(),
+        "cache": str(Path(cache).resolve()),
+        "cache_fingerprint": train_split.attrs["fingerprint"],
+        "head": head_shapes(train_split),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "mixed_precision": mixed_precision,
+        "device": str(device),
+        "environment": environment(),
+    }
+    (run_dir / "config.json").write_text(json.dumps(record, indent=1))
+
+
 def tracker_config(config: SPPSCLConfig) -> dict:
     """The config as trackers take it (TensorBoard's hparams want scalars or strings: no tuples, no None)."""
     return {
@@ -221,6 +239,7 @@ def train(
             "run `spp-scl train` directly; to use several devices, run a sweep's trials side by side (--jobs)"
         )
     device = accelerator.device
+    check_precision(config.precision, device)  # bfloat16 only where it is fast
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -228,28 +247,21 @@ def train(
     model = build_head(config, shapes)
     attach_input_noise(model, config)  # training-mode noise on the cached inputs, when the config asks for it
     step, loss_keys = training_step_for(config), report_keys_for(config)  # the head's own step and losses
+    # The fused AdamW kernel: one pass over all parameters instead of a dozen per tensor (a sixth of the time on a
+    # CPU); the same update to float32 rounding.
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
+        model.parameters(),
+        lr=config.lr,
+        betas=config.betas,
+        eps=config.eps,
+        weight_decay=config.weight_decay,
+        fused=device.type in ("cpu", "cuda"),
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
     model, optimizer = accelerator.prepare(model, optimizer)
     shuffle = torch.Generator().manual_seed(config.seed)
 
-    (run_dir / "config.json").write_text(
-        json.dumps(
-            {
-                "config": config.to_dict(),
-                "cache": str(Path(cache).resolve()),
-                "cache_fingerprint": train_split.attrs["fingerprint"],
-                "head": shapes,
-                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                "mixed_precision": mixed_precision,
-                "device": str(device),
-                "environment": environment(),
-            },
-            indent=1,
-        )
-    )
+    write_run_config(run_dir, cache, config, train_split, model, mixed_precision, device)
     log_path = run_dir / "log.jsonl"
     log_path.write_text("")
     if report_to:
@@ -268,7 +280,7 @@ def train(
         for batch in train_split.batches(config.batch_size, shuffle=True, generator=shuffle, longest_first=True):
             if len(batch) < 2:  # BatchNorm cannot normalise a batch of one in train mode
                 continue
-            with accelerator.autocast():
+            with accelerator.autocast(), autocast(config.precision, device):
                 report = step(
                     model, _inputs(batch, device), optimizer, config, backward=accelerator.backward, **options
                 )
@@ -284,7 +296,8 @@ def train(
         check_weights(model, epoch, lr)  # before the dev pass: non-finite weights are never selected
         scheduler.step()
         layer_weights = []
-        ids, labels, probabilities = predict(model, dev_split, config.batch_size, device, layer_weights)
+        with autocast(config.precision, device):
+            ids, labels, probabilities = predict(model, dev_split, config.batch_size, device, layer_weights)
         dev = classification_metrics(labels, probabilities.argmax(1), dev_split.class_names)
         seconds.append(time.perf_counter() - started)
         improved = dev[metric] > best
@@ -325,7 +338,8 @@ def train(
     rows, metrics = {}, {"selected_epoch": best_epoch, "selection_metric": metric}
     for name in ("dev", "test"):
         if name in splits:
-            rows[name] = predict(selected, splits[name], config.batch_size, device)
+            with autocast(config.precision, device):  # as on the dev passes that selected it
+                rows[name] = predict(selected, splits[name], config.batch_size, device)
             metrics[name] = classification_metrics(rows[name][1], rows[name][2].argmax(1), train_split.class_names)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     write_predictions(run_dir / "predictions.csv", rows, train_split.class_names)

@@ -37,6 +37,17 @@ def add_set(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_named_caches(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache",
+        action="append",
+        required=True,
+        metavar="DATASET=PATH",
+        help="a dataset's cache (repeatable; a missing file is skipped); the dataset name picks the preset "
+        "(mvsa-single, mvsa-multiple, hfm)",
+    )
+
+
 def read_config_file(path: str) -> SPPSCLConfig:
     """A run folder, its config.json, or a bare config dict in JSON -> the config it holds."""
     file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)

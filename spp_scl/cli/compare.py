@@ -17,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from spp_scl.cli.common import add_set
+from spp_scl.cli.common import add_named_caches, add_set
 from spp_scl.errors import InputError
 
 HELP = "SPP-SCL beside the compared heads and each modality alone, N seeds each"
@@ -25,13 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--cache",
-        action="append",
-        required=True,
-        metavar="DATASET=PATH",
-        help="a dataset's cache (repeatable); a missing file is skipped",
-    )
+    add_named_caches(parser)
     parser.add_argument("--seeds", type=int, default=5, help="seeds per method: seed, seed+1, ... (default 5)")
     parser.add_argument(
         "--methods",

@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from spp_scl.cli.common import add_set
+from spp_scl.cli.common import add_named_caches, add_set
 from spp_scl.errors import InputError
 
 HELP = "the paper's tables 3-7 (ablations), N seeds per row"
@@ -23,13 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--cache",
-        action="append",
-        required=True,
-        metavar="DATASET=PATH",
-        help="a dataset's cache; the dataset name picks the preset (mvsa-single, mvsa-multiple, hfm)",
-    )
+    add_named_caches(parser)
     parser.add_argument("--tables", default="3,4,5,6,7", help="which tables (default 3,4,5,6,7)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per row (default 5)")
     parser.add_argument("--faithful", action="store_true", help="paper-faithful fusion (cmf-batch) for every row")
