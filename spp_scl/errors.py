@@ -14,6 +14,7 @@ EXIT_INPUT = 3  # a data file, cache, run folder or config that cannot be used a
 EXIT_REFUSED = 4  # refused to go on: another process holds the output, settings or encoders differ
 EXIT_STORAGE = 5  # the disk is full or a file cannot be written
 EXIT_DIVERGED = 6  # training produced non-finite losses or weights
+EXIT_CRASH = 70  # an unexpected error, a bug: the traceback is printed (never 1, which predict gives partial results)
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 EXIT_CODES = {
@@ -24,6 +25,7 @@ EXIT_CODES = {
     EXIT_REFUSED: "refused: output locked by another process, or settings / encoders that differ from the cache's",
     EXIT_STORAGE: "storage: disk full or a file that cannot be written (finished work is kept)",
     EXIT_DIVERGED: "training diverged: non-finite loss or weights (nothing is saved or selected)",
+    EXIT_CRASH: "an unexpected error (a bug): the traceback is printed above the error line",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); a rerun resumes",
 }
 

@@ -20,7 +20,7 @@ from heads.config import resolve_config
 from runs.encoder_choice import PluginRefused
 from runs.predictor import Predictor
 from runs.trainer import train
-from spp_scl.errors import InputError
+from spp_scl.errors import EXIT_CRASH, EXIT_INPUT, EXIT_REFUSED, InputError
 from tests.conftest import tiny_config
 from tests.tiny_run import tiny_run
 
@@ -172,3 +172,30 @@ def test_a_cut_or_reshaped_weights_file_is_one_line_naming_it(run_copy):
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(InputError, match=r"model\.safetensors is not a readable safetensors file"):
         Predictor(run_copy)
+
+
+def test_the_command_line_gives_each_outcome_its_own_status(tiny, plugin, plugin_run, run_copy, capsys, monkeypatch):
+    """0 all predicted, 1 some error rows, 3 a bad run folder, 4 a plugin refused, 70 a bug (never 1)."""
+    from runs.predictor import Predictor as RealPredictor
+    from spp_scl.cli import main as spp_scl
+
+    image, text = _dev_pairs(tiny, 1)[0][1:]
+    one_pair = ["--image", str(image), "--text", text]
+    assert spp_scl(["predict", str(plugin_run), *one_pair]) == EXIT_REFUSED
+    assert "--image-encoder FILE.py:FUNCTION --trust-plugin" in capsys.readouterr().err.strip().splitlines()[-1]
+    trusted = ["--image-encoder", f"{plugin}:build", "--trust-plugin"]
+    assert spp_scl(["predict", str(plugin_run), *one_pair, *trusted]) == 0
+    assert json.loads(capsys.readouterr().out)["prediction"] in ("positive", "neutral", "negative")
+
+    _edit_json(run_copy / "head.json", lambda head: head.update(num_classes=2))
+    assert spp_scl(["predict", str(run_copy), *one_pair]) == EXIT_INPUT
+    assert capsys.readouterr().err.strip() == (
+        f"error: {run_copy / 'head.json'}: field 'class_names' has 3 names but num_classes is 2"
+    )
+
+    def broken_predict(self, *args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(RealPredictor, "predict", broken_predict)
+    assert spp_scl(["predict", str(plugin_run), *one_pair, *trusted]) == EXIT_CRASH
+    assert "error: unexpected RuntimeError (a bug" in capsys.readouterr().err

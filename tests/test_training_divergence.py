@@ -11,7 +11,7 @@ from cache.synthetic import write_synthetic_cache
 from heads.config import resolve_config
 from runs.checkpoint import CheckpointError, load_head, save_head
 from runs.trainer import train
-from spp_scl.errors import EXIT_DIVERGED, Diverged, InputError
+from spp_scl.errors import EXIT_DIVERGED, EXIT_INPUT, Diverged, InputError
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +72,16 @@ def test_a_damaged_cache_is_one_line_naming_it(cache, tmp_path):
     cut.write_bytes(cache.read_bytes()[:5000])
     with pytest.raises(InputError, match=r"cut\.h5 is not a readable HDF5 cache"):
         train(cut, _config(), tmp_path / "run", log=lambda *_: None)
+
+
+def test_the_train_command_exits_with_the_kind_of_failure(cache, tmp_path, capsys):
+    from spp_scl.cli import main as spp_scl
+
+    common = ["train", "--cache", str(cache), "--preset", "mvsa-single", "--epochs", "2", "--batch-size", "16"]
+    assert spp_scl([*common, "--lr", "1e8", "--out", str(tmp_path / "diverged")]) == EXIT_DIVERGED
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("error: training diverged at epoch 1, step ")
+    only_train = write_synthetic_cache(tmp_path / "train-only.h5", {"train": 16}, layers=2, dim=8, map_shape=(4, 2, 2))
+    common[2] = str(only_train)
+    assert spp_scl([*common, "--out", str(tmp_path / "run")]) == EXIT_INPUT
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {only_train} needs a train and a dev")

@@ -17,7 +17,7 @@ import logging
 import sys
 
 from spp_scl import __version__
-from spp_scl.errors import EXIT_CODES, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_STORAGE, ToolError
+from spp_scl.errors import EXIT_CODES, EXIT_CRASH, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_STORAGE, ToolError
 
 VERBS = ("extract", "inspect", "train", "sweep", "tables", "compare", "predict", "report", "demo")
 MODULES = {"inspect": "inspect_cache"}  # `inspect` would shadow the standard library's module of that name
@@ -107,6 +107,14 @@ def run_verb(args: argparse.Namespace) -> int:
     except OSError as error:  # a file that cannot be read or written: one line, not a traceback
         print(f"error: {error}", file=sys.stderr)
         return EXIT_STORAGE if error.errno in (errno.ENOSPC, errno.EDQUOT) else EXIT_INPUT
+    except (
+        Exception
+    ) as error:  # a bug: its traceback, and a status no expected outcome uses (predict's 1 means partial)
+        import traceback
+
+        traceback.print_exc()
+        print(f"error: unexpected {type(error).__name__} (a bug; the traceback is above)", file=sys.stderr)
+        return EXIT_CRASH
 
 
 if __name__ == "__main__":

@@ -43,7 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inputs.add_argument("--images", help="the folder image paths and <id>.jpg are relative to")
     parser.add_argument("--out", help="write to this .csv or .jsonl file instead of JSON lines on stdout")
     parser.add_argument("--text-encoder", help="default: where the run's cache says it was loaded from")
-    parser.add_argument("--image-encoder", help="default: where the run's cache says it was loaded from")
+    parser.add_argument(
+        "--image-encoder",
+        help="default: the transformers model the run's cache records; a plugin (file.py:function) only as given "
+        "here, with --trust-plugin",
+    )
+    parser.add_argument(
+        "--trust-plugin",
+        action="store_true",
+        help="run the plugin image encoder given with --image-encoder (a plugin is code; a plugin recorded in a "
+        "cache is never run without it, and its source must be the one the cache was made with)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per encoder forward (speed only)")
     parser.add_argument("--workers", type=int, default=2, help="image decoding threads")
@@ -64,7 +74,13 @@ def run(args: argparse.Namespace) -> int:
     # Stdout carries the results: whatever loading an encoder prints (a plugin's banner, say) goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
         predictor = Predictor(
-            args.run_dirs, args.text_encoder, args.image_encoder, args.device, args.batch_size, args.workers
+            args.run_dirs,
+            args.text_encoder,
+            args.image_encoder,
+            args.device,
+            args.batch_size,
+            args.workers,
+            trust_plugin=args.trust_plugin,
         )
     try:
         if args.pairs:
