@@ -65,6 +65,8 @@ def _pair_from_row(row: dict, source: str, pair_file: Path, images: Path | None)
 def count_rows(path: Path) -> int | None:
     """Rows in a pair file, for the progress bar (a quick pass; None when it cannot tell)."""
     suffix = path.suffix.lower()
+    if not path.is_file():  # a FIFO would block here, and be read only once
+        return None
     try:
         if suffix == ".jsonl":
             with path.open(encoding="utf-8-sig", errors="replace") as lines:
@@ -82,7 +84,7 @@ def read_pair_file(path: str | Path, images: str | Path | None = None) -> Iterat
     images = Path(images) if images else None
     suffix = path.suffix.lower()
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise ValueError(f"{path}: not a regular file" if path.exists() else f"{path}: no such file")
     if suffix == ".json":
         rows = read_json_list(path, "objects with text and image or id")
         for index, row in enumerate(rows):

@@ -147,3 +147,20 @@ def test_predict_csv_output_never_holds_a_formula(tmp_path):
     writer.close()
     rows = list(csv.DictReader(out.open()))
     assert rows[0]["id"] == "'=cmd|' /C calc'!A0" and rows[1]["id"] == "'@x" and rows[1]["error"] == "'=image not found"
+
+
+def test_a_fifo_given_as_the_pair_file_is_refused_at_once(tiny, tmp_path_factory, tmp_path, capsys):
+    from spp_scl.cli import main as spp_scl
+    from spp_scl.errors import EXIT_INPUT
+
+    pairs = tmp_path / "pairs.jsonl"
+    os.mkfifo(pairs)
+    run_dir = str(tiny_run(tiny, tmp_path_factory))
+    try:
+        assert _finishes(lambda: spp_scl(["predict", run_dir, "--pairs", str(pairs), "--no-progress"])) == EXIT_INPUT
+    finally:
+        try:
+            os.close(os.open(pairs, os.O_WRONLY | os.O_NONBLOCK))  # unblock a reader, should there be one
+        except OSError:
+            pass
+    assert capsys.readouterr().err.strip() == f"error: {pairs}: not a regular file"
