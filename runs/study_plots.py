@@ -41,7 +41,8 @@ def plot_study(study: optuna.Study, space: dict[str, list], metric: str, folder:
     target_name = f"dev {metric}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
-        if {"temperature", "theta"} <= set(varied) and len(completed) >= 2:
+        seen = {name: {t.params.get(name) for t in completed} - {None} for name in ("temperature", "theta")}
+        if all(len(values) >= 2 for values in seen.values()):
             written.append(
                 _save(
                     optuna_plots.plot_contour(study, params=["temperature", "theta"], target_name=target_name),
@@ -49,7 +50,7 @@ def plot_study(study: optuna.Study, space: dict[str, list], metric: str, folder:
                 )
             )
         else:
-            skipped.append("contour: needs tau and theta as axes and 2 completed trials")
+            skipped.append("contour: needs completed trials at 2 or more values of both tau and theta")
         if len(varied) >= 1 and len(completed) >= 2:
             try:
                 written.append(

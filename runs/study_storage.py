@@ -14,8 +14,10 @@ the URL (password hidden) and the cause: `InputError`.
 from __future__ import annotations
 
 import json
+import random
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,12 @@ from spp_scl.errors import InputError
 
 JOURNAL_NAME = "optuna.journal"
 HEARTBEAT_KEY = "spp_scl:heartbeat"  # trial system attribute: the time.time() of the worker's last sign of life
-RDB_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "mysql": "mysql+pymysql", "sqlite": "sqlite"}
+RDB_SCHEMES = {
+    "postgresql": "postgresql+psycopg2",
+    "postgres": "postgresql+psycopg2",
+    "mysql": "mysql+pymysql",
+    "sqlite": "sqlite",
+}
 DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL", "redis": "redis"}
 
 
@@ -42,7 +49,7 @@ class StudyStorage:
 
 
 def hide_password(url: str) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
@@ -135,19 +142,13 @@ def open_storage(url: str | None, folder: Path, heartbeat: int, stale_callback: 
             f"--storage {shown}: not a storage URL; use postgresql://USER:PASSWORD@HOST:PORT/DB, "
             f"mysql://USER:PASSWORD@HOST:PORT/DB, redis://HOST:PORT/0, or journal:PATH (a journal file)"
         )
-    if scheme == base_scheme:  # the driver installed by the `sweeps` extra, not SQLAlchemy's default for MySQL
+    if scheme == base_scheme:  # the drivers of the `sweeps` extra, not SQLAlchemy's defaults (psycopg 3, MySQLdb)
         url = RDB_SCHEMES[base_scheme] + url[len(scheme) :]
     engine_kwargs = {"pool_pre_ping": True}
     if base_scheme in ("postgresql", "postgres", "mysql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
     try:
-        storage = RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=stale_callback,
-        )
+        storage = _rdb_storage(url, engine_kwargs, heartbeat, grace, stale_callback)
     except ImportError as error:
         driver = DRIVERS.get(RDB_SCHEMES.get(base_scheme, "").split("+")[0], "the database driver")
         raise InputError(
@@ -158,6 +159,30 @@ def open_storage(url: str | None, folder: Path, heartbeat: int, stale_callback: 
     return StudyStorage(storage, shown, shown)  # no password in the dashboard command of the summary
 
 
+def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: int, grace: int, stale_callback):
+    """Optuna's RDB storage behind its cache layer (the object the study itself would use). Workers that start
+    together on an empty database all create Optuna's tables; the losers of that race try again."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeat_interval is marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=stale_callback,
+                )
+            return optuna.storages.get_storage(storage)
+        except (IntegrityError, ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("not reached")
+
+
 def _redis_storage(url: str, shown: str, heartbeat: int, grace: int, stale_callback) -> StudyStorage:
     try:
         import redis
@@ -165,7 +190,9 @@ def _redis_storage(url: str, shown: str, heartbeat: int, grace: int, stale_callb
     except ImportError:
         raise InputError(f"--storage {shown}: the redis client is not installed: pip install -e .[sweeps]") from None
     try:
-        backend = JournalRedisBackend(url)
+        with warnings.catch_warnings():  # the Redis journal is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            backend = JournalRedisBackend(url)
         backend._redis.ping()  # Optuna connects lazily; a wrong host or port should fail here, named
         storage = HeartbeatJournalStorage(backend, heartbeat, grace, stale_callback)
     except (redis.exceptions.RedisError, ValueError) as error:

@@ -99,11 +99,11 @@ def run_sweep(
     else:
         run_worker_processes(settings, jobs)
     summary = study_summary(study, plan, storage, pruning)
-    export_results(study, folder / "results.jsonl")
+    export_results(study, plan, folder / "results.jsonl")
     from runs.study_plots import plot_study
     from runs.sweep_plots import plot_sweep
 
-    rows = [row for row in ranked_rows(study) if row["state"] == "complete"]
+    rows = [row for row in ranked_rows(study, plan) if row["state"] == "complete"]
     figures = plot_sweep(rows, plan.metric, folder) if rows else []
     optuna_figures, _ = plot_study(study, plan.space, plan.metric, folder)
     summary["figures"] = [path.name for path in [*figures, *optuna_figures]]
@@ -142,21 +142,23 @@ def run_worker_processes(settings: WorkerSettings, jobs: int) -> None:
         raise error(f"sweep workers stopped (exit status {codes}; their messages are above); a rerun resumes")
 
 
-def ranked_rows(study: optuna.Study) -> list[dict]:
-    """One row per key (the lowest-numbered finished trial of it), complete and pruned, in trial order."""
+def ranked_rows(study: optuna.Study, plan: SweepPlan) -> list[dict]:
+    """One row per key (the lowest-numbered finished trial of it), complete and pruned, in the plan's order (then
+    trial order), so that ties in the summary break the same way whatever order the workers finished in."""
     rows: dict[str, dict] = {}
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         row = trial.user_attrs.get("row")
         if row and trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and row["key"] not in rows:
             rows[row["key"]] = row
-    return list(rows.values())
+    order = {trial.key(plan.base): index for index, trial in enumerate(plan.fixed_trials())}
+    return sorted(rows.values(), key=lambda row: order.get(row["key"], len(order)))
 
 
-def export_results(study: optuna.Study, path: Path) -> None:
+def export_results(study: optuna.Study, plan: SweepPlan, path: Path) -> None:
     """results.jsonl rewritten from the study (in place, under the lock the workers append with)."""
     import fcntl
 
-    text = "".join(json.dumps(row) + "\n" for row in ranked_rows(study))
+    text = "".join(json.dumps(row) + "\n" for row in ranked_rows(study, plan))
     with path.open("a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
@@ -171,7 +173,7 @@ def study_summary(study: optuna.Study, plan: SweepPlan, storage: StudyStorage, p
     """The sweep summary (runs.sweeper.summarise) over the points whose every seed completed, with the study's
     counts, the epochs spent, and the pruned and failed trials listed apart."""
     metric = plan.metric
-    rows = ranked_rows(study)
+    rows = ranked_rows(study, plan)
     trials = study.get_trials(deepcopy=False)
     failed = [t for t in trials if t.state == TrialState.FAIL and FINAL_FAILURE in t.user_attrs]
     left_out = {r["name"] for r in rows if r["state"] == "pruned"} | {t.user_attrs.get("name") for t in failed}

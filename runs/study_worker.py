@@ -202,7 +202,7 @@ class Worker:
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.log(f"trial {trial.number} ({planned.name} seed {seed}) is trial {original}: not trained twice")
                 return
-            if self.plan.sampler == "tpe" and "fixed_params" not in trial.system_attrs:
+            if self.plan.sampler == "tpe" and "fixed_params" not in storage.get_trial(trial._trial_id).system_attrs:
                 self._enqueue_other_seeds(overrides)
             self._train(trial, planned, key, heartbeat)
         except Diverged as error:  # a setting that diverges: recorded, not retried, the sweep goes on
