@@ -123,6 +123,9 @@ def _in_child(work) -> dict:
     try:
         while chunk := os.read(read_end, 1 << 16):
             chunks.append(chunk)
+    except BaseException:  # Ctrl-C here: the child stops too, and the caller removes its partial file
+        os.kill(pid, signal.SIGKILL)
+        raise
     finally:
         os.close(read_end)
         _, status = os.waitpid(pid, 0)
@@ -160,7 +163,11 @@ def assemble(
         writer = CacheWriter(cache, attrs, sizes, map_shape, layers_dim, attrs["dtype"])
         _write(writer, files, kept, dataset, skipped)
 
-    outcome = _in_child(work)
+    try:
+        outcome = _in_child(work)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
     if outcome["kind"] != "ok":
         remove_quietly(tmp)
         free = free_bytes(tmp)
