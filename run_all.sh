@@ -8,6 +8,8 @@
 #   MVSA_SINGLE=path MVSA_MULTIPLE=path HFM=path
 #   TEXT_ENCODER=bert-base-uncased IMAGE_ENCODER=microsoft/resnet-50 TEXT_LAYERS=-4,-3,-2,-1   (the paper's)
 #   OUT=runs/out/all  CACHE_DIR=cache/files  SEEDS=5  SWEEP_SEEDS=1  JOBS=1  EPOCHS=(preset: 150)
+#   PRUNE=successive-halving (the sweep's pruner on the dev metric per epoch; hyperband, or none to train every
+#   point for every epoch)  PATIENCE=20 (epochs without a better dev metric before a trial stops; none = never)
 # For each dataset present: extraction, a 3 x 3 x 3 sweep of tau / theta / lambda on dev, then every table
 # (5 seeds each) from the sweep's best point, with plots. Rerunning skips every finished step.
 set -euo pipefail
@@ -31,6 +33,8 @@ OUT=${OUT:-runs/out/all}
 SEEDS=${SEEDS:-5}
 SWEEP_SEEDS=${SWEEP_SEEDS:-1}
 JOBS=${JOBS:-1}
+PRUNE=${PRUNE:-successive-halving}
+PATIENCE=${PATIENCE:-20}
 settings=()
 mkdir -p "$OUT"
 [ -n "${EPOCHS:-}" ] && settings+=(--set epochs="$EPOCHS")
@@ -45,7 +49,7 @@ for pair in "mvsa-single:${MVSA_SINGLE:-}" "mvsa-multiple:${MVSA_MULTIPLE:-}" "h
   stage "$name: sweep tau x theta x lambda (3 x 3 x 3, $SWEEP_SEEDS seed(s)) on dev"
   "$SPP" sweep --cache "$CACHE_DIR/$name.h5" --preset "$name" --axis tau=0.05,0.07,0.1 \
     --axis theta=0.5,0.667,0.8 --axis lambda="$lambdas" --seeds "$SWEEP_SEEDS" --jobs "$JOBS" ${settings[@]+"${settings[@]}"} \
-    --out "$OUT/$name/sweep" > "$OUT.$name.sweep.log" 2>&1 || { cat "$OUT.$name.sweep.log"; exit 1; }
+    --set patience="$PATIENCE" --prune "$PRUNE" --out "$OUT/$name/sweep" > "$OUT.$name.sweep.log" 2>&1 || { cat "$OUT.$name.sweep.log"; exit 1; }
   caches+=(--cache "$name=$CACHE_DIR/$name.h5"); bases+=(--base "$name=$OUT/$name/sweep/summary.json")
 done
 stage "the paper's tables 3-7, $SEEDS seeds each, from each sweep's best point"

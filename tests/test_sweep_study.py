@@ -26,8 +26,17 @@ from optuna.trial import TrialState
 
 from cache.synthetic import write_synthetic_cache
 from heads.config import resolve_config
-from runs.study import DUPLICATE_KEY, SweepPlan, open_study
-from runs.study_storage import open_storage
+from runs.study import (
+    DUPLICATE_KEY,
+    OWNER_KEY,
+    RETRY_KEY,
+    SweepPlan,
+    claim_waiting,
+    open_study,
+    recover_unfinished,
+    retry_unfinished,
+)
+from runs.study_storage import HEARTBEAT_KEY, open_storage
 from runs.study_sweep import run_sweep
 from runs.study_worker import Pruning
 from runs.sweeper import expand, parse_space
@@ -138,6 +147,23 @@ def test_a_dead_owner_is_told_from_a_live_one():
     assert owner_is_gone(record)
     assert not owner_is_gone({**record, "host": "another-machine"})  # there, only the heartbeat can tell
     assert not owner_is_gone(this_process())
+
+
+def test_a_trial_whose_heartbeat_stopped_on_another_machine_is_retried_after_the_grace_period(cache, tmp_path):
+    """Optuna's heartbeat on the journal storage: a worker elsewhere (its process cannot be looked up here) that
+    stopped beating for longer than the grace period loses its trial to a retry; one that beats keeps it."""
+    plan = plan_for(cache, axes=["theta=0.5,0.8"])
+    storage = open_storage(None, tmp_path, 1, retry_unfinished).storage  # grace: 4 heartbeats
+    study = open_study(plan, storage, plan.study_name(), None, None)
+    silent, beating = claim_waiting(study), claim_waiting(study)
+    for trial, last_beat in ((silent, time.time() - 10), (beating, time.time())):
+        storage.set_trial_system_attr(trial._trial_id, OWNER_KEY, {**this_process(), "host": "elsewhere"})
+        storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_KEY, last_beat)
+    assert recover_unfinished(study, grace=4) == []  # Optuna's fail_stale_trials ended it, not the owner check
+    trials = study.get_trials()
+    assert [t.state for t in trials[:2]] == [TrialState.FAIL, TrialState.RUNNING]
+    assert trials[2].state == TrialState.WAITING and trials[2].user_attrs["key"] == trials[0].user_attrs["key"]
+    assert trials[2].system_attrs[RETRY_KEY] == [0]
 
 
 def test_two_workers_on_one_journal_study_train_each_point_once(cache, single_worker, tmp_path):
