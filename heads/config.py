@@ -55,6 +55,11 @@ class SPPSCLConfig:
     input_noise: float = option(
         0.0, "Gaussian noise on the cached inputs while training, as a multiple of each input's standard deviation"
     )
+    ha_gate: Literal["mean", "projection"] = option(
+        "mean",
+        "what HA's layer gate sees of each layer's first-token vector: its mean over D (the paper's) or a learned "
+        "projection after LayerNorm",
+    )
     bank_size: int = option(32, "learned key/value slots per modality (fusion cmf-bank only)")
 
     # --- losses and the two-step rule ---------------------------------------------------------

@@ -21,9 +21,15 @@ from heads.token_lstm import TokenSchedule, bidirectional_lstm_mean
 class HierarchicalAttention(nn.Module):
     """first_token [B, K, D], token_states [B, K, L, D], token_mask [B, L] -> [B, 2 * lstm_hidden]."""
 
-    def __init__(self, num_layers: int, text_dim: int, lstm_hidden: int = 64) -> None:
+    def __init__(self, num_layers: int, text_dim: int, lstm_hidden: int = 64, gate_input: str = "mean") -> None:
         super().__init__()
         self.num_layers = num_layers
+        # What the gate sees of each layer's first-token vector: its mean over D (the paper's), or a learned
+        # projection of it after LayerNorm. The mean of a sentence encoder's [CLS] vector is ~1e-3 for every
+        # layer (MPNet layers 9-12), so the paper's gate gets almost the same input for every post and layer.
+        self.layer_summary = (
+            nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, 1)) if gate_input == "projection" else None
+        )
         # Bias-free so that the gate depends on the [CLS] summaries alone (as in the paper).
         self.layer_gate = nn.Sequential(
             nn.Linear(num_layers, num_layers, bias=False),
@@ -38,7 +44,9 @@ class HierarchicalAttention(nn.Module):
 
     def layer_weights(self, first_token: torch.Tensor) -> torch.Tensor:
         """Per-sample, per-layer weights in (0, 1): [B, K]. Independent sigmoids, not a softmax."""
-        return self.layer_gate(first_token.mean(dim=-1))
+        if self.layer_summary is None:
+            return self.layer_gate(first_token.mean(dim=-1))
+        return self.layer_gate(self.layer_summary(first_token).squeeze(-1))
 
     def forward(
         self, first_token: torch.Tensor, token_states: torch.Tensor, token_mask: torch.Tensor
