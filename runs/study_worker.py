@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import warnings
@@ -43,11 +44,12 @@ from runs.study import (
 )
 from runs.study_storage import open_storage
 from runs.worker_identity import this_process
-from spp_scl.errors import Diverged
+from spp_scl.errors import EXIT_INTERRUPTED, Diverged, ToolError
 
 logger = logging.getLogger(__name__)
 
 PRUNERS = ("none", "successive-halving", "hyperband")
+MAX_REPEATED_POINTS = 50
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class Worker:
         self.log = log or logger.info
         self.splits: dict = {}  # opened once per process, per text-layer selection
         self.trained = 0
+        self.repeats = 0  # TPE points in a row that were taken already
 
     def run(self) -> int:
         """Work until the study is finished; returns how many trials this worker trained."""
@@ -173,6 +176,8 @@ class Worker:
         taken = {t.user_attrs.get("name") for t in self.study.get_trials(deepcopy=False) if covers_its_key(t)}
         taken.discard(None)
         if len(taken) >= min(self.plan.points or self.plan.grid_size(), self.plan.grid_size()):
+            return None
+        if self.repeats >= MAX_REPEATED_POINTS:  # TPE keeps to points it has: the budget cannot be met here
             return None
         with warnings.catch_warnings():  # Optuna says heartbeats are meant for study.optimize: this loop runs them
             warnings.simplefilter("ignore")
@@ -201,7 +206,9 @@ class Worker:
                 storage.set_trial_system_attr(trial._trial_id, DUPLICATE_KEY, original)
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.log(f"trial {trial.number} ({planned.name} seed {seed}) is trial {original}: not trained twice")
+                self.repeats += 1
                 return
+            self.repeats = 0
             if self.plan.sampler == "tpe" and "fixed_params" not in storage.get_trial(trial._trial_id).system_attrs:
                 self._enqueue_other_seeds(overrides)
             self._train(trial, planned, key, heartbeat)
@@ -301,7 +308,7 @@ def open_worker_study(settings: WorkerSettings) -> optuna.Study:
     )
 
 
-def worker_process(settings: WorkerSettings, parent_pid: int, log_level: int) -> int:
+def worker_process(settings: WorkerSettings, parent_pid: int, log_level: int) -> None:
     """Entry point of a spawned worker process (`--jobs N`)."""
     from runs.parent_watch import exit_with_parent
 
@@ -314,4 +321,10 @@ def worker_process(settings: WorkerSettings, parent_pid: int, log_level: int) ->
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    return Worker(settings, open_worker_study(settings)).run()
+    try:
+        Worker(settings, open_worker_study(settings)).run()
+    except ToolError as error:  # one line, as the command line gives it; the parent names the worker
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:  # its trial was enqueued again; the parent says a rerun resumes
+        sys.exit(EXIT_INTERRUPTED)
