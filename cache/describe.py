@@ -7,6 +7,7 @@ import json
 
 from cache.layout import read_skipped, skip_reason_counts
 from cache.reader import cache_summary
+from cache.views import describe_views
 
 
 def describe(path: str, all_skipped: bool = False) -> str:
@@ -26,6 +27,7 @@ def describe(path: str, all_skipped: bool = False) -> str:
         f"file: {summary['file_bytes'] / 2**20:.1f} MiB, {summary['bytes_per_record'] / 1024:.1f} KiB per "
         f"record, {summary['overhead']:.3f} x the bytes of the stored features"
     )
+    lines.extend(describe_views(path))
     lines.append("fingerprint:")
     lines.extend(f"  {key}: {json.dumps(value)}" for key, value in summary["fingerprint"].items())
     skipped = read_skipped(path)

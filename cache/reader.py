@@ -164,10 +164,12 @@ class CachedSplit:
         generator: torch.Generator | None = None,
         drop_last: bool = False,
         longest_first: bool = False,
+        draw=None,
     ):
         """Batches over the split; with `shuffle`, a permutation drawn from `generator`. `longest_first` orders
         the records inside each batch by text length (which records share a batch is unchanged): training
-        losses do not depend on the order, and a sorted batch feeds an LSTM without re-sorting."""
+        losses do not depend on the order, and a sorted batch feeds an LSTM without re-sorting. `draw(indices)`
+        reads a batch instead of `self.batch` (the trainer's stored views: runs/view_feed.py)."""
         order = torch.randperm(len(self), generator=generator).numpy() if shuffle else np.arange(len(self))
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
@@ -175,7 +177,16 @@ class CachedSplit:
                 return
             if longest_first:
                 chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            yield self.batch(chunk)
+            yield self.batch(chunk) if draw is None else draw(chunk)
+
+    def views(self, in_memory: bool | None = None):
+        """The stored views of this split (cache/views.py), opened on first use and kept; an error when the
+        cache has none."""
+        if getattr(self, "_views", None) is None:
+            from cache.views import SplitViews
+
+            self._views = SplitViews(self, in_memory)
+        return self._views
 
     def close(self) -> None:
         if not self.in_memory:

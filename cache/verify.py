@@ -16,6 +16,7 @@ import numpy as np
 
 from cache.checksums import DATASET_KEY, CacheDamaged, dataset_sha256
 from cache.layout import SPLIT_ARRAYS, is_verifiable, open_cache, read_attrs
+from cache.view_layout import view_dataset_names, view_layout_problems
 
 
 @dataclass
@@ -66,8 +67,10 @@ def verify_cache(path: str | Path) -> Verification:
                     result.problems.append(f"{split}/token_offsets disagree with text_lengths")
             except OSError as error:
                 result.problems.append(f"{split}: the offsets cannot be read ({_read_problem(error)})")
+            result.problems.extend(view_layout_problems(group, split))
         if result.verifiable:
             names = [f"{split}/{name}" for split in splits for name in SPLIT_ARRAYS if name in file[split]]
+            names += view_dataset_names(file)
             names += ["skipped"] if "skipped" in file else []
             for name in names:
                 dataset = file[name]

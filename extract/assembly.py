@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from cache.layout import CacheWriter, publish, temporary_path
+from cache.view_layout import ViewWriter
 from extract.shards import ShardDamaged, read_shard, shard_path
+from extract.view_assembly import ShardViews, view_sizes
 from spp_scl.errors import StorageError
 from spp_scl.storage import disk_full, free_bytes, is_disk_full, remove_quietly, require_free_space
 
@@ -52,9 +54,11 @@ def _layout(files: list[Path], dataset) -> tuple[dict, tuple, list, list[dict]]:
     return sizes, map_shape or (1, 1, 1), kept, skipped
 
 
-def _write(writer: CacheWriter, files: list[Path], kept: list, dataset, skipped: list[dict]) -> None:
+def _write(writer: CacheWriter, files: list[Path], kept: list, dataset, skipped: list[dict], views=None) -> None:
+    """`views`: the ViewWriter of a cache with views (extract/view_assembly.py), else None."""
     for path, (indices, lengths) in zip(files, kept):
         arrays, _, _ = read_shard(path)  # every tensor, checked against the shard's checksum
+        shard_views = ShardViews(views, arrays) if views is not None else None
         maps, first, tokens = (arrays[name] for name in FEATURES)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         start = 0
@@ -73,7 +77,11 @@ def _write(writer: CacheWriter, files: list[Path], kept: list, dataset, skipped:
                 first[start:end],
                 tokens[offsets[start] : offsets[end]],
             )
+            if shard_views is not None:
+                shard_views.append(split, end - start)
             start = end
+    if views is not None:
+        views.close()
     writer.close(skipped)
 
 
@@ -143,6 +151,7 @@ def assemble(
     dataset,
     attrs: dict,
     layers_dim: tuple[int, int],
+    views=None,
 ) -> list[dict]:
     """Write the cache from the shards in `parts`; returns the full skip list. A shard that cannot be used is
     deleted and named (a rerun extracts it again); a full disk leaves no partial file and keeps every shard."""
@@ -150,6 +159,9 @@ def assemble(
     tmp = temporary_path(cache)
     try:
         sizes, map_shape, kept, skipped = _layout(files, dataset)
+        if views is not None:  # the ViewPlan of an extraction with --views
+            splits, text_views = set(attrs["views"]["splits"]), attrs["views"]["text_views"]
+            sizes_of_views = view_sizes(files, dataset, splits, text_views, set(sizes))
     except ShardDamaged as damaged:
         raise _forget_shard(damaged, files) from None
     remove_quietly(tmp)  # left by an earlier run that was stopped while writing
@@ -161,7 +173,12 @@ def assemble(
 
     def work():
         writer = CacheWriter(cache, attrs, sizes, map_shape, layers_dim, attrs["dtype"])
-        _write(writer, files, kept, dataset, skipped)
+        view_writer = None
+        if views is not None:
+            view_writer = ViewWriter(
+                writer.file, sizes_of_views, attrs["views"], map_shape, layers_dim[1], attrs["dtype"]
+            )
+        _write(writer, files, kept, dataset, skipped, view_writer)
 
     try:
         outcome = _in_child(work)

@@ -70,6 +70,49 @@ class ExtractConfig:
     strict: bool = option(
         False, "stop at the first bad record with an error naming it (default: skip and report it)", "cache"
     )
+    views: int = option(
+        0,
+        "V stochastic views per record of --view-splits, stored beside the clean features (0 = none: the cache is "
+        "exactly as without this option); the cost per record and view is in README, 'Augmented views'",
+        group="views",
+    )
+    view_splits: list[str] = option(
+        help="splits that get views, comma-separated (training reads train only; dev and test are evaluated clean)",
+        group="views",
+        default_factory=lambda: ["train"],
+    )
+    view_text_dropout: bool = option(
+        True, "text views from the text encoder with its dropout on (train mode, no gradients)", group="views"
+    )
+    view_paraphrases: str | None = option(
+        None,
+        "a JSON/JSONL file of one paraphrase per record id (CLMLF's back-translations: [{id, text_translation}]); "
+        "text views encode the paraphrase (a record without one keeps its own text); without dropout, one view",
+        group="views",
+    )
+    view_text_layers: list[int] | None = option(
+        None,
+        "text layers stored in the views, a subset of --text-layers (e.g. -1 for the token-level heads, which read "
+        "one layer: a quarter of the bytes of 4 layers); none = all cached layers",
+        group="views",
+    )
+    view_image_augment: bool = option(
+        True,
+        "image views from CLMLF's augmentation: RandAugment (--view-randaugment-ops operations at "
+        "--view-randaugment-magnitude of 30), resize and crop, horizontal flip with --view-flip probability",
+        group="views",
+    )
+    view_randaugment_ops: int = option(2, "RandAugment operations per image view (CLMLF: 2)", group="views")
+    view_randaugment_magnitude: int = option(14, "RandAugment magnitude, 0..30 (CLMLF: 14)", group="views")
+    view_flip: float = option(0.5, "probability of a horizontal flip of an image view (CLMLF: 0.5)", group="views")
+    view_image_batchnorm: bool = option(
+        False,
+        "image views with the encoder's BatchNorm in train mode over random batches of the shard (the authors' "
+        "regime; with --view-image-augment, over the augmented images); the views then depend on --shard-size",
+        group="views",
+    )
+    view_batchnorm_batch: int = option(64, "records per batch for --view-image-batchnorm", group="views")
+    view_seed: int = option(0, "seed of every view's random stream", group="views")
     text_batch_size: int = option(32, "texts per encoder forward", group="speed")
     image_batch_size: int = option(32, "images per encoder forward", group="speed")
     shard_size: int = option(256, "records per resumable unit of work", group="speed")
@@ -82,11 +125,23 @@ class ExtractConfig:
         for name in ("text_batch_size", "image_batch_size", "shard_size", "max_length", "workers"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.views < 0:
+            raise ValueError(f"views must be 0 or more, got {self.views}")
+        unknown = [split for split in self.view_splits if split not in ("train", "dev", "test")]
+        if unknown or not self.view_splits:
+            raise ValueError(f"view_splits must name train, dev or test, got {self.view_splits}")
+        if self.view_batchnorm_batch < 2:
+            raise ValueError(f"view_batchnorm_batch must be at least 2, got {self.view_batchnorm_batch}")
+        if not 0 <= self.view_randaugment_magnitude <= 30 or self.view_randaugment_ops < 0:
+            raise ValueError("view_randaugment_magnitude must be in 0..30 and view_randaugment_ops 0 or more")
+        if not 0.0 <= self.view_flip <= 1.0:
+            raise ValueError(f"view_flip must be a probability, got {self.view_flip}")
 
 
 EXTRACT_GROUPS = {
     "data": "data",
     "encoders": "encoders",
     "cache": "cache",
+    "views": "augmented views (stored beside the clean features; see README, 'Augmented views')",
     "speed": "speed (does not change the features beyond float rounding)",
 }

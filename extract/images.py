@@ -87,6 +87,11 @@ def load_rgb(path) -> Image.Image:
 
 def to_pixels(image: Image.Image, preprocess: Preprocess) -> torch.Tensor:
     """[3, crop, crop] float32: shorter side to `resize` (bilinear), centre crop, normalise."""
+    return normalise(resize_and_crop(image, preprocess), preprocess)
+
+
+def resize_and_crop(image: Image.Image, preprocess: Preprocess) -> Image.Image:
+    """The shorter side to `resize` (bilinear), then the centre crop `crop` x `crop`."""
     width, height = image.size
     if width <= height:
         size = (preprocess.resize, int(preprocess.resize * height / width))
@@ -97,7 +102,11 @@ def to_pixels(image: Image.Image, preprocess: Preprocess) -> torch.Tensor:
     width, height = image.size
     crop = preprocess.crop  # at most the shorter side, which is now `resize`
     top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
-    image = image.crop((left, top, left + crop, top + crop))
+    return image.crop((left, top, left + crop, top + crop))
+
+
+def normalise(image, preprocess: Preprocess) -> torch.Tensor:
+    """An RGB image (or its [h, w, 3] uint8 array) as [3, h, w] float32 normalised by the encoder's statistics."""
     pixels = np.asarray(image, dtype=np.float32) / 255.0
     pixels = (pixels - np.asarray(preprocess.mean, dtype=np.float32)) / np.asarray(preprocess.std, dtype=np.float32)
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))

@@ -36,11 +36,12 @@ from extract.assembly import assemble
 from extract.config import ExtractConfig
 from extract.fingerprint import FORMAT_VERSION, cache_differences
 from extract.image_encoder import ImageEncoder, is_plugin
-from extract.images import ImageProblem, load_pixels
+from extract.images import ImageProblem, load_pixels, load_rgb, to_pixels
 from extract.output_lock import OutputLock
 from extract.records import BadInput, Dataset, Record, cache_name, class_notes, read_dataset
 from extract.shards import save_shard, shard_path, shard_problem
 from extract.text_encoder import TextEncoder
+from extract.views import ViewPlan, make_view_plan
 from spp_scl.errors import InputError, Refused
 from spp_scl.spreadsheet import spreadsheet_safe
 from spp_scl.storage import write_atomically
@@ -106,9 +107,13 @@ def prefetch(function, items, workers: int, depth: int):
             yield pending.popleft().result()
 
 
-def _load(record: Record, preprocess):
+def _load(record: Record, preprocess, views: ViewPlan | None = None):
+    """The record's pixels (or its ImageProblem); with image views to make, (pixels, the views' crops)."""
     try:
-        return load_pixels(record.image, preprocess)
+        if views is None or not views.wants(record) or views.augment is None:
+            return load_pixels(record.image, preprocess)
+        rgb = load_rgb(record.image)
+        return to_pixels(rgb, preprocess), views.image_arrays(record, rgb, preprocess)
     except ImageProblem as problem:
         return problem
 
@@ -125,11 +130,14 @@ def extract_shard(
     image: ImageEncoder,
     config: ExtractConfig,
     progress,
+    views: ViewPlan | None = None,
 ) -> tuple[dict, dict]:
-    """Features of one shard's records: (tensors, metadata). `loaded` yields each record's pixels or problem."""
+    """Features of one shard's records: (tensors, metadata). `loaded` yields each record's pixels or problem.
+    With `views`, the shard also holds the views of its records in the view splits (extract/views.py)."""
     dtype = _dtype(config.dtype)
     kept, skipped, maps = [], [], []
     batch_pixels = []
+    view_inputs = {}  # row -> the augmented crops, or the clean pixels when only batch statistics vary
 
     def run_images():
         if batch_pixels:
@@ -138,6 +146,9 @@ def extract_shard(
 
     for row, record in enumerate(records):
         pixels = next(loaded)
+        crops = None
+        if isinstance(pixels, tuple):
+            pixels, crops = pixels
         if isinstance(pixels, ImageProblem):
             if config.strict:
                 raise BadInput(f"{record.source}: record id {record.id!r}: {pixels} (strict mode)")
@@ -145,6 +156,8 @@ def extract_shard(
         else:
             kept.append(row)
             batch_pixels.append(pixels)
+            if views is not None and views.wants(record):
+                view_inputs[row] = crops if views.augment is not None else pixels
             if len(batch_pixels) == config.image_batch_size:
                 run_images()
         progress(0.5)
@@ -178,6 +191,21 @@ def extract_shard(
         "ids": json.dumps([records[row].id for row in kept]),
         "skipped": json.dumps(skipped),
     }
+    if views is not None:
+        rows = [row for row in kept if row in view_inputs]
+        view_tensors, view_metadata = views.shard_views(
+            [records[row] for row in rows],
+            [view_inputs[row] for row in rows],
+            first_index,
+            text,
+            image,
+            dtype,
+            config.text_batch_size,
+            config.image_batch_size,
+            progress,
+        )
+        tensors.update(view_tensors)
+        metadata.update(view_metadata, view_records=json.dumps([first_index + row for row in rows]))
     return tensors, metadata
 
 
@@ -190,16 +218,17 @@ def _extract_shards(
     image: ImageEncoder,
     config: ExtractConfig,
     show: bool,
+    views: ViewPlan | None = None,
 ) -> None:
     """Extract this process's unfinished shards; image decoding, the forward passes and writing overlap."""
     from tqdm.auto import tqdm
 
     pending_records = [r for i in mine for r in dataset.records[shards[i][0] : shards[i][1]]]
     loaded = prefetch(
-        lambda r: _load(r, image.preprocess), pending_records, config.workers, depth=2 * config.image_batch_size
+        lambda r: _load(r, image.preprocess, views), pending_records, config.workers, depth=2 * config.image_batch_size
     )
     bar = tqdm(
-        total=len(pending_records),
+        total=len(pending_records) + (views.work(pending_records) if views is not None else 0),
         unit="rec",
         desc="extract",
         disable=not (config.progress and show),
@@ -212,7 +241,7 @@ def _extract_shards(
         for i in mine:
             start, end = shards[i]
             tensors, metadata = extract_shard(
-                dataset.records[start:end], start, loaded, text, image, config, bar.update
+                dataset.records[start:end], start, loaded, text, image, config, bar.update, views
             )
             if last_write is not None:
                 last_write.result()
@@ -378,6 +407,14 @@ def _run_locked(config: ExtractConfig, state, dataset: Dataset, cache: Path, sta
     text = TextEncoder(config.text_encoder, config.text_layers, config.max_length, state.device)
     image = ImageEncoder(config.image_encoder, state.device, config.image_resize, config.image_crop)
     fingerprint = build_fingerprint(dataset, text, image, config.dtype)
+    views = make_view_plan(config, dataset, text, image)
+    if views is not None:  # only then: a cache without views keeps the fingerprint it always had
+        fingerprint["views"] = views.describe(text, image)
+        notes = notes + [
+            f"note: {count} {split} records have no paraphrase in {config.view_paraphrases}: their text views "
+            "encode their own text"
+            for split, count in views.own_text.items()
+        ]
 
     existing = _existing_cache(cache, config.force)
     if existing is not None and _check(existing["fingerprint"], fingerprint, cache, config.force):
@@ -444,7 +481,7 @@ def _run_locked(config: ExtractConfig, state, dataset: Dataset, cache: Path, sta
     try:
         # Each process checks the unfinished work against its own settings: processes could differ (weights, files).
         _check(_read_json(parts / "fingerprint.json", parts), fingerprint, parts, force=False)
-        _extract_shards(mine, shards, parts, dataset, text, image, config, show=state.is_main_process)
+        _extract_shards(mine, shards, parts, dataset, text, image, config, show=state.is_main_process, views=views)
     except Exception as caught:  # reported after every process has stopped, so none waits for ever
         error = caught
     if state.num_processes > 1:
@@ -473,6 +510,11 @@ def _run_locked(config: ExtractConfig, state, dataset: Dataset, cache: Path, sta
                 "images": str(dataset.image_root.resolve()),
                 "text_encoder": _where(config.text_encoder),
                 "image_encoder": _where(config.image_encoder),
+                **(
+                    {"view_paraphrases": str(Path(config.view_paraphrases).resolve())}
+                    if config.view_paraphrases
+                    else {}
+                ),
                 "versions": {
                     "torch": torch.__version__,
                     "transformers": transformers.__version__,
@@ -482,7 +524,9 @@ def _run_locked(config: ExtractConfig, state, dataset: Dataset, cache: Path, sta
                 },
             },
         }
-        skipped = assemble(cache, parts, len(shards), dataset, attrs, (len(text.layers), text.dim))
+        if views is not None:
+            attrs["views"] = views.attributes()
+        skipped = assemble(cache, parts, len(shards), dataset, attrs, (len(text.layers), text.dim), views)
         write_skipped_report(cache, skipped)
         shutil.rmtree(parts, ignore_errors=True)
     state.wait_for_everyone()

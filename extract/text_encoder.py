@@ -69,11 +69,18 @@ class TextEncoder:
         return [len(ids) for ids in encoded["input_ids"]]
 
     @torch.no_grad()
-    def encode(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """For each text: first-token vectors [K, D] and real-token states [K, L, D] (float32, on the CPU)."""
+    def encode(
+        self, texts: list[str], dropout_streams: list[torch.Generator] | None = None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """For each text: first-token vectors [K, D] and real-token states [K, L, D] (float32, on the CPU).
+        With `dropout_streams` (one generator per text), the model runs in train mode with each text's dropout
+        masks drawn from its own stream (extract/record_dropout.py): a stochastic view of each text."""
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         inputs = {name: tensor.to(self.device) for name, tensor in batch.items() if name in self.input_names}
-        hidden = self.model(**inputs, output_hidden_states=True).hidden_states
+        if dropout_streams is None:
+            hidden = self.model(**inputs, output_hidden_states=True).hidden_states
+        else:
+            hidden = self._forward_with_record_dropout(inputs, batch["attention_mask"], dropout_streams)
         states = torch.stack([hidden[layer] for layer in self.layers], dim=1).float().cpu()  # [B, K, L, D]
         mask = batch["attention_mask"].bool()
         outputs = []
@@ -82,3 +89,16 @@ class TextEncoder:
             tokens = states[row][:, real]
             outputs.append((tokens[:, 0].clone(), tokens.clone()))
         return outputs
+
+    def _forward_with_record_dropout(self, inputs: dict, attention_mask: torch.Tensor, streams) -> tuple:
+        from extract.record_dropout import RecordDropout, check_no_global_draws, global_random_state
+
+        before = global_random_state()
+        self.model.train()
+        try:
+            with RecordDropout(streams, attention_mask):
+                hidden = self.model(**inputs, output_hidden_states=True).hidden_states
+        finally:
+            self.model.eval()
+        check_no_global_draws(before, self.name)
+        return hidden

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from cache.describe import describe
     from cache.layout import read_skipped
     from cache.reader import cache_summary
+    from cache.views import views_summary
 
     if args.verify:
         from cache.checksums import CacheDamaged
@@ -43,7 +44,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         if args.json:
-            print(json.dumps({**cache_summary(args.file), "skipped": read_skipped(args.file)}, indent=2))
+            summary = {
+                **cache_summary(args.file),
+                "views": views_summary(args.file),
+                "skipped": read_skipped(args.file),
+            }
+            print(json.dumps(summary, indent=2))
         else:
             print(describe(args.file, args.all_skipped))
     except KeyError as error:
