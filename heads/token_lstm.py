@@ -83,22 +83,35 @@ def bidirectional_lstm_mean(tokens: torch.Tensor, schedule: TokenSchedule, lstm:
     if not (lstm.bidirectional and lstm.num_layers == 1 and not lstm.bias):
         raise ValueError("expected a one-layer, bidirectional, bias-free nn.LSTM")
     hidden = lstm.hidden_size
+    positions = tokens.shape[0]
     # One GEMM projects every real token for both directions: [N, D] x [D, 8H].
     projected = tokens @ torch.cat([lstm.weight_ih_l0, lstm.weight_ih_l0_reverse]).transpose(0, 1)
-    # The forward direction reads the positions in order, the backward one each text's tokens reversed.
-    input_gates = torch.stack(
-        [projected[:, : 4 * hidden], projected[:, 4 * hidden :].index_select(0, schedule.reverse_positions)]
-    )
+    # One gather puts them where the recurrence reads them: [2, N, 4H], the forward direction at the positions
+    # in order, the backward one at each text's tokens reversed, gates reordered to o, i, f, g (see _GATE_ORDER).
+    rows = torch.stack([torch.arange(positions, device=tokens.device), schedule.reverse_positions])
+    blocks = torch.tensor(_GATE_ORDER, device=tokens.device)
+    index = (rows * 8).unsqueeze(2) + (torch.arange(2, device=tokens.device) * 4).view(2, 1, 1) + blocks
+    input_gates = projected.reshape(positions * 8, hidden).index_select(0, index.flatten())
+    input_gates = input_gates.view(2, positions, 4 * hidden)
     recurrent_weights = torch.stack([lstm.weight_hh_l0, lstm.weight_hh_l0_reverse])
+    recurrent_weights = recurrent_weights.view(2, 4, hidden, hidden)[:, list(_GATE_ORDER)].reshape(
+        2, 4 * hidden, hidden
+    )
     sums = _Recurrence.apply(input_gates, recurrent_weights, schedule)  # [2, B, H], sorted rows
     sorted_text = torch.cat([sums[0], sums[1]], dim=1)
     text = torch.empty_like(sorted_text).index_copy_(0, schedule.order, sorted_text)
     return text / schedule.lengths.unsqueeze(1).to(text.dtype)
 
 
+# nn.LSTM stores its gates as i, f, g, o; the recurrence keeps them as o, i, f, g: the three sigmoid gates (o, i, f)
+# side by side for one activation kernel, and the three whose gradient is proportional to the cell's (i, f, g)
+# side by side for one kernel in the backward pass.
+_GATE_ORDER = (3, 0, 1, 2)
+
+
 class _Recurrence(torch.autograd.Function):
     """(input gates [2, N, 4H] at the schedule's positions, recurrent weights [2, 4H, H], schedule) -> the sum
-    over time of each row's hidden states, [2, B, H] (sorted rows). Gates in nn.LSTM's order i, f, g, o.
+    over time of each row's hidden states, [2, B, H] (sorted rows). Gates in the order o, i, f, g.
 
     Runs in float32 (or float64) whatever the autocast state: it is a small share of the work, and its state
     carries rounding from step to step."""
@@ -120,9 +133,8 @@ class _Recurrence(torch.autograd.Function):
         recurrent_weights, gates, cells, cell_tanh, hidden = ctx.saved_tensors
         schedule = ctx.schedule
         with torch.autocast(grad_sums.device.type, enabled=False):
-            grad_pre = _backward_steps(
-                grad_sums.to(gates.dtype).contiguous(), recurrent_weights, gates, cells, cell_tanh, schedule.batch_sizes
-            )
+            grad_sums = grad_sums.to(gates.dtype).contiguous()
+            grad_pre = _backward_steps(grad_sums, recurrent_weights, gates, cells, cell_tanh, schedule)
             grad_weights = None
             if ctx.needs_input_grad[1]:
                 # dW_hh = sum over positions of steps s >= 1 of d(pre-activation)^T h_{s-1}: one batched GEMM.
@@ -132,79 +144,92 @@ class _Recurrence(torch.autograd.Function):
         return grad_pre, grad_weights, None
 
 
+def _steps(tensor: torch.Tensor, batch_sizes: list[int]) -> tuple[torch.Tensor, ...]:
+    """Per-step views of a [2, N, ...] buffer: step s holds positions starts[s] .. starts[s] + batch_sizes[s]."""
+    return tensor.split(batch_sizes, 1)
+
+
+def _previous(per_step: tuple[torch.Tensor, ...], batch_sizes: list[int]) -> list[torch.Tensor | None]:
+    """For each step s >= 1, the rows of step s - 1 that are still active at s (None at step 0)."""
+    return [None] + [per_step[step - 1].narrow(1, 0, rows) for step, rows in enumerate(batch_sizes) if step]
+
+
 def _forward_steps(input_gates: torch.Tensor, recurrent_weights: torch.Tensor, batch_sizes: list[int]):
-    """The recurrence; returns the activated gates [2, N, 4H] and the cell states, their tanh and the hidden
-    states [2, N, H] at every position (what the backward pass reads)."""
+    """The recurrence; returns the activated gates [2, N, 4H] (o, i, f, g) and the cell states, their tanh and the
+    hidden states [2, N, H] at every position (what the backward pass reads). Every per-step view is made before
+    the loop, which then runs seven kernels per step and nothing else."""
     h = recurrent_weights.shape[2]
     gates = torch.empty_like(input_gates)
     cells = input_gates.new_empty(2, input_gates.shape[1], h)
     cell_tanh, hidden = torch.empty_like(cells), torch.empty_like(cells)
     weights_t = recurrent_weights.transpose(1, 2)  # [2, H, 4H]
-    # Per-step views, made once: step s holds positions starts[s] .. starts[s] + batch_sizes[s].
-    inputs_at, gates_at = input_gates.split(batch_sizes, 1), gates.split(batch_sizes, 1)
+    inputs_at, gates_at = _steps(input_gates, batch_sizes), _steps(gates, batch_sizes)
+    sigmoid_at, cell_gate_at = _steps(gates[:, :, : 3 * h], batch_sizes), _steps(gates[:, :, 3 * h :], batch_sizes)
+    output_at, input_at, forget_at = (_steps(gates[:, :, k * h : (k + 1) * h], batch_sizes) for k in range(3))
     cells_at, tanh_at, hidden_at = (
-        cells.split(batch_sizes, 1),
-        cell_tanh.split(batch_sizes, 1),
-        hidden.split(batch_sizes, 1),
+        _steps(cells, batch_sizes),
+        _steps(cell_tanh, batch_sizes),
+        _steps(hidden, batch_sizes),
     )
-    for step, rows in enumerate(batch_sizes):
-        if step == 0:
-            pre = inputs_at[0]
+    previous_cells, previous_hidden = _previous(cells_at, batch_sizes), _previous(hidden_at, batch_sizes)
+    for step in range(len(batch_sizes)):
+        if step == 0:  # h and c start at zero
+            gates_at[0].copy_(inputs_at[0])
         else:
-            pre = torch.baddbmm(inputs_at[step], hidden_at[step - 1].narrow(1, 0, rows), weights_t)
-        g = gates_at[step]
-        torch.sigmoid(pre, out=g)
-        input_gate, forget_gate, cell_gate, output_gate = g.split(h, 2)
-        torch.tanh(pre.narrow(2, 2 * h, h), out=cell_gate)
-        c = cells_at[step]
+            torch.baddbmm(inputs_at[step], previous_hidden[step], weights_t, out=gates_at[step])
+        sigmoid_at[step].sigmoid_()
+        cell_gate_at[step].tanh_()
         if step == 0:
-            torch.mul(input_gate, cell_gate, out=c)
+            torch.mul(input_at[0], cell_gate_at[0], out=cells_at[0])
         else:
-            torch.mul(forget_gate, cells_at[step - 1].narrow(1, 0, rows), out=c)
-            c.addcmul_(input_gate, cell_gate)
-        torch.tanh(c, out=tanh_at[step])
-        torch.mul(output_gate, tanh_at[step], out=hidden_at[step])
+            torch.mul(forget_at[step], previous_cells[step], out=cells_at[step])
+            cells_at[step].addcmul_(input_at[step], cell_gate_at[step])
+        torch.tanh(cells_at[step], out=tanh_at[step])
+        torch.mul(output_at[step], tanh_at[step], out=hidden_at[step])
     return gates, cells, cell_tanh, hidden
 
 
-def _backward_steps(grad_sums, recurrent_weights, gates, cells, cell_tanh, batch_sizes: list[int]) -> torch.Tensor:
+def _backward_steps(grad_sums, recurrent_weights, gates, cells, cell_tanh, schedule: TokenSchedule) -> torch.Tensor:
     """Gradient of the summed hidden states with respect to the pre-activation gates at every position,
-    [2, N, 4H] (the gradient of the input gates too)."""
+    [2, N, 4H] (the gradient of the input gates too).
+
+    Everything that does not depend on the incoming gradient is computed for all positions at once before the
+    loop: with dc the gradient reaching the cell state and dh the one reaching the hidden state at a position,
+    d(pre i, f, g) = dc * [g s'(i), c_prev s'(f), i (1 - g^2)], d(pre o) = dh * tanh(c) s'(o), and
+    dc = dc_next + dh * o (1 - tanh(c)^2); so each step runs six kernels."""
+    batch_sizes = schedule.batch_sizes
     h = recurrent_weights.shape[2]
-    # Slopes of the activations at every position at once: s (1 - s) for i, f, o; 1 - g^2 for g.
-    slope = gates * (1.0 - gates)
-    cell_gate = gates.narrow(2, 2 * h, h)
-    torch.addcmul(torch.ones_like(cell_gate), cell_gate, cell_gate, value=-1.0, out=slope.narrow(2, 2 * h, h))
-    # dh -> dc through h = o tanh(c): o (1 - tanh(c)^2), also at once.
-    output_slope = gates.narrow(2, 3 * h, h) * (1.0 - cell_tanh * cell_tanh)
+    positions, first = gates.shape[1], batch_sizes[0]
+    output_gate, input_gate, forget_gate, cell_gate = gates.view(2, positions, 4, h).unbind(2)
+    previous_cells = torch.zeros_like(cells)
+    previous_cells[:, first:] = cells.index_select(1, schedule.previous)
+    partners = torch.stack(
+        [
+            cell_gate * input_gate * (1.0 - input_gate),
+            previous_cells * forget_gate * (1.0 - forget_gate),
+            cell_gate.mul(cell_gate).neg_().add_(1.0).mul_(input_gate),  # i (1 - g^2)
+        ],
+        dim=2,
+    )  # [2, N, 3, H]
+    output_partner = cell_tanh * output_gate * (1.0 - output_gate)
+    output_slope = cell_tanh.mul(cell_tanh).neg_().add_(1.0).mul_(output_gate)  # o (1 - tanh(c)^2)
     grad_pre = torch.empty_like(gates)
+    grad_gates = grad_pre.view(2, positions, 4, h)
     recurrent_hidden = torch.zeros_like(grad_sums)  # the gradient reaching h at step s from step s + 1
     recurrent_cell = torch.zeros_like(grad_sums)  # the gradient reaching c at step s from step s + 1
-    gates_at, grad_at, slope_at = (
-        gates.split(batch_sizes, 1),
-        grad_pre.split(batch_sizes, 1),
-        slope.split(batch_sizes, 1),
-    )
-    cells_at, tanh_at, output_slope_at = (
-        cells.split(batch_sizes, 1),
-        cell_tanh.split(batch_sizes, 1),
-        output_slope.split(batch_sizes, 1),
-    )
+    grad_at, grad_three_at = _steps(grad_pre, batch_sizes), _steps(grad_gates[:, :, 1:], batch_sizes)  # i, f, g
+    grad_output_at = _steps(grad_gates[:, :, 0], batch_sizes)
+    partners_at, output_partner_at = _steps(partners, batch_sizes), _steps(output_partner, batch_sizes)
+    output_slope_at, forget_at = _steps(output_slope, batch_sizes), _steps(forget_gate, batch_sizes)
+    incoming_at = [grad_sums.narrow(1, 0, rows) for rows in batch_sizes]
+    hidden_next_at = [recurrent_hidden.narrow(1, 0, rows) for rows in batch_sizes]
+    cell_next_at = [recurrent_cell.narrow(1, 0, rows) for rows in batch_sizes]
     for step in range(len(batch_sizes) - 1, -1, -1):
-        rows = batch_sizes[step]
-        input_gate, forget_gate, cell_gate, _ = gates_at[step].split(h, 2)
-        grad_input, grad_forget, grad_cell_gate, grad_output = grad_at[step].split(h, 2)
-        grad_hidden = grad_sums.narrow(1, 0, rows) + recurrent_hidden.narrow(1, 0, rows)
-        torch.mul(grad_hidden, tanh_at[step], out=grad_output)
-        grad_cell = torch.addcmul(recurrent_cell.narrow(1, 0, rows), grad_hidden, output_slope_at[step])
-        torch.mul(grad_cell, cell_gate, out=grad_input)
-        torch.mul(grad_cell, input_gate, out=grad_cell_gate)
+        grad_hidden = incoming_at[step] + hidden_next_at[step]
+        grad_cell = torch.addcmul(cell_next_at[step], grad_hidden, output_slope_at[step])
+        torch.mul(grad_cell.unsqueeze(2), partners_at[step], out=grad_three_at[step])
+        torch.mul(grad_hidden, output_partner_at[step], out=grad_output_at[step])
         if step > 0:
-            torch.mul(grad_cell, cells_at[step - 1].narrow(1, 0, rows), out=grad_forget)
-            torch.mul(grad_cell, forget_gate, out=recurrent_cell.narrow(1, 0, rows))
-        else:
-            grad_forget.zero_()  # the cell state before the first step is zero
-        grad_at[step].mul_(slope_at[step])
-        if step > 0:
-            torch.bmm(grad_at[step], recurrent_weights, out=recurrent_hidden.narrow(1, 0, rows))
+            torch.mul(grad_cell, forget_at[step], out=cell_next_at[step])
+            torch.bmm(grad_at[step], recurrent_weights, out=hidden_next_at[step])
     return grad_pre
