@@ -25,11 +25,15 @@ Modality = Literal["both", "text", "image"]
 HeadKind = Literal["spp-scl", "clmlf", "mdse", "probe"]
 SelectionMetric = Literal["f1_weighted", "f1_macro", "accuracy"]
 Precision = Literal["float32", "bfloat16"]
+TrainViews = Literal["clean", "epoch", "forward"]
+ViewParts = Literal["both", "text", "image"]
 FUSION_KINDS: tuple[str, ...] = get_args(Fusion)
 MODALITIES: tuple[str, ...] = get_args(Modality)
 HEAD_KINDS: tuple[str, ...] = get_args(HeadKind)
 SELECTION_METRICS: tuple[str, ...] = get_args(SelectionMetric)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+TRAIN_VIEWS: tuple[str, ...] = get_args(TrainViews)
+VIEW_PARTS: tuple[str, ...] = get_args(ViewParts)
 
 # CLMLF's (fusion Transformer layers, image Transformer layers) per dataset, as its paper chose them.
 # MVSA-Single's serve when the preset names no dataset, as for every other default here.
@@ -61,6 +65,23 @@ class SPPSCLConfig:
         "projection after LayerNorm",
     )
     bank_size: int = option(32, "learned key/value slots per modality (fusion cmf-bank only)")
+    train_views: TrainViews = option(
+        "clean",
+        "what the heads see in training: the cached clean features; 'epoch' = one stored view per record, drawn "
+        "anew each epoch (both forwards of the two-step rule see it); 'forward' = a new stored view at every "
+        "forward (step one and step two each their own, as the authors' encoders in train mode gave). Needs a cache "
+        "made with `spp-scl extract --views V`; dev, test, predict and the linear probe always see clean features",
+    )
+    view_parts: ViewParts = option(
+        "both",
+        "the parts of a drawn view that replace the clean inputs (the others stay clean): both, text or image "
+        "(image = CLMLF's and MDSE's augmented image beside the original text)",
+    )
+    dbcl_weight: float = option(
+        1.0,
+        "weight of CLMLF's data-based contrastive loss between each post and a second stored view of it (head "
+        "clmlf, when train_views is not clean: L = L_ce + L_lbcl + this * L_dbcl; 0 = off)",
+    )
 
     # --- losses and the two-step rule ---------------------------------------------------------
     temperature: float = option(0.07, "tau, the temperature of the supervised contrastive losses")
@@ -139,6 +160,13 @@ class SPPSCLConfig:
             raise ValueError(f"head must be one of {HEAD_KINDS}, got {self.head!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.train_views not in TRAIN_VIEWS or self.view_parts not in VIEW_PARTS:
+            raise ValueError(
+                f"train_views must be one of {TRAIN_VIEWS} and view_parts one of {VIEW_PARTS}, "
+                f"got {self.train_views!r} and {self.view_parts!r}"
+            )
+        if self.dbcl_weight < 0:
+            raise ValueError(f"dbcl_weight must be >= 0, got {self.dbcl_weight}")
         if self.head in ("clmlf", "mdse"):
             self._check_token_head()
         if not self.probe_cs or any(c <= 0 for c in self.probe_cs):
@@ -201,6 +229,11 @@ class SPPSCLConfig:
                     f"clmlf_fusion_layers must be >= 1 and clmlf_image_layers >= 0, got "
                     f"{self.clmlf_fusion_layers} and {self.clmlf_image_layers}"
                 )
+
+    @property
+    def uses_dbcl(self) -> bool:
+        """CLMLF's data-based contrastive loss is on: a CLMLF-style head trained on stored views."""
+        return self.head == "clmlf" and self.train_views != "clean" and self.dbcl_weight > 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (betas becomes a list)."""

@@ -10,6 +10,10 @@ Switches: intra_loss=False drops L_cli and L_clt; inter_loss=False drops L_clm, 
 (and its second forward) never happens. In the unimodal ablations only the terms whose embeddings
 exist are used (L_clt for text, L_cli for image, never L_clm).
 
+With stored views served a fresh view per forward (config.train_views "forward", runs/view_feed.py), the batch
+carries "second_view": the inputs of step two's forward, another view of the same records (the authors' encoders
+drew new dropout masks for it).
+
 Things the caller should know:
 - The model must be in train mode and the batch must hold at least two samples (BatchNorm).
 - In two-step mode BatchNorm running statistics are updated by both forwards, as in the original.
@@ -80,6 +84,8 @@ def spp_scl_step(
         backward = _plain_backward
     labels = batch["labels"]
     inputs = {name: batch.get(name) for name in MODEL_INPUTS}
+    second = batch.get("second_view")
+    inputs_two = {name: second.get(name) for name in MODEL_INPUTS} if second is not None else inputs
     use_inter = inter_loss_enabled(config)
 
     outputs = model(**inputs)
@@ -114,11 +120,11 @@ def spp_scl_step(
     # statistics updates) of one forward with gradients, only cheaper when most batches are aligned.
     replay = _ForwardReplay(model) if decide_without_graph else None
     with torch.set_grad_enabled(not decide_without_graph):
-        outputs = model(**inputs)
+        outputs = model(**inputs_two)
     decision = alignment_decision(outputs["t"], outputs["v"], labels, config.theta)
     if not decision.aligned and replay is not None:
         replay.restore()
-        outputs = model(**inputs)
+        outputs = model(**inputs_two)
     inter = inter_modal_supcon_loss(outputs["v"], outputs["t"], labels, config.temperature)
     report.update(
         inter=inter.item(),

@@ -9,7 +9,7 @@ into trials for runs.trials.run_trials, and renders the Markdown table (ours bes
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from heads.config import SPPSCLConfig
@@ -50,6 +50,30 @@ def select_methods(keys: str | None) -> list[ComparedMethod]:
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; known: {[method.key for method in METHODS]}")
     return [method for method in METHODS if method.key in wanted]
+
+
+def methods_for(methods: list[ComparedMethod], base: SPPSCLConfig) -> list[ComparedMethod]:
+    """The methods as `base` trains them. On stored views (base.train_views not clean) the compared heads are
+    complete: CLMLF-style with its full loss (CE + LBCL + DBCL, beside CLMLF's own number) and MDSE-style with its
+    augmentations (the views it is fed), and their names say so; on clean features they stay as they are."""
+    if base.train_views == "clean":
+        return list(methods)
+    adapted = []
+    for method in methods:
+        if method.key == "clmlf" and base.dbcl_weight > 0:
+            method = replace(method, label="CLMLF-style (CE + LBCL + DBCL on stored views)", paper_row="CLMLF")
+        elif method.key == "mdse":
+            method = replace(method, label="MDSE-style (CE + MACL; augmented inputs from stored views)")
+        adapted.append(method)
+    return adapted
+
+
+def views_note(base: SPPSCLConfig) -> str:
+    """What the heads saw in training, for the table's protocol line."""
+    if base.train_views == "clean":
+        return "clean cached features"
+    when = "a new view at every forward" if base.train_views == "forward" else "a view per record and epoch"
+    return f"stored views ({when}; {base.view_parts} parts; the linear probe: clean features)"
 
 
 def comparison_trials(methods: list[ComparedMethod], base: SPPSCLConfig, seeds: int) -> list[Trial]:

@@ -32,6 +32,7 @@ from heads.precision import autocast, check_precision
 from runs.checkpoint import build_head, save_head
 from runs.divergence import check_losses, check_weights
 from runs.metrics import classification_metrics
+from runs.view_feed import TrainingFeed
 from spp_scl.errors import InputError, Refused
 
 logger = logging.getLogger(__name__)
@@ -246,6 +247,7 @@ def train(
     shapes = head_shapes(train_split)
     model = build_head(config, shapes)
     attach_input_noise(model, config)  # training-mode noise on the cached inputs, when the config asks for it
+    feed = TrainingFeed(train_split, config)  # clean features, or stored views drawn by a generator of the seed
     step, loss_keys = training_step_for(config), report_keys_for(config)  # the head's own step and losses
     # The fused AdamW kernel: one pass over all parameters instead of a dozen per tensor (a sixth of the time on a
     # CPU); the same update to float32 rounding.
@@ -277,12 +279,12 @@ def train(
         # rare; once it ran in most of the last epoch's iterations, one forward with a graph is cheaper. The
         # results are identical either way (tests/test_heads_training_step.py); only the time differs.
         options = {"decide_without_graph": sums_last.get("step_two_ran", 0.0) < 0.5} if config.head == "spp-scl" else {}
-        for batch in train_split.batches(config.batch_size, shuffle=True, generator=shuffle, longest_first=True):
+        for batch in feed.batches(config.batch_size, shuffle):
             if len(batch) < 2:  # BatchNorm cannot normalise a batch of one in train mode
                 continue
             with accelerator.autocast(), autocast(config.precision, device):
                 report = step(
-                    model, _inputs(batch, device), optimizer, config, backward=accelerator.backward, **options
+                    model, feed.inputs(batch, device), optimizer, config, backward=accelerator.backward, **options
                 )
             check_losses(report, loss_keys, epoch, steps + 1, optimizer.param_groups[0]["lr"])
             for key in loss_keys:

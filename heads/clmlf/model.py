@@ -9,9 +9,11 @@ Depths per dataset are CLMLF's (fusion/image layers 3/2 MVSA-Single, 4/2 MVSA-Mu
 heads/config.py). Differences from the paper, all forced or chosen for a frozen-feature comparison:
 - The encoders are frozen and cached (CLMLF fine-tunes BERT); the head is narrower (model_dim, 128 by
   default, where CLMLF works at BERT's 768) so that an epoch on MVSA-Single takes seconds on a CPU.
-- Only label-based contrastive learning (LBCL). CLMLF's data-based contrastive learning (DBCL) contrasts
-  each sample with an augmented view of itself (back-translated text, augmented image); a cache of fixed
-  features has no augmented views, so DBCL is left out.
+- Data-based contrastive learning (DBCL) contrasts each post with an augmented view of itself (back-translated
+  text, augmented image). A clean cache has no such views, so then the loss is CE + LBCL only; on a cache with
+  stored views (`spp-scl extract --views V`) and `train_views` other than clean, the full loss CE + LBCL + DBCL
+  (config.uses_dbcl): the second view's fused vector gets its own projection (`augment_projection`, as CLMLF
+  keeps one per branch) and the output "augment_contrastive".
 - The classifier is SPP-SCL's (heads/classifier.py), shared by all heads so that their differences lie
   in what comes before it. The image tokens are the map positions only (no extra pooled-image token).
 
@@ -32,7 +34,8 @@ from heads.tokens import AttentionPooling, ImageTokens, SelfAttentionEncoder, Te
 
 class CLMLFHead(nn.Module):
     """Same constructor and inputs as SPPSCLHead; returns fused [B, model_dim], logits [B, C], contrastive
-    [B, model_dim] (the LBCL embedding), pooling_weights [B, L + h*w], and t = v = text_layer_weights = None."""
+    [B, model_dim] (the LBCL embedding), pooling_weights [B, L + h*w], and t = v = text_layer_weights = None; with
+    DBCL, in training, augment_contrastive [B, model_dim] (the DBCL embedding of a second view)."""
 
     def __init__(
         self, config: SPPSCLConfig, image_channels: int, text_dim: int, num_layers_cached: int, num_classes: int
@@ -52,6 +55,9 @@ class CLMLFHead(nn.Module):
         )
         self.pooling = AttentionPooling(dim)
         self.contrastive_projection = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.augment_projection = (
+            nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim)) if config.uses_dbcl else None
+        )
         self.classifier = SentimentClassifier(dim, num_classes, config.fusion_hidden, config.dropout)
 
     def forward(
@@ -78,4 +84,7 @@ class CLMLFHead(nn.Module):
             "contrastive": self.contrastive_projection(fused),
             "pooling_weights": pooling_weights,
             "text_layer_weights": None,
+            "augment_contrastive": self.augment_projection(fused)
+            if self.augment_projection is not None and self.training
+            else None,
         }

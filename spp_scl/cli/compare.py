@@ -46,7 +46,14 @@ def base_configs(args: argparse.Namespace, caches: dict[str, str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runs.comparison import comparison_trials, render_comparison, select_methods, summarise_dataset
+    from runs.comparison import (
+        comparison_trials,
+        methods_for,
+        render_comparison,
+        select_methods,
+        summarise_dataset,
+        views_note,
+    )
     from runs.sweeper import parse_named
 
     try:
@@ -70,13 +77,14 @@ def run(args: argparse.Namespace) -> int:
             logger.warning(f"skipping {dataset}: no cache at {cache}")
             continue
         base = bases[dataset]
-        trials = comparison_trials(methods, base, args.seeds)
+        trained = methods_for(methods, base)  # their names say DBCL / augmentations when trained on views
+        trials = comparison_trials(trained, base, args.seeds)
         logger.info(f"{dataset}: {len(trials)} trials ({len(methods)} methods x {args.seeds} seeds)")
         rows = run_trials(
             cache, base, trials, out / dataset / "results.jsonl", out / dataset / "trials", jobs=args.jobs
         )
-        summaries.append(summarise_dataset(dataset, methods, rows))
-        notes.append(f"{dataset}: {base.epochs} epochs, batch {base.batch_size}, lr {base.lr:g}")
+        summaries.append(summarise_dataset(dataset, trained, rows))
+        notes.append(f"{dataset}: {base.epochs} epochs, batch {base.batch_size}, lr {base.lr:g}, {views_note(base)}")
     if not summaries:
         raise InputError("no cache found at any --cache path: nothing to compare")
     threads = "per job" if args.jobs > 1 else f"{torch.get_num_threads()} torch thread(s)"
