@@ -28,28 +28,30 @@ from extract.shards import shard_path, shard_problem
 from spp_scl.errors import EXIT_REFUSED, EXIT_STORAGE, InputError, StorageError
 from tests.conftest import ROOT_DIR, assert_same_cache, tiny_config
 
-SLOW_PLUGIN = """
+GATED_PLUGIN = """
 import os, time, torch
 
-class SlowNet(torch.nn.Module):
+class GatedNet(torch.nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
         self.conv = torch.nn.Conv2d(3, 5, 4, stride=4)
 
     def forward(self, pixels):
-        time.sleep(float(os.environ.get("SLOW_PLUGIN_SLEEP", "0")))
+        gate = os.environ.get("PLUGIN_GATE")  # a test holds the extraction here until it creates this file
+        while gate and not os.path.exists(gate):
+            time.sleep(0.05)
         return self.conv(pixels)
 
 def build():
-    return SlowNet().eval(), {"resize": 40, "crop": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "name": "slow-v1"}
+    return GatedNet().eval(), {"resize": 40, "crop": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "name": "gated-v1"}
 """
 
 
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("plugin") / "slow_plugin.py"
-    path.write_text(SLOW_PLUGIN)
+    path = tmp_path_factory.mktemp("plugin") / "gated_plugin.py"
+    path.write_text(GATED_PLUGIN)
     return f"{path}:build"
 
 
@@ -93,18 +95,18 @@ def _env(**extra) -> dict:
 
 
 def test_a_second_extraction_to_the_same_output_is_refused_naming_the_first(tiny, plugin, reference, tmp_path):
-    out = tmp_path / "cache.h5"
-    # About 2.5 s per image batch, 8 batches: the first run is still at work when the second one starts.
+    out, gate = tmp_path / "cache.h5", tmp_path / "go"
+    # The first run waits at its first image batch until the second one has tried.
     first = subprocess.Popen(
-        _cli(tiny, out, plugin), env=_env(SLOW_PLUGIN_SLEEP="2.5"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        _cli(tiny, out, plugin), env=_env(PLUGIN_GATE=str(gate)), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         deadline = time.monotonic() + 240
-        started = lambda: lock_path(out).exists() or list(parts_folder(out).glob("shard-*"))  # noqa: E731
-        while not started() and time.monotonic() < deadline:
+        while not (lock_path(out).exists() or parts_folder(out).exists()) and time.monotonic() < deadline:
             assert first.poll() is None, first.stderr.read().decode()
             time.sleep(0.05)
         second = subprocess.run(_cli(tiny, out, plugin), env=_env(), capture_output=True, text=True, timeout=300)
+        gate.write_text("go")
         assert second.returncode == EXIT_REFUSED, second.stderr
         message = second.stderr.strip().splitlines()[-1]
         assert message.startswith(f"error: {out} is being written by another extraction (pid {first.pid} on ")
