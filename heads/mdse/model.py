@@ -7,9 +7,11 @@ per modality: shared (pooled) + private -> t (text) and v (image) embeddings [B,
 fused = fusion(v, t) -> classifier -> logits;  MACL acts on v, t and fused (3B samples)
 
 Differences from the paper, forced or chosen for a frozen-feature comparison: frozen, cached encoders;
-a narrow width (model_dim, 128 by default) so that an epoch takes seconds on a CPU; the paper's data
-augmentations are out (a cache has fixed features); SPP-SCL's classifier (heads/classifier.py) is used
-by every head so that their differences lie in what comes before it.
+a narrow width (model_dim, 128 by default) so that an epoch takes seconds on a CPU; SPP-SCL's classifier
+(heads/classifier.py) is used by every head so that their differences lie in what comes before it. MDSE's
+training augments its images (RandAugment 2 x 14 and a flip, as CLMLF's): a clean cache has fixed features, so
+then there are none; on a cache with stored views and train_views other than clean the head is fed them
+(`--view-parts image` for MDSE's own setting: augmented images, original texts; runs/view_feed.py).
 
 Padded text positions are masked as attention keys, in the similarity softmax and in every pooling. In
 eval mode nothing crosses samples (the classifier's BatchNorm uses its running statistics).

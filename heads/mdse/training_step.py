@@ -1,7 +1,8 @@
 """One MDSE-style training iteration: L = L_ce + contrastive_weight * L_macl, one backward, one step.
 
 MACL runs over the image, text and fused embeddings (v, t, fused) of the batch, 3B samples. The model
-must be in train mode and the batch hold two or more samples (the classifier's BatchNorm).
+must be in train mode and the batch hold two or more samples (the classifier's BatchNorm). With stored views
+(config.train_views), the batch is already the augmented one: MDSE's augmentations need nothing more here.
 """
 
 from __future__ import annotations
