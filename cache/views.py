@@ -19,7 +19,7 @@ import torch
 
 from cache.checksums import CheckedDataset, check_small_datasets, damaged
 from cache.layout import is_verifiable, open_cache, read_attrs
-from cache.reader import FeatureBatch, memory_budget
+from cache.reader import FeatureBatch, _converted, _host_tensor, memory_budget
 from cache.view_layout import VIEW_GROUP
 from spp_scl.errors import InputError
 
@@ -83,13 +83,16 @@ class SplitViews:
         if parts not in PARTS:
             raise ValueError(f"parts must be one of {PARTS}, got {parts!r}")
         indices, views = np.asarray(indices, dtype=np.int64), np.asarray(views, dtype=np.int64)
-        clean = self.split.batch(indices)
-        image_maps, first, tokens, mask = clean.image_maps, clean.first_token, clean.token_states, clean.token_mask
-        if parts in ("both", "image") and self.image_views:
-            image_maps = self._image_maps(indices, views)
-        if parts in ("both", "text") and self.text_views:
+        image_view = parts in ("both", "image") and self.image_views > 0
+        text_view = parts in ("both", "text") and self.text_views > 0
+        clean = self.split.batch(indices) if not (image_view and text_view) else None  # the parts kept clean
+        image_maps = self._image_maps(indices, views) if image_view else clean.image_maps
+        if text_view:
             first, tokens, mask = self._text(indices, views if self.text_views > 1 else np.zeros_like(views))
-        return FeatureBatch(image_maps, first, tokens, mask, clean.labels, clean.ids)
+        else:
+            first, tokens, mask = clean.first_token, clean.token_states, clean.token_mask
+        labels = torch.from_numpy(self.split.labels[indices]).long()
+        return FeatureBatch(image_maps, first, tokens, mask, labels, [self.split.ids[i] for i in indices])
 
     def _image_maps(self, indices, views) -> torch.Tensor:
         maps = self.arrays["image_maps"]
@@ -97,8 +100,7 @@ class SplitViews:
             chosen = maps[indices, views]
         else:  # [N, Vi, C, h, w] on disk, one chunk per record and view
             chosen = np.stack([maps[int(i), int(v)] for i, v in zip(indices, views)]).transpose(0, 2, 3, 1)
-            chosen = np.ascontiguousarray(chosen)
-        return torch.from_numpy(chosen).to(self.split.dtype).permute(0, 3, 1, 2)
+        return _converted(chosen, self.split.dtype).permute(0, 3, 1, 2)
 
     def _text(self, indices, views):
         """(first token [B, K, D], token states [B, K, L, D] stored [B, L, K, D], mask [B, L]) of the views."""
@@ -106,17 +108,20 @@ class SplitViews:
         lengths = self.lengths[indices]
         longest = int(lengths.max()) if len(indices) else 0
         dim, slots = states.shape[-1], len(self.slots)
-        tokens = np.zeros((len(indices), longest, slots, dim), dtype=states.dtype)
+        tokens = _host_tensor((len(indices), longest, slots, dim), self.split.dtype, zeroed=True)
         stored = [(slot, view_slot) for slot, view_slot in enumerate(self.slots) if view_slot is not None]
+        every_slot = self.slots == list(range(slots)) and states.shape[2] == slots  # the views hold the same layers
         for row, (index, view, length) in enumerate(zip(indices, views, lengths)):
             start = self.offsets[index]
-            record = states[start : start + length, view]  # [L, Kv, D]
-            for slot, view_slot in stored:
-                tokens[row, :length, slot] = record[:, view_slot]
+            record = torch.from_numpy(np.asarray(states[start : start + length, view]))  # [L, Kv, D], stored dtype
+            if every_slot:
+                tokens[row, :length].copy_(record)
+            else:
+                for slot, view_slot in stored:
+                    tokens[row, :length, slot].copy_(record[:, view_slot])
         mask = np.arange(longest)[None, :] < lengths[:, None]
-        dtype = self.split.dtype
-        first = torch.from_numpy(np.ascontiguousarray(tokens[:, 0])).to(dtype)  # a view's first token is its row 0
-        return first, torch.from_numpy(tokens).to(dtype).permute(0, 2, 1, 3), torch.from_numpy(mask)
+        first = tokens[:, 0].clone()  # a view's first-token vector is its first token row
+        return first, tokens.permute(0, 2, 1, 3), torch.from_numpy(mask)
 
     def close(self) -> None:
         if not self.in_memory:
