@@ -112,7 +112,7 @@ def test_stopped_extraction_resumes_to_the_same_file(tiny, plugin, tmp_path, sto
     env = {**os.environ, "SLOW_PLUGIN_LOG": str(log)}
     result = subprocess.run(_cli(tiny, out, plugin), env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert f"resuming: {len(finished)} of 8 shards" in result.stdout
+    assert f"resuming: {len(finished)} of 8 shards" in result.stderr  # messages go to stderr, results to stdout
     # Only the unfinished shards' images went through the encoder again (64 records, 8 per shard).
     assert sum(int(n) for n in log.read_text().split()) == 64 - 8 * len(finished)
     assert not parts.exists()
