@@ -269,16 +269,17 @@ def train(
     if report_to:
         accelerator.init_trackers(run_dir.name, config=tracker_config(config))
     metric = config.selection_metric
-    best, best_epoch, epoch, seconds, sums_last = -1.0, 0, 0, [], {}
+    best, best_epoch, epoch, seconds = -1.0, 0, 0, []
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
         model.train()
         sums, steps = dict.fromkeys(loss_keys, 0.0), 0
         diagnostics = dict.fromkeys(("samples", "train_correct", "rule_checked", *RULE_KEYS), 0.0)
-        # SPP-SCL's rule decides on a forward without a graph (replayed when step two runs) while step two is
-        # rare; once it ran in most of the last epoch's iterations, one forward with a graph is cheaper. The
-        # results are identical either way (tests/test_heads_training_step.py); only the time differs.
-        options = {"decide_without_graph": sums_last.get("step_two_ran", 0.0) < 0.5} if config.head == "spp-scl" else {}
+        # SPP-SCL's rule decides on step two's forward built with its graph, which step two then uses: a forward
+        # without gradients costs as much (heads/token_lstm.py runs the same kernels either way), and replaying it
+        # when step two runs would cost a whole forward more. The results are identical either way
+        # (tests/test_heads_training_step.py); only the time differs.
+        options = {"decide_without_graph": False} if config.head == "spp-scl" else {}
         for batch in feed.batches(config.batch_size, shuffle):
             if len(batch) < 2:  # BatchNorm cannot normalise a batch of one in train mode
                 continue
@@ -293,7 +294,6 @@ def train(
             for key in diagnostics.keys() & report.keys():
                 diagnostics[key] += report[key]
             steps += 1
-        sums_last = {key: value / max(steps, 1) for key, value in sums.items()}
         lr = optimizer.param_groups[0]["lr"]
         check_weights(model, epoch, lr)  # before the dev pass: non-finite weights are never selected
         scheduler.step()
