@@ -306,15 +306,14 @@ def retry_unfinished(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 def recover_unfinished(study: optuna.Study, grace: float) -> list[int]:
-    """End the RUNNING trials whose worker is gone and enqueue them again: those whose heartbeat is stale
-    (Optuna's fail_stale_trials, any machine), and at once those whose owner process on this machine no longer
-    exists (kill -9), or that never named an owner within the grace period. Returns the numbers failed here."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    """End the RUNNING trials whose worker is gone and enqueue them again: at once those whose owner process on
+    this machine no longer exists (kill -9) or that never named an owner within the grace period, then those
+    whose heartbeat is stale (Optuna's fail_stale_trials, any machine). Returns the numbers of the trials that
+    were running and are now ended (by this call, or by another worker at the same moment)."""
     storage, ended = study._storage, []
     now = time.time()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
         owner = trial.system_attrs.get(OWNER_KEY)
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
         if not (owner_is_gone(owner) or (owner is None and now - started > grace)):
@@ -323,7 +322,12 @@ def recover_unfinished(study: optuna.Study, grace: float) -> list[int]:
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 retry_unfinished(study, storage.get_trial(trial_id))
-                ended.append(trial.number)
         except UpdateFinishedTrialError:  # another worker ended it first (and enqueued the retry)
             continue
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    if running:
+        failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        ended = sorted(t.number for t in running if t.number in failed)
     return ended

@@ -30,9 +30,10 @@ from spp_scl.errors import EXIT_INPUT, EXIT_REFUSED, InputError, Refused, ToolEr
 logger = logging.getLogger(__name__)
 
 RECORD_NAME = "study.json"
+OWN_JOURNAL = "optuna.journal in this folder"  # how study.json names the default storage (the folder may move)
 
 
-def check_folder(folder: Path, storage: StudyStorage, name: str, plan: SweepPlan) -> None:
+def check_folder(folder: Path, storage: StudyStorage, where: str, name: str, plan: SweepPlan) -> None:
     """A sweep folder belongs to one study: refuse one whose study.json names another (other settings or storage)."""
     record_path = folder / RECORD_NAME
     if not record_path.exists():
@@ -42,10 +43,10 @@ def check_folder(folder: Path, storage: StudyStorage, name: str, plan: SweepPlan
         old_name, old_storage = record["study"], record["storage"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise InputError(f"{record_path}: not a sweep folder's study record ({error})") from None
-    if old_name == name and old_storage == storage.shown:
+    if old_name == name and old_storage == where:
         return
-    found = ["another storage"] if old_storage != storage.shown else []
-    if old_storage == storage.shown:
+    found = ["another storage"] if old_storage != where else []
+    if old_storage == where:
         for other in storage.storage.get_all_studies():
             if other.study_name == old_name:
                 found += differences(other.user_attrs.get(STUDY_ATTR, {}), plan.identity())
@@ -76,7 +77,8 @@ def run_sweep(
 
     storage = open_storage(storage_url, folder, heartbeat, retry_unfinished)
     name = study_name or plan.study_name()
-    check_folder(folder, storage, name, plan)
+    where = storage.shown if storage_url else OWN_JOURNAL
+    check_folder(folder, storage, where, name, plan)
     settings = WorkerSettings(plan, folder, storage_url, name, heartbeat, pruning)
     study = open_study(
         plan,
@@ -88,7 +90,7 @@ def run_sweep(
         only_study=storage_url is None,
         log=log,
     )
-    (folder / RECORD_NAME).write_text(json.dumps({"study": name, "storage": storage.shown}, indent=1) + "\n")
+    (folder / RECORD_NAME).write_text(json.dumps({"study": name, "storage": where}, indent=1) + "\n")
     trials = study.get_trials(deepcopy=False)
     planned = len(plan.fixed_trials()) or (plan.points or plan.grid_size()) * len(plan.seeds)
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)

@@ -159,7 +159,7 @@ def test_a_trial_whose_heartbeat_stopped_on_another_machine_is_retried_after_the
     for trial, last_beat in ((silent, time.time() - 10), (beating, time.time())):
         storage.set_trial_system_attr(trial._trial_id, OWNER_KEY, {**this_process(), "host": "elsewhere"})
         storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_KEY, last_beat)
-    assert recover_unfinished(study, grace=4) == []  # Optuna's fail_stale_trials ended it, not the owner check
+    assert recover_unfinished(study, grace=4) == [0]  # its owner is elsewhere: only the heartbeat tells
     trials = study.get_trials()
     assert [t.state for t in trials[:2]] == [TrialState.FAIL, TrialState.RUNNING]
     assert trials[2].state == TrialState.WAITING and trials[2].user_attrs["key"] == trials[0].user_attrs["key"]
@@ -352,6 +352,10 @@ def test_a_study_of_another_cache_or_axes_is_refused_and_nothing_is_lost(cache, 
     with pytest.raises(Refused, match=r"epochs: 1 vs 2"):
         run_sweep(plan_for(cache, ["theta=0.5,0.8"], base=base_config(epochs=2)), tmp_path / "sweep", **quiet)
     assert kept == {name: (tmp_path / "sweep" / name).read_bytes() for name in kept}
+    shutil.copytree(tmp_path / "sweep", tmp_path / "moved")  # a sweep folder moved elsewhere is still the same sweep
+    messages = []
+    run_sweep(plan_for(cache, ["theta=0.5,0.8"], base=base), tmp_path / "moved", heartbeat=1, log=messages.append)
+    assert "2 of 2 trials already in the study" in messages[0] and not TRAINED.search("\n".join(messages))
     # A shared storage holds many studies: a named study made from another cache is refused by its own record.
     shared = f"journal:{tmp_path / 'shared.journal'}"
     run_sweep(plan_for(cache, ["theta=0.5,0.8"], base=base), tmp_path / "a", shared, "mine", **quiet)
