@@ -196,7 +196,7 @@ class Worker:
             )
             seed = trial.user_attrs.get("seed", self.plan.seeds[0])
             planned = self.plan.trial(overrides, seed)
-            key = planned.key(self.plan.base)
+            key = trial.user_attrs.get("key") or planned.key(self.plan.base)  # the key it was enqueued with
             if "key" not in trial.user_attrs:  # a point TPE just picked
                 for name, value in trial_attrs(planned, key).items():
                     trial.set_user_attr(name, value)
