@@ -12,7 +12,9 @@ of runs/comparison.py) on one cache, with the dataset preset:
    (least of 3 runs) give this machine's float32 GEMM throughput at the epoch's shapes; an epoch's floor is
    its FLOPs / that throughput. The bfloat16 throughput at the same shapes is estimated from a FLOP-weighted
    sample of the products (--bf16-samples; 0 skips it): a CPU without AVX512-BF16/AMX runs bfloat16 GEMMs
-   tens of times slower than float32.
+   tens of times slower than float32;
+4. with --bf16-iterations N: N training iterations timed in float32 and under bfloat16 autocast, the trainer's
+   step outside the trainer (which refuses bfloat16 where it is slow).
 
 Epoch 1 includes warm-up, so the summary takes the least ratio of the later epochs (and says which). The
 load average is printed before and after each timed run: other processes on the machine inflate times, not
@@ -25,6 +27,7 @@ FLOP counts.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -40,9 +43,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.gemm_calls import CPU_ATTENTION_FLOPS, Gemm, GemmRecorder, replay_seconds
 from cache.synthetic import write_synthetic_cache
 from heads.config import DATASET_PRESETS, resolve_config
+from heads.head_kinds import training_step_for
+from heads.precision import autocast
 from runs.checkpoint import build_head
 from runs.comparison import select_methods
 from runs.trainer import head_shapes, open_splits, predict, train
+from runs.view_feed import feature_inputs
 
 SYNTHETIC_SIZES = {"train": 3611, "dev": 450}  # MVSA-Single's train / dev after extraction
 
@@ -96,6 +102,27 @@ def bf16_seconds_per_flop(gemms: list[Gemm], samples: int, seed: int = 0) -> flo
     return sum(per_flop) / len(per_flop)
 
 
+def seconds_per_iteration(config, splits, precision: str, iterations: int) -> float:
+    """The least time of `iterations` training iterations (after one warm-up) under `precision`'s autocast, the
+    trainer's way (its step, fused AdamW, batches) but outside it: the trainer refuses bfloat16 where it is slow,
+    and this measures how slow."""
+    torch.manual_seed(config.seed)
+    model = build_head(config, head_shapes(splits["train"])).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    step = training_step_for(config)
+    options = {"decide_without_graph": False} if config.head == "spp-scl" else {}
+    order = torch.Generator().manual_seed(config.seed)
+    batches = splits["train"].batches(config.batch_size, shuffle=True, generator=order, longest_first=True)
+    times = []
+    for batch in itertools.islice(batches, iterations + 1):
+        inputs = feature_inputs(batch, "cpu")
+        started = time.perf_counter()
+        with autocast(precision, "cpu"):
+            step(model, inputs, optimizer, config, **options)
+        times.append(time.perf_counter() - started)
+    return min(times[1:] or times)
+
+
 def _losses(run_dir: Path) -> list[float]:
     lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     return [line["loss_step_one"] for line in lines]
@@ -105,8 +132,12 @@ def _load() -> str:
     return "/".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def measure_head(method, base, cache, splits, work: Path, bf16_samples: int) -> dict:
+def measure_head(method, base, cache, splits, work: Path, bf16_samples: int, bf16_iterations: int) -> dict:
     config = base.replace(**method.overrides)
+    iteration_seconds = {}
+    if bf16_iterations:
+        for precision in ("float32", "bfloat16"):
+            iteration_seconds[precision] = seconds_per_iteration(config, splits, precision, bf16_iterations)
     load_before = _load()
     train(cache, config, work / f"{method.key}-timed", log=lambda _line: None, splits=splits)
     load_after = _load()
@@ -144,6 +175,7 @@ def measure_head(method, base, cache, splits, work: Path, bf16_samples: int) -> 
         "fp32_gflops_per_s": fp32_throughput / 1e9,
         "bf16_gflops_per_s": bf16_throughput / 1e9 if bf16_throughput else None,
         "best": best,
+        "iteration_seconds": iteration_seconds,
         "same_losses_counted_and_timed": counted_losses == [line["loss_step_one"] for line in timed],
         "load_before": load_before,
         "load_after": load_after,
@@ -171,6 +203,11 @@ def print_table(name: str, rows: list[dict], threads: int) -> None:
         per_epoch = ", ".join(f"{e['seconds']:.2f}/{e['floor_seconds']:.2f}" for e in row["epochs"])
         check = "" if row["same_losses_counted_and_timed"] else "  (counted run's losses differ from the timed run's!)"
         print(f"{row['key']}: seconds/floor per epoch {per_epoch}{check}")
+        if row["iteration_seconds"]:
+            fp32, bf16 = row["iteration_seconds"]["float32"], row["iteration_seconds"]["bfloat16"]
+            print(
+                f"{row['key']}: one training iteration {fp32:.3f} s float32, {bf16:.3f} s bfloat16 autocast ({bf16 / fp32:.1f}x)"
+            )
 
 
 def main(argv=None) -> int:
@@ -184,6 +221,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads (default torch's choice)")
     parser.add_argument("--bf16-samples", type=int, default=24, help="products timed for the bfloat16 estimate")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32", help="config.precision")
+    parser.add_argument(
+        "--bf16-iterations", type=int, default=0, help="also time this many iterations in float32 and bfloat16 autocast"
+    )
     parser.add_argument("--work", help="folder for the generated cache and the runs (default a temporary one)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
@@ -202,7 +242,9 @@ def main(argv=None) -> int:
         rows = []
         for method in select_methods(args.methods):
             started = time.perf_counter()
-            rows.append(measure_head(method, base, cache, splits, work / "runs", args.bf16_samples))
+            rows.append(
+                measure_head(method, base, cache, splits, work / "runs", args.bf16_samples, args.bf16_iterations)
+            )
             print(f"{method.key}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         name = f"{cache.name}: {len(splits['train'])} train / {len(splits['dev'])} dev, {args.precision}"
         print_table(name, rows, torch.get_num_threads())

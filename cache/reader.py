@@ -64,7 +64,9 @@ def memory_budget() -> int:
 
 class CachedSplit:
     """One split of a cache file. `layers`: indices into the cached layers (e.g. [-2, -1] = the last two);
-    `in_memory`: True, False, or None to decide by size against `memory_budget()`."""
+    `in_memory`: True, False, or None to decide by size against `memory_budget()`; `dtype`: of the batches'
+    features, None = the cache's own (float16; the heads convert what they read, so a batch is half the bytes
+    to fill and to move, and only the tokens a head reads are ever widened)."""
 
     def __init__(
         self,
@@ -72,12 +74,12 @@ class CachedSplit:
         split: str,
         layers: list[int] | None = None,
         in_memory: bool | None = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = torch.float32,
     ):
         self.path = Path(path)
         self.split = split
-        self.dtype = dtype
         self.attrs = read_attrs(self.path)
+        self.dtype = dtype if dtype is not None else _STORED_DTYPES[self.attrs["dtype"]]
         self.class_names: list[str] = self.attrs["class_names"]
         self.cached_layers: list[int] = self.attrs["text_layers"]
         positions = list(range(len(self.cached_layers)))
@@ -143,11 +145,18 @@ class CachedSplit:
         longest = int(lengths.max()) if len(indices) else 0
         tokens = _host_tensor((len(indices), longest, first.shape[1], self.text_dim), self.dtype, zeroed=True)
         states = self._arrays["token_states"]
+        # Kept in the stored dtype, a batch is filled by numpy's plain copies; widened, by torch's conversion
+        # as each record is copied (only the real tokens, never the padding).
+        same_dtype = _NUMPY_DTYPES.get(self.dtype) == states.dtype
+        fill = tokens.numpy() if same_dtype else tokens
         for row, (index, length) in enumerate(zip(indices, lengths)):
             start = self.offsets[index]
             record = states[start : start + length]
-            # Converted from the stored dtype as it is copied: only the real tokens, never the padding.
-            tokens[row, :length].copy_(torch.from_numpy(record if layer_index is None else record[:, layer_index]))
+            record = record if layer_index is None else record[:, layer_index]
+            if same_dtype:
+                fill[row, :length] = record
+            else:
+                fill[row, :length].copy_(torch.from_numpy(record))
         mask = np.arange(longest)[None, :] < lengths[:, None]
         return FeatureBatch(
             _converted(image_maps, self.dtype).permute(0, 3, 1, 2),
@@ -195,6 +204,7 @@ class CachedSplit:
 
 
 _NUMPY_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
+_STORED_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
 def _host_tensor(shape: tuple[int, ...], dtype: torch.dtype, zeroed: bool = False) -> torch.Tensor:

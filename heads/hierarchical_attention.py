@@ -58,13 +58,14 @@ class HierarchicalAttention(nn.Module):
                 f"and token_states {tuple(token_states.shape)}"
             )
         schedule = TokenSchedule.from_lengths(real_token_lengths(token_mask))
-        weights = self.layer_weights(first_token)
+        dtype = self.lstm.weight_ih_l0.dtype  # the cached inputs may come in their stored float16
+        weights = self.layer_weights(first_token.to(dtype))
         # Only the real tokens are gathered [N, K, D] and mixed over the layer axis: padding is never read, and
         # the cached states (which need no gradient) are read once, forward and backward. The reader stores a
         # batch as [B, L, K, D], so [B * L, K, D] is a view and the gather copies whole tokens.
         batch, layers, length, dim = token_states.shape
         by_token = token_states.transpose(1, 2).reshape(batch * length, layers, dim)
-        real_tokens = by_token.index_select(0, schedule.batch_rows * length + schedule.steps)
+        real_tokens = by_token.index_select(0, schedule.batch_rows * length + schedule.steps).to(dtype)
         mixed = torch.bmm(weights.index_select(0, schedule.batch_rows).unsqueeze(1), real_tokens).squeeze(1)
         text_vector = bidirectional_lstm_mean(mixed, schedule, self.lstm)
         return text_vector, weights

@@ -35,7 +35,9 @@ class ImageReduction(nn.Module):
         convolution, norm, _, dropout = self.reduce
         batch, channels, height, width = image_maps.shape
         out = convolution.out_channels
+        # Maps may come in their stored float16: converted here, once, to the weights' dtype.
         positions = image_maps.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
+        positions = positions.to(convolution.weight.dtype)
         reduced = torch.addmm(convolution.bias, positions, convolution.weight.view(out, channels).transpose(0, 1))
         # The [B, h, w, out] result seen as [B, out, h, w] channels-last: BatchNorm2d and ReLU as modules.
         reduced = reduced.view(batch, height, width, out).permute(0, 3, 1, 2)

@@ -20,6 +20,8 @@ NOISY_INPUTS = ("image_maps", "first_token", "token_states")
 
 
 def perturb(x: torch.Tensor, dropout: float, noise: float) -> torch.Tensor:
+    if x.dtype in (torch.float16, torch.bfloat16):  # a batch that kept the cache's float16: noise in float32
+        x = x.float()
     if dropout > 0:
         x = F.dropout(x, dropout, training=True)
     if noise > 0:

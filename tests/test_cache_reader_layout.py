@@ -1,5 +1,6 @@
 """The cache reader keeps the stored float16 in memory and gives float32 batches equal to the file's values, in the
-layouts the heads' matrix products read without copying (channels-last maps, tokens with their layers adjacent)."""
+layouts the heads' matrix products read without copying (channels-last maps, tokens with their layers adjacent);
+the heads compute the same from batches kept in float16."""
 
 import h5py
 import numpy as np
@@ -8,6 +9,8 @@ import torch
 
 from cache.reader import CachedSplit
 from cache.synthetic import write_synthetic_cache
+from heads.config import resolve_config
+from heads.head_kinds import build_head_model
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +45,26 @@ def test_batch_values_equal_the_files_and_memory_stays_float16(cache, in_memory)
         assert torch.equal(batch.token_states[row, :, :length], record.transpose(0, 1))
         assert torch.count_nonzero(batch.token_states[row, :, length:]) == 0
         assert batch.token_mask[row].sum() == length
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"fusion": "cmf-batch"}, {"modality": "text"}, {"modality": "image"}, {"head": "clmlf"}, {"head": "mdse"}],
+)
+def test_heads_compute_the_same_from_a_float16_batch_as_from_float32(cache, overrides):
+    """The trainer keeps batches in the cache's float16 (the heads widen what they read): outputs, in train mode
+    (same dropout masks) and in eval mode, are bit-identical to those from the float32 batch."""
+    config = resolve_config(model_dim=16, feedforward_dim=32, **overrides)
+    wide, narrow = (CachedSplit(cache, "train", dtype=dtype) for dtype in (torch.float32, None))
+    assert narrow.dtype == torch.float16
+    indices = [4, 9, 0, 17, 11, 2]
+    torch.manual_seed(0)
+    model = build_head_model(config, 12, 16, 3, 3)
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        outputs = []
+        for split in (wide, narrow):
+            batch = split.batch(indices)
+            torch.manual_seed(1)
+            outputs.append(model(batch.image_maps, batch.first_token, batch.token_states, batch.token_mask))
+        assert torch.equal(outputs[0]["logits"], outputs[1]["logits"]), mode

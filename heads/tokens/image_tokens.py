@@ -20,4 +20,4 @@ class ImageTokens(nn.Module):
         self.project = nn.Sequential(nn.Linear(in_channels, dim), nn.LayerNorm(dim), nn.Dropout(dropout))
 
     def forward(self, image_maps: torch.Tensor) -> torch.Tensor:
-        return self.project(image_maps.flatten(2).transpose(1, 2))
+        return self.project(image_maps.flatten(2).transpose(1, 2).to(self.project[0].weight.dtype))

@@ -25,4 +25,5 @@ class TextTokens(nn.Module):
     def forward(self, token_states: torch.Tensor) -> torch.Tensor:
         if token_states.shape[1] != self.num_layers:
             raise ValueError(f"built for {self.num_layers} text layers, got token_states {tuple(token_states.shape)}")
-        return self.project(token_states[:, self.token_layer])
+        # Only the layer read is converted from the cache's float16, when the batch kept it.
+        return self.project(token_states[:, self.token_layer].to(self.project[0].weight.dtype))
