@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class SweepPlan:
     sampler: str = "grid"  # grid | random (`points` distinct grid points) | tpe (`points` points chosen by TPE)
     points: int | None = None
     sample_seed: int = 0
+    shuffle: bool = False  # enqueue the points in a random order (seeded by sample_seed): for pruning, see below
     fingerprint: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
@@ -94,10 +96,23 @@ class SweepPlan:
         return self.base.selection_metric
 
     def fixed_trials(self) -> list[Trial]:
-        """The trials enqueued up front: the grid, or `points` random points of it; none for TPE."""
+        """The trials enqueued up front, in the order workers take them: the grid, or `points` random points of
+        it; none for TPE. Shuffled, the points come in a seeded random order (each point's seeds together).
+
+        Why shuffle for pruning: asynchronous successive halving promotes a trial when it is in the top 1/factor
+        of the trials that reached its rung before it, so the first trials at a rung meet little competition. In
+        axis order, a grid hands the pruner a biased sequence (all of tau's worst value first, say), and every
+        later, better point is promoted over the earlier ones: replaying a 27-point sweep's own curves through
+        Optuna's pruner, axis order spent 558 of 810 epochs, random orders 198 on average (bench/sweep_pruning)."""
         if self.sampler == "tpe":
             return []
-        return expand(self.space, self.seeds, self.points if self.sampler == "random" else None, self.sample_seed)
+        trials = expand(self.space, self.seeds, self.points if self.sampler == "random" else None, self.sample_seed)
+        if self.shuffle:
+            points = list(dict.fromkeys(trial.name for trial in trials))
+            random.Random(self.sample_seed).shuffle(points)
+            position = {name: index for index, name in enumerate(points)}
+            trials.sort(key=lambda trial: position[trial.name])  # stable: a point's seeds stay in order
+        return trials
 
     def grid_size(self) -> int:
         size = 1

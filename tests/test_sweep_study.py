@@ -264,8 +264,18 @@ def test_three_workers_on_postgresql_train_each_point_once(cache, single_worker,
         assert summary_of(out) == summary_of(single_worker)
 
 
+def test_a_pruned_grid_is_enqueued_in_a_seeded_random_order_of_points():
+    shuffled = plan_for(Path("unused.h5"), seeds=(42, 43), shuffle=True, fingerprint="-").fixed_trials()
+    in_axis_order = plan_for(Path("unused.h5"), seeds=(42, 43), fingerprint="-").fixed_trials()
+    assert sorted(shuffled, key=str) == sorted(in_axis_order, key=str) and shuffled != in_axis_order
+    assert [t.seed for t in shuffled] == [42, 43] * 8  # a point's seeds stay together
+    assert shuffled == plan_for(Path("unused.h5"), seeds=(42, 43), shuffle=True, fingerprint="-").fixed_trials()
+
+
 def test_points_that_cannot_learn_are_pruned_at_the_first_rung(cache, tmp_path):
-    plan = plan_for(cache, axes=["lr=0.01,0", "theta=0.5,0.8"])  # learnable points first, then lr = 0
+    # Learnable points first, then lr = 0 (a shuffled order could put an lr = 0 point first, and successive
+    # halving promotes the first trial to reach a rung: nothing to compare it with yet).
+    plan = plan_for(cache, axes=["lr=0.01,0", "theta=0.5,0.8"])
     summary = run_sweep(
         plan, tmp_path, pruning=Pruning("successive-halving", min_epochs=1), heartbeat=1, log=lambda *_: None
     )

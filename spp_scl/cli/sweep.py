@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path("runs/out") / cache.stem / "sweep"
     seeds = [base.seed + i for i in range(args.seeds)]
-    plan = SweepPlan(cache, base, space, seeds, sampler=sampler, points=points)
+    plan = SweepPlan(cache, base, space, seeds, sampler=sampler, points=points, shuffle=args.prune != "none")
     logger.info(f"sweep: {sampler} over {plan.grid_size()} points x {args.seeds} seeds -> {out}")
     pruning = Pruning(args.prune, args.prune_min_epochs, args.prune_factor)
     summary = run_sweep(plan, out, args.storage, args.study, jobs=args.jobs, heartbeat=args.heartbeat, pruning=pruning)
