@@ -33,9 +33,11 @@ from runs.study import (
     DUPLICATE_KEY,
     FINAL_FAILURE,
     OWNER_KEY,
+    STUDY_ATTR,
     SweepPlan,
     claim_waiting,
     covers_its_key,
+    differences,
     duplicate_of,
     enqueue_missing,
     recover_unfinished,
@@ -44,7 +46,7 @@ from runs.study import (
 )
 from runs.study_storage import open_storage
 from runs.worker_identity import this_process
-from spp_scl.errors import EXIT_INTERRUPTED, Diverged, ToolError
+from spp_scl.errors import EXIT_INTERRUPTED, Diverged, Refused, ToolError
 
 logger = logging.getLogger(__name__)
 
@@ -299,13 +301,23 @@ class Worker:
 
 
 def open_worker_study(settings: WorkerSettings) -> optuna.Study:
+    """The study, checked once more in this process: a worker whose code makes other trial keys (another version
+    of the config, say) would take the whole plan for missing and enqueue it again, so it is refused."""
     storage = open_storage(settings.storage_url, settings.folder, settings.heartbeat, retry_unfinished)
-    return optuna.load_study(
+    study = optuna.load_study(
         study_name=settings.study_name,
         storage=storage.storage,
         sampler=settings.sampler(),
         pruner=settings.pruning.pruner(settings.plan.base.epochs),
     )
+    found = differences(study.user_attrs.get(STUDY_ATTR, {}), settings.plan.identity())
+    if found:
+        raise Refused(
+            f"the study {settings.study_name} was made from other settings than this worker's ("
+            + "; ".join(found)
+            + "): every worker must run the same spp-scl version with the same cache, axes and --set values"
+        )
+    return study
 
 
 def worker_process(settings: WorkerSettings, parent_pid: int, log_level: int) -> None:

@@ -38,7 +38,7 @@ from runs.study import (
 )
 from runs.study_storage import HEARTBEAT_KEY, open_storage
 from runs.study_sweep import run_sweep
-from runs.study_worker import Pruning
+from runs.study_worker import Pruning, WorkerSettings, open_worker_study
 from runs.sweeper import expand, parse_space
 from runs.trainer import train
 from runs.worker_identity import owner_is_gone, this_process
@@ -371,6 +371,17 @@ def test_a_study_of_another_cache_or_axes_is_refused_and_nothing_is_lost(cache, 
     run_sweep(plan_for(cache, ["theta=0.5,0.8"], base=base), tmp_path / "a", shared, "mine", **quiet)
     with pytest.raises(Refused, match=r"the study mine was made from other settings \(another cache"):
         run_sweep(plan_for(other_cache, ["theta=0.5,0.8"], base=base), tmp_path / "b", shared, "mine", **quiet)
+
+
+def test_a_worker_whose_code_makes_other_trials_is_refused(cache, tmp_path):
+    """A worker process of another version (here: another base config) never touches the study."""
+    plan = plan_for(cache, ["theta=0.5,0.8"], base=base_config(epochs=1))
+    run_sweep(plan, tmp_path, heartbeat=1, log=lambda *_: None)
+    before = (tmp_path / "optuna.journal").read_bytes()
+    other = plan_for(cache, ["theta=0.5,0.8"], base=base_config(epochs=1, dropout=0.3))
+    with pytest.raises(Refused, match=r"than this worker's \(dropout: 0.2 vs 0.3\)"):
+        open_worker_study(WorkerSettings(other, tmp_path, None, plan.study_name(), heartbeat=1))
+    assert (tmp_path / "optuna.journal").read_bytes() == before
 
 
 def test_a_damaged_journal_is_refused_and_the_export_rebuilds_the_study(cache, tmp_path):
