@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from runs.study import DUPLICATE_KEY, FINAL_FAILURE, RETRY_KEY, STUDY_ATTR, SweepPlan, differences, open_study
-from runs.study_storage import StudyStorage, open_storage
+from runs.study_storage import JOURNAL_NAME, StudyStorage, open_storage
 from runs.study_worker import Pruning, Worker, WorkerSettings, worker_process
 from runs.sweeper import summarise, write_summary
 from spp_scl.errors import EXIT_INPUT, EXIT_REFUSED, InputError, Refused, ToolError
@@ -43,6 +43,8 @@ def check_folder(folder: Path, storage: StudyStorage, where: str, name: str, pla
         old_name, old_storage = record["study"], record["storage"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise InputError(f"{record_path}: not a sweep folder's study record ({error})") from None
+    if old_storage.startswith("journal:") and old_storage.endswith(f"/{JOURNAL_NAME}") and where == OWN_JOURNAL:
+        old_storage = OWN_JOURNAL  # written with the journal's path by the first release of this engine
     if old_name == name and old_storage == where:
         return
     found = ["another storage"] if old_storage != where else []
