@@ -7,7 +7,8 @@ import json
 
 from cache.layout import read_skipped, skip_reason_counts
 from cache.reader import cache_summary
-from cache.views import describe_views
+from cache.view_layout import VIEW_FEATURES
+from cache.views import describe_views, views_summary
 
 
 def describe(path: str, all_skipped: bool = False) -> str:
@@ -23,9 +24,15 @@ def describe(path: str, all_skipped: bool = False) -> str:
             f"first token {info['first_token']}, tokens per text mean {info['tokens']['mean']:.1f} "
             f"max {info['tokens']['max']}"
         )
+    views = views_summary(path)
+    view_bytes = sum(
+        sizes[name] for sizes in (views or {}).get("bytes", {}).values() for name in VIEW_FEATURES if name in sizes
+    )
+    features = sum(info["feature_bytes"] for info in summary["splits"].values()) + view_bytes
     lines.append(
         f"file: {summary['file_bytes'] / 2**20:.1f} MiB, {summary['bytes_per_record'] / 1024:.1f} KiB per "
-        f"record, {summary['overhead']:.3f} x the bytes of the stored features"
+        f"record, {summary['file_bytes'] / max(features, 1):.3f} x the bytes of the stored features"
+        + (f" (views included: {view_bytes / 2**20:.1f} MiB)" if views else "")
     )
     lines.extend(describe_views(path))
     lines.append("fingerprint:")
