@@ -65,8 +65,10 @@ def memory_budget() -> int:
 class CachedSplit:
     """One split of a cache file. `layers`: indices into the cached layers (e.g. [-2, -1] = the last two);
     `in_memory`: True, False, or None to decide by size against `memory_budget()`; `dtype`: of the batches'
-    features, None = the cache's own (float16; the heads convert what they read, so a batch is half the bytes
-    to fill and to move, and only the tokens a head reads are ever widened)."""
+    features, None = the cache's own (float16); `token_dtype`: of the token states only, if not `dtype` (None =
+    the cache's own). The trainer keeps tokens in float16: a padded batch is half the bytes to fill and move,
+    and the heads widen only the tokens they read; image maps are widened once per batch, for both forwards of
+    the two-step rule (every head reads them whole)."""
 
     def __init__(
         self,
@@ -75,11 +77,15 @@ class CachedSplit:
         layers: list[int] | None = None,
         in_memory: bool | None = None,
         dtype: torch.dtype | None = torch.float32,
+        token_dtype: torch.dtype | None | str = "same",
     ):
         self.path = Path(path)
         self.split = split
         self.attrs = read_attrs(self.path)
         self.dtype = dtype if dtype is not None else _STORED_DTYPES[self.attrs["dtype"]]
+        if token_dtype == "same":
+            token_dtype = self.dtype
+        self.token_dtype = token_dtype if token_dtype is not None else _STORED_DTYPES[self.attrs["dtype"]]
         self.class_names: list[str] = self.attrs["class_names"]
         self.cached_layers: list[int] = self.attrs["text_layers"]
         positions = list(range(len(self.cached_layers)))
@@ -143,11 +149,11 @@ class CachedSplit:
         first = first if layer_index is None else first[:, layer_index]
         lengths = self.lengths[indices]
         longest = int(lengths.max()) if len(indices) else 0
-        tokens = _host_tensor((len(indices), longest, first.shape[1], self.text_dim), self.dtype, zeroed=True)
+        tokens = _host_tensor((len(indices), longest, first.shape[1], self.text_dim), self.token_dtype, zeroed=True)
         states = self._arrays["token_states"]
         # Kept in the stored dtype, a batch is filled by numpy's plain copies; widened, by torch's conversion
         # as each record is copied (only the real tokens, never the padding).
-        same_dtype = _NUMPY_DTYPES.get(self.dtype) == states.dtype
+        same_dtype = _NUMPY_DTYPES.get(self.token_dtype) == states.dtype
         fill = tokens.numpy() if same_dtype else tokens
         for row, (index, length) in enumerate(zip(indices, lengths)):
             start = self.offsets[index]
@@ -218,7 +224,10 @@ def _host_tensor(shape: tuple[int, ...], dtype: torch.dtype, zeroed: bool = Fals
 
 
 def _converted(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    """`array` as a tensor of `dtype` (torch's vectorised conversion into a `_host_tensor`)."""
+    """`array` (a fresh array: a gather's result) as a tensor of `dtype` (torch's vectorised conversion into a
+    `_host_tensor`; no copy when it has that dtype already)."""
+    if _NUMPY_DTYPES.get(dtype) == array.dtype:
+        return torch.from_numpy(np.ascontiguousarray(array))
     out = _host_tensor(array.shape, dtype)
     out.copy_(torch.from_numpy(np.ascontiguousarray(array)))
     return out

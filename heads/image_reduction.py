@@ -44,7 +44,8 @@ class ImageReduction(nn.Module):
         reduced = torch.relu(norm(reduced)).permute(0, 2, 3, 1).reshape(batch, height * width, out)
         if self.training and dropout.p > 0:
             # nn.Dropout's mask for the [B, out, h, w] activation (the same random draws in the same order as
-            # on the contiguous activation of a convolution), viewed channels-last.
+            # on the contiguous activation of a convolution), copied channels-last once so that the product and
+            # its backward run on two contiguous operands.
             mask = F.dropout(reduced.new_ones(batch, out, height, width), dropout.p, training=True)
-            reduced = reduced * mask.view(batch, out, height * width).transpose(1, 2)
+            reduced = reduced * mask.permute(0, 2, 3, 1).reshape(batch, height * width, out)
         return reduced.mean(dim=1)

@@ -49,13 +49,13 @@ class TrainResult:
 
 def open_splits(cache: str | Path, config: SPPSCLConfig, in_memory: bool | None = None) -> dict[str, CachedSplit]:
     """The cache's splits, reading only the text layers the config uses (the last k of those cached). Batches keep
-    the cache's dtype (float16): the heads widen only what they read."""
+    the tokens in the cache's dtype (float16): the heads widen only the tokens they read."""
     from cache.layout import open_cache
 
     with open_cache(cache) as file:
         present = [split for split in ("train", "dev", "test") if split in file and len(file[split]["ids"])]
     layers = list(range(-config.text_layers_last, 0)) if config.text_layers_last else None
-    return {split: CachedSplit(cache, split, layers=layers, in_memory=in_memory, dtype=None) for split in present}
+    return {split: CachedSplit(cache, split, layers=layers, in_memory=in_memory, token_dtype=None) for split in present}
 
 
 def head_shapes(split: CachedSplit) -> dict:
