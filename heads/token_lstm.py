@@ -196,7 +196,7 @@ def _backward_steps(grad_sums, recurrent_weights, gates, cells, cell_tanh, sched
     Everything that does not depend on the incoming gradient is computed for all positions at once before the
     loop: with dc the gradient reaching the cell state and dh the one reaching the hidden state at a position,
     d(pre i, f, g) = dc * [g s'(i), c_prev s'(f), i (1 - g^2)], d(pre o) = dh * tanh(c) s'(o), and
-    dc = dc_next + dh * o (1 - tanh(c)^2); so each step runs six kernels."""
+    dc = dc_next + dh * o (1 - tanh(c)^2); so each step runs five kernels."""
     batch_sizes = schedule.batch_sizes
     h = recurrent_weights.shape[2]
     positions, first = gates.shape[1], batch_sizes[0]
@@ -215,21 +215,22 @@ def _backward_steps(grad_sums, recurrent_weights, gates, cells, cell_tanh, sched
     output_slope = cell_tanh.mul(cell_tanh).neg_().add_(1.0).mul_(output_gate)  # o (1 - tanh(c)^2)
     grad_pre = torch.empty_like(gates)
     grad_gates = grad_pre.view(2, positions, 4, h)
-    recurrent_hidden = torch.zeros_like(grad_sums)  # the gradient reaching h at step s from step s + 1
-    recurrent_cell = torch.zeros_like(grad_sums)  # the gradient reaching c at step s from step s + 1
+    # Running gradients per row: dh starts as the incoming gradient (a row's last step gets nothing from a later
+    # one), and step s writes the rows still active at s - 1; dc likewise, from zero.
+    grad_hidden, grad_cell = grad_sums.clone(), torch.zeros_like(grad_sums)
     grad_at, grad_three_at = _steps(grad_pre, batch_sizes), _steps(grad_gates[:, :, 1:], batch_sizes)  # i, f, g
     grad_output_at = _steps(grad_gates[:, :, 0], batch_sizes)
     partners_at, output_partner_at = _steps(partners, batch_sizes), _steps(output_partner, batch_sizes)
     output_slope_at, forget_at = _steps(output_slope, batch_sizes), _steps(forget_gate, batch_sizes)
     incoming_at = [grad_sums.narrow(1, 0, rows) for rows in batch_sizes]
-    hidden_next_at = [recurrent_hidden.narrow(1, 0, rows) for rows in batch_sizes]
-    cell_next_at = [recurrent_cell.narrow(1, 0, rows) for rows in batch_sizes]
+    hidden_at = [grad_hidden.narrow(1, 0, rows) for rows in batch_sizes]
+    cell_at = [grad_cell.narrow(1, 0, rows) for rows in batch_sizes]
     for step in range(len(batch_sizes) - 1, -1, -1):
-        grad_hidden = incoming_at[step] + hidden_next_at[step]
-        grad_cell = torch.addcmul(cell_next_at[step], grad_hidden, output_slope_at[step])
-        torch.mul(grad_cell.unsqueeze(2), partners_at[step], out=grad_three_at[step])
-        torch.mul(grad_hidden, output_partner_at[step], out=grad_output_at[step])
+        hidden, cell = hidden_at[step], cell_at[step]
+        cell.addcmul_(hidden, output_slope_at[step])
+        torch.mul(cell.unsqueeze(2), partners_at[step], out=grad_three_at[step])
+        torch.mul(hidden, output_partner_at[step], out=grad_output_at[step])
         if step > 0:
-            torch.mul(grad_cell, forget_at[step], out=cell_next_at[step])
-            torch.bmm(grad_at[step], recurrent_weights, out=hidden_next_at[step])
+            cell.mul_(forget_at[step])  # what reaches c at step s - 1
+            torch.baddbmm(incoming_at[step], grad_at[step], recurrent_weights, out=hidden)  # dh at step s - 1
     return grad_pre
