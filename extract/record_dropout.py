@@ -45,7 +45,7 @@ class RecordDropout(TorchFunctionMode):
             raise ValueError(f"{len(generators)} generators for a batch of {attention_mask.shape[0]}")
         self.generators = generators
         self.length = attention_mask.shape[1]
-        self.real = [row.nonzero().squeeze(1).cpu() for row in attention_mask.bool()]
+        self.real = [_positions(row) for row in attention_mask.bool().cpu()]
         self.calls = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -84,13 +84,16 @@ class RecordDropout(TorchFunctionMode):
             )
         mask = torch.ones(shape)
         for row, (generator, real) in enumerate(zip(self.generators, self.real)):
-            count = len(real)
+            count = _count(real)
             if axes == "hidden":
                 kept = torch.rand((count, shape[2]), generator=generator) >= p
-                mask[row, real] = kept.float()
+                mask[row, real] = kept if isinstance(real, slice) else kept.float()
             else:
                 kept = torch.rand((shape[1], count, count), generator=generator) >= p
-                mask[row][:, real[:, None], real[None, :]] = kept.float()
+                if isinstance(real, slice):
+                    mask[row, :, real, real] = kept
+                else:
+                    mask[row][:, real[:, None], real[None, :]] = kept.float()
         return mask
 
     def attention(self, args: tuple, kwargs: dict, p: float) -> torch.Tensor:
@@ -108,6 +111,19 @@ class RecordDropout(TorchFunctionMode):
                 scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
             )
         return self.dropout(torch.softmax(scores, dim=-1), p) @ value
+
+
+def _positions(row: torch.Tensor):
+    """A row's real positions: a slice when they are one run (right or left padding, the usual case: slices copy
+    fast), else their indices."""
+    real = row.nonzero().squeeze(1)
+    if len(real) and int(real[-1]) - int(real[0]) + 1 == len(real):
+        return slice(int(real[0]), int(real[-1]) + 1)
+    return real
+
+
+def _count(real) -> int:
+    return real.stop - real.start if isinstance(real, slice) else len(real)
 
 
 def global_random_state() -> list[torch.Tensor]:

@@ -164,3 +164,17 @@ def test_randomness_the_views_cannot_see_is_refused():
     with pytest.raises(UncontrolledRandomness, match=r"shape \[1, 8\]"):
         with RecordDropout([torch.Generator()], torch.ones(1, 4)):
             torch.nn.functional.dropout(torch.ones(1, 8), 0.1, training=True)
+
+
+def test_a_record_gets_the_same_draws_on_its_real_tokens_wherever_they_sit():
+    """A row's mask depends on its real tokens only: with holes or padding in between, the same draws land on
+    its real positions, in order (the mask of a text is the mask of its tokens, not of its padding)."""
+    prefix = torch.tensor([[1, 1, 1, 0, 0]])
+    holes = torch.tensor([[1, 0, 1, 0, 1]])
+    for shape in ((1, 5, 6), (1, 2, 5, 5)):
+        masks = [RecordDropout([torch.Generator().manual_seed(3)], m).mask(shape, 0.5) for m in (prefix, holes)]
+        if len(shape) == 3:
+            assert torch.equal(masks[0][0, :3], masks[1][0, [0, 2, 4]])
+        else:
+            assert torch.equal(masks[0][0][:, :3, :3], masks[1][0][:, [0, 2, 4]][:, :, [0, 2, 4]])
+        assert 0 < float(masks[0].mean()) < 1
