@@ -110,7 +110,6 @@ def seconds_per_iteration(config, splits, precision: str, iterations: int) -> fl
     model = build_head(config, head_shapes(splits["train"])).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     step = training_step_for(config)
-    options = {"decide_without_graph": False} if config.head == "spp-scl" else {}
     order = torch.Generator().manual_seed(config.seed)
     batches = splits["train"].batches(config.batch_size, shuffle=True, generator=order, longest_first=True)
     times = []
@@ -118,7 +117,7 @@ def seconds_per_iteration(config, splits, precision: str, iterations: int) -> fl
         inputs = feature_inputs(batch, "cpu")
         started = time.perf_counter()
         with autocast(precision, "cpu"):
-            step(model, inputs, optimizer, config, **options)
+            step(model, inputs, optimizer, config)
         times.append(time.perf_counter() - started)
     return min(times[1:] or times)
 

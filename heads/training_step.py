@@ -66,7 +66,7 @@ def spp_scl_step(
     optimizer: torch.optim.Optimizer,
     config: SPPSCLConfig,
     backward: Callable[[torch.Tensor], None] | None = None,
-    decide_without_graph: bool = True,
+    decide_without_graph: bool = False,
 ) -> dict[str, float]:
     """Run one iteration on `batch` (keys image_maps, first_token, token_states, token_mask, labels;
     tensors already on the model's device; inputs the modality does not use may be absent).
@@ -114,10 +114,12 @@ def spp_scl_step(
     if not (config.two_step and use_inter):
         return report
 
-    # Step two: re-embed the same batch with the weights step one just updated. When step two is expected
-    # to be rare (`decide_without_graph`), this forward builds no graph, and if step two does run it is
+    # Step two: re-embed the same batch with the weights step one just updated. This forward builds its graph,
+    # which step two uses when it runs (a forward without gradients would cost as much: heads/token_lstm.py runs
+    # the same kernels either way). With `decide_without_graph` it builds none and, if step two runs, is
     # replayed with a graph from the same random state and BatchNorm statistics: exactly the outputs (and
-    # statistics updates) of one forward with gradients, only cheaper when most batches are aligned.
+    # statistics updates) of one forward with gradients, holding less memory while undecided, at the price of
+    # a whole forward more whenever step two runs.
     replay = _ForwardReplay(model) if decide_without_graph else None
     with torch.set_grad_enabled(not decide_without_graph):
         outputs = model(**inputs_two)

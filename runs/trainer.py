@@ -276,18 +276,11 @@ def train(
         model.train()
         sums, steps = dict.fromkeys(loss_keys, 0.0), 0
         diagnostics = dict.fromkeys(("samples", "train_correct", "rule_checked", *RULE_KEYS), 0.0)
-        # SPP-SCL's rule decides on step two's forward built with its graph, which step two then uses: a forward
-        # without gradients costs as much (heads/token_lstm.py runs the same kernels either way), and replaying it
-        # when step two runs would cost a whole forward more. The results are identical either way
-        # (tests/test_heads_training_step.py); only the time differs.
-        options = {"decide_without_graph": False} if config.head == "spp-scl" else {}
         for batch in feed.batches(config.batch_size, shuffle):
             if len(batch) < 2:  # BatchNorm cannot normalise a batch of one in train mode
                 continue
             with accelerator.autocast(), autocast(config.precision, device):
-                report = step(
-                    model, feed.inputs(batch, device), optimizer, config, backward=accelerator.backward, **options
-                )
+                report = step(model, feed.inputs(batch, device), optimizer, config, backward=accelerator.backward)
             check_losses(report, loss_keys, epoch, steps + 1, optimizer.param_groups[0]["lr"])
             for key in loss_keys:
                 sums[key] += report[key]
