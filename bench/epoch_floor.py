@@ -51,6 +51,8 @@ from runs.trainer import head_shapes, open_splits, predict, train
 from runs.view_feed import feature_inputs
 
 SYNTHETIC_SIZES = {"train": 3611, "dev": 450}  # MVSA-Single's train / dev after extraction
+# The heads trained epoch by epoch (runs/comparison.py's methods without the closed-form linear probe).
+EPOCH_HEADS = "spp-scl,spp-scl-faithful,clmlf,mdse,text-only,image-only"
 
 
 def count_training(cache, config, splits, work: Path) -> tuple[list[dict], list[float]]:
@@ -216,7 +218,7 @@ def main(argv=None) -> int:
     source.add_argument("--synthetic", action="store_true", help="generate an MVSA-Single-sized cache (2048 x 7 x 7)")
     parser.add_argument("--dataset", default="mvsa-single", help="the preset to train with")
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed and counted per head")
-    parser.add_argument("--methods", help="comma-separated subset of runs/comparison.py's methods (default all)")
+    parser.add_argument("--methods", default=EPOCH_HEADS, help=f"runs/comparison.py's methods (default {EPOCH_HEADS})")
     parser.add_argument("--threads", type=int, help="torch threads (default torch's choice)")
     parser.add_argument("--bf16-samples", type=int, default=24, help="products timed for the bfloat16 estimate")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32", help="config.precision")
