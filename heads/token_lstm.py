@@ -111,7 +111,9 @@ _GATE_ORDER = (3, 0, 1, 2)
 
 class _Recurrence(torch.autograd.Function):
     """(input gates [2, N, 4H] at the schedule's positions, recurrent weights [2, 4H, H], schedule) -> the sum
-    over time of each row's hidden states, [2, B, H] (sorted rows). Gates in the order o, i, f, g.
+    over time of each row's hidden states, [2, B, H] (sorted rows). Gates in the order o, i, f, g. The leading
+    axis may hold any number of independent recurrences that share the schedule (heads/stacked/ puts both
+    directions of T trials there: [2T, ...]).
 
     Runs in float32 (or float64) whatever the autocast state: it is a small share of the work, and its state
     carries rounding from step to step."""
@@ -122,7 +124,7 @@ class _Recurrence(torch.autograd.Function):
             dtype = torch.promote_types(input_gates.dtype, torch.float32)  # float64 stays float64
             input_gates, recurrent_weights = input_gates.to(dtype), recurrent_weights.to(dtype)
             gates, cells, cell_tanh, hidden = _forward_steps(input_gates, recurrent_weights, schedule.batch_sizes)
-            sums = input_gates.new_zeros(2, schedule.batch_sizes[0], recurrent_weights.shape[2])
+            sums = input_gates.new_zeros(len(input_gates), schedule.batch_sizes[0], recurrent_weights.shape[2])
             sums.index_add_(1, schedule.rows, hidden)
         ctx.save_for_backward(recurrent_weights, gates, cells, cell_tanh, hidden)
         ctx.schedule = schedule
@@ -160,7 +162,7 @@ def _forward_steps(input_gates: torch.Tensor, recurrent_weights: torch.Tensor, b
     the loop, which then runs seven kernels per step and nothing else."""
     h = recurrent_weights.shape[2]
     gates = torch.empty_like(input_gates)
-    cells = input_gates.new_empty(2, input_gates.shape[1], h)
+    cells = input_gates.new_empty(len(input_gates), input_gates.shape[1], h)
     cell_tanh, hidden = torch.empty_like(cells), torch.empty_like(cells)
     weights_t = recurrent_weights.transpose(1, 2)  # [2, H, 4H]
     inputs_at, gates_at = _steps(input_gates, batch_sizes), _steps(gates, batch_sizes)
@@ -199,8 +201,8 @@ def _backward_steps(grad_sums, recurrent_weights, gates, cells, cell_tanh, sched
     dc = dc_next + dh * o (1 - tanh(c)^2); so each step runs five kernels."""
     batch_sizes = schedule.batch_sizes
     h = recurrent_weights.shape[2]
-    positions, first = gates.shape[1], batch_sizes[0]
-    output_gate, input_gate, forget_gate, cell_gate = gates.view(2, positions, 4, h).unbind(2)
+    recurrences, positions, first = gates.shape[0], gates.shape[1], batch_sizes[0]
+    output_gate, input_gate, forget_gate, cell_gate = gates.view(recurrences, positions, 4, h).unbind(2)
     previous_cells = torch.zeros_like(cells)
     previous_cells[:, first:] = cells.index_select(1, schedule.previous)
     partners = torch.stack(
@@ -214,7 +216,7 @@ def _backward_steps(grad_sums, recurrent_weights, gates, cells, cell_tanh, sched
     output_partner = cell_tanh * output_gate * (1.0 - output_gate)
     output_slope = cell_tanh.mul(cell_tanh).neg_().add_(1.0).mul_(output_gate)  # o (1 - tanh(c)^2)
     grad_pre = torch.empty_like(gates)
-    grad_gates = grad_pre.view(2, positions, 4, h)
+    grad_gates = grad_pre.view(recurrences, positions, 4, h)
     # Running gradients per row: dh starts as the incoming gradient (a row's last step gets nothing from a later
     # one), and step s writes the rows still active at s - 1; dc likewise, from zero.
     grad_hidden, grad_cell = grad_sums.clone(), torch.zeros_like(grad_sums)

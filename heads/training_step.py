@@ -37,7 +37,7 @@ from torch import nn
 
 from heads.config import SPPSCLConfig
 from heads.losses import inter_modal_supcon_loss, intra_modal_supcon_loss, weighted_cross_entropy
-from heads.two_step import alignment_decision
+from heads.two_step import AlignmentDecision, alignment_decision
 
 MODEL_INPUTS = ("image_maps", "first_token", "token_states", "token_mask")
 
@@ -128,21 +128,25 @@ def spp_scl_step(
         replay.restore()
         outputs = model(**inputs_two)
     inter = inter_modal_supcon_loss(outputs["v"], outputs["t"], labels, config.temperature)
-    report.update(
-        inter=inter.item(),
-        rule_checked=1.0,
-        aligned=float(decision.aligned),
-        below_mean_count=float(decision.below_mean_count),
-        same_label_pairs=float(decision.same_label_pairs),
-        rule_m=decision.diagonal_mean,
-        rule_saturated=decision.saturated_fraction,
-    )
+    report.update(inter=inter.item(), **rule_report(decision))
     if not decision.aligned:
         # The authors' torch 1.8 zero_grad() left zero gradients in place, so their second AdamW step also moved
         # the fusion and classifier (momentum and weight decay); by default those keep step one's update only.
         _optimise(inter, optimizer, backward, set_to_none=not config.second_step_moves_all)
         report.update(loss_step_two=inter.item(), step_two_ran=1.0)
     return report
+
+
+def rule_report(decision: AlignmentDecision) -> dict[str, float]:
+    """The two-step rule's quantities under the report's keys."""
+    return {
+        "rule_checked": 1.0,
+        "aligned": float(decision.aligned),
+        "below_mean_count": float(decision.below_mean_count),
+        "same_label_pairs": float(decision.same_label_pairs),
+        "rule_m": decision.diagonal_mean,
+        "rule_saturated": decision.saturated_fraction,
+    }
 
 
 class _ForwardReplay:
