@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from heads.shift_gauge import exact_zero_gradient
+
 
 class SentimentClassifier(nn.Module):
     """[B, in_dim] -> logits [B, num_classes] through one hidden layer."""
@@ -18,6 +20,7 @@ class SentimentClassifier(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
+        exact_zero_gradient(self.layers[0].bias)  # the BatchNorm after it removes it (heads/shift_gauge.py)
 
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
         return self.layers(fused)

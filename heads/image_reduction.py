@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heads.shift_gauge import exact_zero_gradient
+
 
 class ImageReduction(nn.Module):
     """image_maps [B, C, h, w] -> [B, out_channels]. Works for any C, h, w."""
@@ -29,6 +31,7 @@ class ImageReduction(nn.Module):
             nn.ReLU(),
             nn.Dropout(dropout),
         )
+        exact_zero_gradient(self.reduce[0].bias)  # the BatchNorm after it removes it (heads/shift_gauge.py)
         self.out_dim = out_channels
 
     def forward(self, image_maps: torch.Tensor) -> torch.Tensor:

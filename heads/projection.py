@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from heads.shift_gauge import exact_zero_gradient
+
 
 class ModalityProjection(nn.Module):
     """[B, in_dim] -> [B, embed_dim]: projection (two linear layers) then the alignment layer."""
@@ -30,6 +32,11 @@ class ModalityProjection(nn.Module):
             nn.BatchNorm1d(embed_dim),
             nn.ReLU(),
             nn.Dropout(dropout),
+        )
+        # Shifts a following BatchNorm removes (heads/shift_gauge.py): the biases before the three BatchNorms, and
+        # the projection's last BatchNorm shift, which reaches the alignment's BatchNorm through a linear layer only.
+        exact_zero_gradient(
+            self.projection[0].bias, self.projection[4].bias, self.projection[5].bias, self.alignment[0].bias
         )
         self.out_dim = embed_dim
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from heads.hierarchical_attention import real_token_lengths
 from heads.model import SPPSCLHead
+from heads.shift_gauge import exact_zero_gradient, is_shift_gauge
 from heads.stacked.layers import TrialDropout, batch_norm_wide, stacked_batch_norm, stacked_linear
 from heads.stacked.token_lstm import stacked_lstm_mean
 from heads.token_lstm import TokenSchedule
@@ -51,6 +52,8 @@ class StackedSPPSCLHead:
             self.buffers = {
                 name: torch.stack([dict(m.named_buffers())[name] for m in models]) for name, _ in first.named_buffers()
             }
+        self.shift_gauges = [name for name, param in first.named_parameters() if is_shift_gauge(param)]
+        exact_zero_gradient(*(self.params[name] for name in self.shift_gauges))
         self.dropout = TrialDropout([m.config.dropout for m in models], generators)
         self.training = True
 
@@ -74,6 +77,7 @@ class StackedSPPSCLHead:
         with torch.no_grad():
             self.params = {k: v.detach().index_select(0, index).requires_grad_() for k, v in self.params.items()}
             self.buffers = {k: v.index_select(0, index) for k, v in self.buffers.items()}
+        exact_zero_gradient(*(self.params[name] for name in self.shift_gauges))
         self.dropout.keep(trials)
 
     @torch.no_grad()
