@@ -104,6 +104,11 @@ class SPPSCLConfig:
         "or a CPU with AVX512-BF16 or AMX (elsewhere refused: bfloat16 GEMMs run tens of times slower than "
         "float32); weights, optimiser and the LSTM recurrence stay float32",
     )
+    weight_average: float = option(
+        0.0,
+        "decay d of an exponential moving average of the weights and BatchNorm statistics, updated after every "
+        "iteration; dev selection, checkpoints and predictions use the average (runs/weight_average.py); 0 = off",
+    )
     patience: int | None = option(None, "stop after this many epochs without a better dev metric; none = never")
     selection_metric: SelectionMetric = option(
         "f1_weighted",
@@ -191,6 +196,8 @@ class SPPSCLConfig:
             raise ValueError(
                 f"selection_metric must be accuracy, f1_weighted or f1_macro, got {self.selection_metric!r}"
             )
+        if not 0.0 <= self.weight_average < 1.0:
+            raise ValueError(f"weight_average must be in [0, 1), got {self.weight_average}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.dropout < 1.0:

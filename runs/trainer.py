@@ -33,6 +33,7 @@ from runs.checkpoint import build_head, save_head
 from runs.divergence import check_losses, check_weights
 from runs.metrics import classification_metrics
 from runs.view_feed import TrainingFeed
+from runs.weight_average import evaluated_head, update_average, weight_average
 from spp_scl.errors import InputError, Refused
 
 logger = logging.getLogger(__name__)
@@ -262,6 +263,7 @@ def train(
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
     model, optimizer = accelerator.prepare(model, optimizer)
+    average = weight_average(accelerator.unwrap_model(model), config.weight_average)  # None unless asked for
     shuffle = torch.Generator().manual_seed(config.seed)
 
     write_run_config(run_dir, cache, config, train_split, model, mixed_precision, device)
@@ -282,6 +284,7 @@ def train(
             with accelerator.autocast(), autocast(config.precision, device):
                 report = step(model, feed.inputs(batch, device), optimizer, config, backward=accelerator.backward)
             check_losses(report, loss_keys, epoch, steps + 1, optimizer.param_groups[0]["lr"])
+            update_average(average, accelerator.unwrap_model(model))
             for key in loss_keys:
                 sums[key] += report[key]
             diagnostics["samples"] += len(batch)
@@ -291,15 +294,16 @@ def train(
         lr = optimizer.param_groups[0]["lr"]
         check_weights(model, epoch, lr)  # before the dev pass: non-finite weights are never selected
         scheduler.step()
+        evaluated = evaluated_head(accelerator.unwrap_model(model), average)
         layer_weights = []
         with autocast(config.precision, device):
-            ids, labels, probabilities = predict(model, dev_split, config.batch_size, device, layer_weights)
+            ids, labels, probabilities = predict(evaluated, dev_split, config.batch_size, device, layer_weights)
         dev = classification_metrics(labels, probabilities.argmax(1), dev_split.class_names)
         seconds.append(time.perf_counter() - started)
         improved = dev[metric] > best
         if improved:
             best, best_epoch = dev[metric], epoch
-            save_head(run_dir, accelerator.unwrap_model(model), config, shapes)
+            save_head(run_dir, evaluated, config, shapes)
         line = {
             "epoch": epoch,
             "lr": lr,
