@@ -68,8 +68,11 @@ def run_sweep(
     heartbeat: int = 30,
     pruning: Pruning | None = None,
     log=None,
+    group_size: int = 1,
 ) -> dict:
-    """Run (or join, or resume) the sweep's study until it is finished; returns the summary (also written)."""
+    """Run (or join, or resume) the sweep's study until it is finished; returns the summary (also written). Grid
+    and random sweeps train up to `group_size` waiting trials of one architecture as one group (1 = one at a
+    time)."""
     log = log or logger.info
     pruning = pruning or Pruning()
     folder = Path(folder)
@@ -81,7 +84,9 @@ def run_sweep(
     name = study_name or plan.study_name()
     where = storage.shown if storage_url else OWN_JOURNAL
     check_folder(folder, storage, where, name, plan)
-    settings = WorkerSettings(plan, folder, storage_url, name, heartbeat, pruning)
+    settings = WorkerSettings(
+        plan, folder, storage_url, name, heartbeat, pruning, group_size=group_size, workers=max(jobs, 1)
+    )
     study = open_study(
         plan,
         storage.storage,

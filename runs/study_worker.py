@@ -96,6 +96,11 @@ class WorkerSettings:
     pruning: Pruning = Pruning()
     threads: int | None = None
     device: int | None = None
+    # Grid and random sweeps: a worker claims up to group_size waiting trials at once and trains those of one
+    # architecture as a group (runs/grouped_trainer.py), taking no more than its share of the waiting trials when
+    # `workers` processes of this machine share them. 1 = one trial at a time.
+    group_size: int = 1
+    workers: int = 1
 
     @property
     def grace(self) -> int:
@@ -163,7 +168,11 @@ class Worker:
                 self.log(f"trial {number}: its worker is gone; enqueued again")
             trial = claim_waiting(self.study) or self._new_point()
             if trial is not None:
-                self._run_trial(trial)
+                claimed = [trial, *self._claim_more()] if self.plan.sampler != "tpe" else [trial]
+                if len(claimed) == 1:
+                    self._run_trial(trial)
+                else:
+                    self._run_claimed(claimed)
                 continue
             if enqueue_missing(self.study, self.plan):
                 continue
@@ -185,48 +194,105 @@ class Worker:
             warnings.simplefilter("ignore")
             return self.study.ask()
 
+    def _claim_more(self) -> list[optuna.Trial]:
+        """Up to group_size - 1 more waiting trials, no more than this worker's share of those waiting."""
+        if self.settings.group_size <= 1:
+            return []
+        waiting = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        share = -(-(waiting + 1) // max(self.settings.workers, 1))
+        more = []
+        while len(more) + 1 < min(self.settings.group_size, share):
+            trial = claim_waiting(self.study)
+            if trial is None:
+                break
+            more.append(trial)
+        return more
+
     def _run_trial(self, trial: optuna.Trial) -> None:
+        heartbeat = self._own(trial)
+        try:
+            prepared = self._prepare(trial, heartbeat)
+            if prepared is not None:
+                self._train(*prepared)
+        except Diverged as error:  # a setting that diverges: recorded, not retried, the sweep goes on
+            self._diverged(trial, heartbeat, error)
+        except BaseException:  # Ctrl-C or a bug: the trial is enqueued again for the next run, then we stop
+            self._give_back(trial, heartbeat)
+            raise
+
+    def _run_claimed(self, trials: list[optuna.Trial]) -> None:
+        """Several claimed trials: those of one architecture as groups, the others one at a time."""
+        from runs.grouped_trainer import group_key
+
+        heartbeats = [self._own(trial) for trial in trials]
+        by_key: dict = {}
+        try:
+            for trial, heartbeat in zip(trials, heartbeats):
+                prepared = self._prepare(trial, heartbeat)
+                if prepared is not None:
+                    by_key.setdefault(group_key(prepared[1].config(self.plan.base)), []).append(prepared)
+        except BaseException:
+            for trial, heartbeat in zip(trials, heartbeats):
+                self._give_back(trial, heartbeat)
+            raise
+        for key, members in by_key.items():
+            if key is not None and len(members) > 1:
+                self._train_group(members)
+                continue
+            for member in members:
+                try:
+                    self._train(*member)
+                except Diverged as error:
+                    self._diverged(member[0], member[3], error)
+                except BaseException:
+                    self._give_back(member[0], member[3])
+                    raise
+
+    def _own(self, trial: optuna.Trial) -> Heartbeat:
         storage = self.study._storage
         storage.set_trial_system_attr(trial._trial_id, OWNER_KEY, this_process())
-        heartbeat = Heartbeat(storage, trial._trial_id, self.settings.heartbeat)
-        try:
-            overrides = self.plan.overrides(
-                {
-                    name: trial.suggest_categorical(name, dist.choices)
-                    for name, dist in self.plan.distributions().items()
-                }
-            )
-            seed = trial.user_attrs.get("seed", self.plan.seeds[0])
-            planned = self.plan.trial(overrides, seed)
-            key = trial.user_attrs.get("key") or planned.key(self.plan.base)  # the key it was enqueued with
-            if "key" not in trial.user_attrs:  # a point TPE just picked
-                for name, value in trial_attrs(planned, key).items():
-                    trial.set_user_attr(name, value)
-            original = duplicate_of(self.study, trial.number, key)
-            if original is not None:
-                heartbeat.stop()
-                storage.set_trial_system_attr(trial._trial_id, DUPLICATE_KEY, original)
-                self.study.tell(trial, state=TrialState.FAIL)
-                self.log(f"trial {trial.number} ({planned.name} seed {seed}) is trial {original}: not trained twice")
-                self.repeats += 1
-                return
-            self.repeats = 0
-            if self.plan.sampler == "tpe" and "fixed_params" not in storage.get_trial(trial._trial_id).system_attrs:
-                self._enqueue_other_seeds(overrides)
-            self._train(trial, planned, key, heartbeat)
-        except Diverged as error:  # a setting that diverges: recorded, not retried, the sweep goes on
+        return Heartbeat(storage, trial._trial_id, self.settings.heartbeat)
+
+    def _prepare(self, trial: optuna.Trial, heartbeat: Heartbeat):
+        """(trial, planned, key, heartbeat) of a claimed trial to train, or None when it is a duplicate."""
+        storage = self.study._storage
+        overrides = self.plan.overrides(
+            {name: trial.suggest_categorical(name, dist.choices) for name, dist in self.plan.distributions().items()}
+        )
+        seed = trial.user_attrs.get("seed", self.plan.seeds[0])
+        planned = self.plan.trial(overrides, seed)
+        key = trial.user_attrs.get("key") or planned.key(self.plan.base)  # the key it was enqueued with
+        if "key" not in trial.user_attrs:  # a point TPE just picked
+            for name, value in trial_attrs(planned, key).items():
+                trial.set_user_attr(name, value)
+        original = duplicate_of(self.study, trial.number, key)
+        if original is not None:
             heartbeat.stop()
-            trial.set_user_attr(FINAL_FAILURE, str(error))
+            storage.set_trial_system_attr(trial._trial_id, DUPLICATE_KEY, original)
             self.study.tell(trial, state=TrialState.FAIL)
-            self.log(f"trial {trial.number}: {error}")
-        except BaseException:  # Ctrl-C or a bug: the trial is enqueued again for the next run, then we stop
-            heartbeat.stop()
-            try:
+            self.log(f"trial {trial.number} ({planned.name} seed {seed}) is trial {original}: not trained twice")
+            self.repeats += 1
+            return None
+        self.repeats = 0
+        if self.plan.sampler == "tpe" and "fixed_params" not in storage.get_trial(trial._trial_id).system_attrs:
+            self._enqueue_other_seeds(overrides)
+        return trial, planned, key, heartbeat
+
+    def _diverged(self, trial: optuna.Trial, heartbeat: Heartbeat, error: Diverged) -> None:
+        heartbeat.stop()
+        trial.set_user_attr(FINAL_FAILURE, str(error))
+        self.study.tell(trial, state=TrialState.FAIL)
+        self.log(f"trial {trial.number}: {error}")
+
+    def _give_back(self, trial: optuna.Trial, heartbeat: Heartbeat) -> None:
+        """An unfinished trial is enqueued again for the next run (then the worker stops)."""
+        heartbeat.stop()
+        try:
+            if self.study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
                 self.study.tell(trial, state=TrialState.FAIL)
                 retry_unfinished(self.study, self.study._storage.get_trial(trial._trial_id))
-            except Exception:
-                pass  # the heartbeat or the owner check retries it instead
-            raise
+        except Exception:
+            pass  # the heartbeat or the owner check retries it instead
 
     def _enqueue_other_seeds(self, overrides: dict) -> None:
         for seed in self.plan.seeds[1:]:
@@ -235,36 +301,70 @@ class Worker:
                 self.plan.params(overrides), user_attrs=trial_attrs(other, other.key(self.plan.base))
             )
 
-    def _train(self, trial: optuna.Trial, planned, key: str, heartbeat: Heartbeat) -> None:
-        from runs.trainer import open_splits, train
-        from runs.trials import _headline
+    def _splits(self, config) -> dict:
+        from runs.trainer import open_splits
 
-        config = planned.config(self.plan.base)
         if config.text_layers_last not in self.splits:
             self.splits[config.text_layers_last] = open_splits(self.plan.cache, config)
-        metric, best, stopped = config.selection_metric, -math.inf, {}
+        return self.splits[config.text_layers_last]
 
-        def on_epoch(epoch: int, dev: dict) -> bool:
-            nonlocal best
-            best = max(best, dev[metric])
-            try:
-                trial.report(best, epoch)
-                if heartbeat.lost:
-                    raise UpdateFinishedTrialError("ended by another worker")
-                if trial.should_prune():
-                    stopped["pruned_at"] = epoch
-                    return True
-            except UpdateFinishedTrialError:
-                stopped["lost"] = True
-                return True
-            return False
+    def _train(self, trial: optuna.Trial, planned, key: str, heartbeat: Heartbeat) -> None:
+        from runs.trainer import train
 
+        config = planned.config(self.plan.base)
+        watch = _PrunerWatch(trial, heartbeat, config.selection_metric)
         run_dir = self.settings.folder / "trials" / key
         started = time.time()
         result = train(
-            self.plan.cache, config, run_dir, log=lambda *_: None, splits=self.splits[config.text_layers_last],
-            on_epoch=on_epoch,
+            self.plan.cache, config, run_dir, log=lambda *_: None, splits=self._splits(config),
+            on_epoch=watch.on_epoch,
         )  # fmt: skip
+        self._tell(trial, planned, key, heartbeat, result, watch.stopped, time.time() - started)
+
+    def _train_group(self, members: list[tuple]) -> None:
+        """Claimed trials of one architecture trained as one group; each is told as soon as it finishes, and
+        each reports its own dev metric to its own Optuna trial every epoch (pruned trials leave the group)."""
+        from runs.grouped_trainer import train_group
+
+        configs = [planned.config(self.plan.base) for _, planned, _, _ in members]
+        watches = [_PrunerWatch(trial, heartbeat, config.selection_metric) for (trial, _, _, heartbeat), config in
+                   zip(members, configs)]  # fmt: skip
+        told = set()
+
+        def finished(index: int, result) -> None:
+            trial, planned, key, heartbeat = members[index]
+            seconds = result.seconds_per_epoch * result.epochs_run  # its share of the group's time
+            self._tell(trial, planned, key, heartbeat, result, watches[index].stopped, seconds)
+            told.add(index)
+
+        try:
+            outcomes = train_group(
+                self.plan.cache,
+                configs,
+                [self.settings.folder / "trials" / key for _, _, key, _ in members],
+                log=lambda *_: None,
+                splits=self._splits(configs[0]),
+                on_epoch=lambda index, epoch, dev: watches[index].on_epoch(epoch, dev),
+                on_finish=finished,
+            )
+        except BaseException:
+            for index, (trial, _, _, heartbeat) in enumerate(members):
+                if index not in told:
+                    self._give_back(trial, heartbeat)
+            raise
+        for (trial, _, _, heartbeat), outcome in zip(members, outcomes):
+            if isinstance(outcome, Diverged):
+                self._diverged(trial, heartbeat, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+
+    def _tell(self, trial: optuna.Trial, planned, key: str, heartbeat: Heartbeat, result, stopped, seconds) -> None:
+        """A trained trial: its row in the study and in results.jsonl, its state told."""
+        from runs.trials import _headline
+
+        config = planned.config(self.plan.base)
+        metric = config.selection_metric
+        run_dir = self.settings.folder / "trials" / key
         heartbeat.stop()
         if stopped.get("lost") or heartbeat.lost:
             self.log(f"trial {trial.number} ({planned.name} seed {planned.seed}) was taken for dead and retried")
@@ -279,7 +379,7 @@ class Worker:
             "test": _headline(result.metrics.get("test")),
             "selected_epoch": result.selected_epoch,
             "epochs_run": result.epochs_run,
-            "seconds": round(time.time() - started, 2),
+            "seconds": round(seconds, 2),
             "seconds_per_epoch": round(result.seconds_per_epoch, 3),
             "run_dir": str(run_dir),
             "state": "pruned" if "pruned_at" in stopped else "complete",
@@ -298,6 +398,30 @@ class Worker:
             + f"dev {metric} {row['dev'][metric]:.4f} (epoch {result.selected_epoch} of {result.epochs_run}, "
             f"{row['seconds']:.0f} s)"
         )
+
+
+class _PrunerWatch:
+    """train's on_epoch for a sweep trial: reports the best dev metric so far to the trial's pruner each epoch and
+    says stop when the pruner prunes it or another worker took the trial for dead."""
+
+    def __init__(self, trial: optuna.Trial, heartbeat: Heartbeat, metric: str) -> None:
+        self.trial, self.heartbeat, self.metric = trial, heartbeat, metric
+        self.best = -math.inf
+        self.stopped: dict = {}
+
+    def on_epoch(self, epoch: int, dev: dict) -> bool:
+        self.best = max(self.best, dev[self.metric])
+        try:
+            self.trial.report(self.best, epoch)
+            if self.heartbeat.lost:
+                raise UpdateFinishedTrialError("ended by another worker")
+            if self.trial.should_prune():
+                self.stopped["pruned_at"] = epoch
+                return True
+        except UpdateFinishedTrialError:
+            self.stopped["lost"] = True
+            return True
+        return False
 
 
 def open_worker_study(settings: WorkerSettings) -> optuna.Study:

@@ -4,6 +4,13 @@ A trial is a config (a base config plus overrides) and a seed. Each finished tri
 JSON line, to a results file, so a stopped batch of trials resumes where it stopped and a finished one is a
 no-op. The cache is opened once per process and reused by every trial that process runs; with `jobs` > 1 the
 trials run in worker processes (one per GPU when there are GPUs, else the CPU cores shared between them).
+
+With `group_size` > 1 (opt-in; default 1 = every trial alone), pending trials that share an architecture
+(runs/grouped_trainer.group_key) train as groups of up to `group_size` in one pass (runs/grouped_trainer.py: the
+same run folder and results row as alone, to float rounding on the CPU it was written on; on others a grouped
+trial can drift from alone after a few epochs, tests/test_grouped_trainer.py says how far); the others (CLMLF- and
+MDSE-style heads, the probe, stored views, bfloat16, ...) and a group's lone member train alone as before. A group is one unit of work (one job); in one process each of
+its trials is recorded as soon as it finishes, so an interrupted group resumes with its unfinished trials only.
 """
 
 from __future__ import annotations
@@ -67,17 +74,17 @@ def _init_worker(cache: str, threads: int, devices, parent_pid: int) -> None:
     _worker["splits"] = {}
 
 
-def _run_one(base: dict, trial: Trial, run_dir: str, cache: str | None = None) -> dict:
-    from runs.trainer import open_splits, train
+def _splits(cache: str, config: SPPSCLConfig) -> dict:
+    """The cache's splits for `config`, opened once per process (per text-layer selection)."""
+    from runs.trainer import open_splits
 
-    cache = cache or _worker["cache"]
-    config = trial.config(SPPSCLConfig.from_dict(base))
-    layers_key = config.text_layers_last
     splits_by_layers = _worker.setdefault("splits", {})
-    if layers_key not in splits_by_layers:  # opened once per process (per text-layer selection)
-        splits_by_layers[layers_key] = open_splits(cache, config)
-    started = time.time()
-    result = train(cache, config, run_dir, log=lambda *_: None, splits=splits_by_layers[layers_key])
+    if config.text_layers_last not in splits_by_layers:
+        splits_by_layers[config.text_layers_last] = open_splits(cache, config)
+    return splits_by_layers[config.text_layers_last]
+
+
+def _row(trial: Trial, config: SPPSCLConfig, result, seconds: float, run_dir: str) -> dict:
     return {
         "name": trial.name,
         "overrides": trial.overrides,
@@ -87,10 +94,68 @@ def _run_one(base: dict, trial: Trial, run_dir: str, cache: str | None = None) -
         "test": _headline(result.metrics.get("test")),
         "selected_epoch": result.selected_epoch,
         "epochs_run": result.epochs_run,
-        "seconds": round(time.time() - started, 2),
+        "seconds": round(seconds, 2),
         "seconds_per_epoch": round(result.seconds_per_epoch, 3),
         "run_dir": run_dir,
     }
+
+
+def _run_one(base: dict, trial: Trial, run_dir: str, cache: str | None = None) -> dict:
+    from runs.trainer import train
+
+    cache = cache or _worker["cache"]
+    config = trial.config(SPPSCLConfig.from_dict(base))
+    started = time.time()
+    result = train(cache, config, run_dir, log=lambda *_: None, splits=_splits(cache, config))
+    return _row(trial, config, result, time.time() - started, run_dir)
+
+
+def _run_group(base: dict, trials: list[Trial], run_dirs: list[str], cache: str | None = None, on_row=None):
+    """Trains `trials` as one group; returns their rows (a trial that failed: its error), in order. `on_row(i,
+    row)` is called as each trial finishes. A row's seconds are the trial's share of the group's time."""
+    from runs.grouped_trainer import train_group
+
+    cache = cache or _worker["cache"]
+    configs = [trial.config(SPPSCLConfig.from_dict(base)) for trial in trials]
+    rows = {}
+
+    def finished(index: int, result) -> None:
+        seconds = result.seconds_per_epoch * result.epochs_run
+        rows[index] = _row(trials[index], configs[index], result, seconds, run_dirs[index])
+        if on_row is not None:
+            on_row(index, rows[index])
+
+    outcomes = train_group(
+        cache, configs, run_dirs, log=lambda *_: None, splits=_splits(cache, configs[0]), on_finish=finished
+    )
+    return [rows.get(index, outcome) for index, outcome in enumerate(outcomes)]
+
+
+def plan_groups(
+    base: SPPSCLConfig, trials: list[Trial], group_size: int, jobs: int = 1
+) -> tuple[list[list[Trial]], list[Trial]]:
+    """(groups of trials trained together, trials trained alone). Trials of one group_key, in their order, are cut
+    into groups of at most `group_size`, and into at least `jobs` groups (a group is one job: fewer groups than
+    jobs would leave workers idle); a group of one trains alone."""
+    from runs.grouped_trainer import group_key
+
+    alone, by_key = [], {}
+    for trial in trials:
+        key = group_key(trial.config(base)) if group_size > 1 else None
+        if key is None:
+            alone.append(trial)
+        else:
+            by_key.setdefault(key, []).append(trial)
+    groups = []
+    for members in by_key.values():
+        size = min(group_size, -(-len(members) // max(jobs, 1)))
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            if len(chunk) > 1:
+                groups.append(chunk)
+            else:
+                alone.extend(chunk)
+    return groups, alone
 
 
 def _headline(metrics: dict | None) -> dict | None:
@@ -108,8 +173,10 @@ def run_trials(
     jobs: int = 1,
     log=None,
     progress: bool = True,
+    group_size: int = 1,
 ) -> list[dict]:
-    """Run the trials not yet in `results`; returns the rows of all `trials` (finished before or now)."""
+    """Run the trials not yet in `results`; returns the rows of all `trials` (finished before or now). Pending
+    trials of one architecture train in groups of up to `group_size` (1 = each alone)."""
     log = log or logger.info
     import torch
 
@@ -145,10 +212,34 @@ def run_trials(
             f"{base.selection_metric} {row['dev'][base.selection_metric]:.4f} ({row['seconds']:.0f} s)"
         )
 
+    groups, alone = plan_groups(base, pending, group_size, jobs)
+    if groups:
+        log(f"{sum(len(g) for g in groups)} trials in {len(groups)} group(s) of one architecture, {len(alone)} alone")
+    errors = []
+
+    def record_group(members: list[Trial], rows: list) -> None:
+        for trial, row in zip(members, rows):
+            if isinstance(row, Exception):
+                errors.append(row)
+            elif trial.key(base) not in done:
+                record(trial, row)
+
+    def run_dirs(members: list[Trial]) -> list[str]:
+        return [str(runs_dir / trial.key(base)) for trial in members]
+
     if jobs <= 1:
         _worker.clear()
         _worker["splits"] = {}
-        for trial in pending:
+        for members in groups:
+            rows = _run_group(
+                base_dict,
+                members,
+                run_dirs(members),
+                cache=str(cache),
+                on_row=lambda index, row, members=members: record(members[index], row),
+            )
+            record_group(members, rows)
+        for trial in alone:
             record(trial, _run_one(base_dict, trial, str(runs_dir / trial.key(base)), cache=str(cache)))
     elif pending:
         import multiprocessing
@@ -164,8 +255,13 @@ def run_trials(
         with ProcessPoolExecutor(
             jobs, mp_context=context, initializer=_init_worker, initargs=(str(cache), threads, devices, os.getpid())
         ) as pool:
-            futures = {pool.submit(_run_one, base_dict, t, str(runs_dir / t.key(base))): t for t in pending}
+            futures = {pool.submit(_run_group, base_dict, g, run_dirs(g)): g for g in groups}
+            futures.update({pool.submit(_run_one, base_dict, t, str(runs_dir / t.key(base))): [t] for t in alone})
             for future in as_completed(futures):
-                record(futures[future], future.result())
+                members = futures[future]
+                rows = future.result()
+                record_group(members, rows if isinstance(rows, list) else [rows])
     bar.close()
+    if errors:  # the group's other trials are recorded; the first failure stops the run, as alone
+        raise errors[0]
     return [done[t.key(base)] for t in trials]

@@ -37,6 +37,28 @@ def add_set(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_group_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--group-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train up to N pending SPP-SCL trials of one architecture as one group in one pass "
+        "(runs/grouped_trainer.py; experimental: on some CPUs a grouped trial drifts from the same trial trained "
+        "alone beyond float rounding after a few epochs, see README); default 1 = every trial alone",
+    )
+
+
+def run_dataset_trials(args: argparse.Namespace, cache, base: SPPSCLConfig, trials: list, folder: Path) -> list[dict]:
+    """runs.trials.run_trials for one dataset's trials, into folder/results.jsonl and folder/trials, with the
+    verb's --jobs and --group-size."""
+    from runs.trials import run_trials
+
+    return run_trials(
+        cache, base, trials, folder / "results.jsonl", folder / "trials", jobs=args.jobs, group_size=args.group_size
+    )
+
+
 def add_named_caches(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache",

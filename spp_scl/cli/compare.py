@@ -17,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from spp_scl.cli.common import add_named_caches, add_set
+from spp_scl.cli.common import add_group_size, add_named_caches, add_set, run_dataset_trials
 from spp_scl.errors import InputError
 
 HELP = "SPP-SCL beside the compared heads and each modality alone, N seeds each"
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_set(parser)
     parser.add_argument("--jobs", type=int, default=1, help="trials in parallel (timings are per job when > 1)")
+    add_group_size(parser)
     parser.add_argument("--out", default="runs/out/compare")
 
 
@@ -68,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
         args.parser.error(str(error))
     import torch
 
-    from runs.trials import run_trials
-
     out = Path(args.out)
     summaries, notes = [], []
     for dataset, cache in caches.items():
@@ -80,9 +79,7 @@ def run(args: argparse.Namespace) -> int:
         trained = methods_for(methods, base)  # their names say DBCL / augmentations when trained on views
         trials = comparison_trials(trained, base, args.seeds)
         logger.info(f"{dataset}: {len(trials)} trials ({len(methods)} methods x {args.seeds} seeds)")
-        rows = run_trials(
-            cache, base, trials, out / dataset / "results.jsonl", out / dataset / "trials", jobs=args.jobs
-        )
+        rows = run_dataset_trials(args, cache, base, trials, out / dataset)
         summaries.append(summarise_dataset(dataset, trained, rows))
         notes.append(f"{dataset}: {base.epochs} epochs, batch {base.batch_size}, lr {base.lr:g}, {views_note(base)}")
     if not summaries:

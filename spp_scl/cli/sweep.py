@@ -24,7 +24,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from spp_scl.cli.common import add_config_source, add_set, base_config, existing_file
+from spp_scl.cli.common import add_config_source, add_group_size, add_set, base_config, existing_file
 from spp_scl.errors import InputError
 
 HELP = "sweep config fields (grid or random points, N seeds), select on dev"
@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--jobs", type=int, default=1, help="worker processes on this machine (one per GPU when present)"
     )
+    add_group_size(parser)
     parser.add_argument("--out", help="sweep folder (default runs/out/<cache name>/sweep)")
     parser.add_argument(
         "--storage",
@@ -122,7 +123,16 @@ def run(args: argparse.Namespace) -> int:
     plan = SweepPlan(cache, base, space, seeds, sampler=sampler, points=points, shuffle=args.prune != "none")
     logger.info(f"sweep: {sampler} over {plan.grid_size()} points x {args.seeds} seeds -> {out}")
     pruning = Pruning(args.prune, args.prune_min_epochs, args.prune_factor)
-    summary = run_sweep(plan, out, args.storage, args.study, jobs=args.jobs, heartbeat=args.heartbeat, pruning=pruning)
+    summary = run_sweep(
+        plan,
+        out,
+        args.storage,
+        args.study,
+        jobs=args.jobs,
+        heartbeat=args.heartbeat,
+        pruning=pruning,
+        group_size=args.group_size,
+    )
     print((out / "summary.md").read_text())
     print("plots: " + ", ".join(str(out / name) for name in summary.get("figures", [])))
     return 0

@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from spp_scl.cli.common import add_named_caches, add_set
+from spp_scl.cli.common import add_group_size, add_named_caches, add_set, run_dataset_trials
 from spp_scl.errors import InputError
 
 HELP = "the paper's tables 3-7 (ablations), N seeds per row"
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_set(parser)
     parser.add_argument("--jobs", type=int, default=1, help="trials in parallel")
+    add_group_size(parser)
     parser.add_argument("--out", default="runs/out/tables")
 
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from cache.layout import read_attrs
     from runs.paper_tables import table_rows, write_tables
     from runs.sweeper import parse_named
-    from runs.trials import Trial, run_trials
+    from runs.trials import Trial
 
     try:
         caches, bases = parse_named(args.cache, "cache"), parse_named(args.base, "base")
@@ -89,9 +90,7 @@ def run(args: argparse.Namespace) -> int:
         logger.info(
             f"{dataset}: {len(trials)} trials ({len(trials) // args.seeds} configurations x {args.seeds} seeds)"
         )
-        results[dataset] = run_trials(
-            cache, base, trials, out / dataset / "results.jsonl", out / dataset / "trials", jobs=args.jobs
-        )
+        results[dataset] = run_dataset_trials(args, cache, base, trials, out / dataset)
     for path in write_tables(numbers, results, args.seeds, out):
         print(path.read_text())
     logger.info(f"tables written to {out}")

@@ -1,0 +1,155 @@
+"""Trial-epochs per hour: SPP-SCL trials trained in groups (runs/grouped_trainer.py) against trained alone, and the
+peak memory of a 27-trial group.
+
+Each measurement runs in its own process (so its peak RSS is its own), on one cache, with the dataset preset and
+a tau / theta / lambda grid (tau 0.05, 0.07, 0.1; theta 0.5, 0.667, 0.8; lambda 3, 5, 8):
+- alone:          --alone-trials trials of the grid, one after the other, with runs.trainer.train;
+- group8:         the grid's first 8 points as one group, one seed;
+- group27:        the whole grid as one group, one seed;
+- group27-5seeds: the whole grid as one group, seeds 1..5 in turn (five data orders: five data groups).
+Trial-epochs per hour = trials x epochs / seconds of training x 3600 (opening the cache is not counted; every
+epoch's dev pass is). Peak RSS is the process's maximum resident set (cache in memory included, when it is held
+there: --in-memory).
+
+    python -m bench.grouped_trials --synthetic --threads 2 --epochs 3                   # MVSA-Single-sized
+    python -m bench.grouped_trials --cache cache/files/mvsa-single.h5 --threads 2 --epochs 3
+    python -m bench.grouped_trials --synthetic --hfm --kinds group27 --epochs 1 --in-memory no   # HFM-sized RSS
+    python -m bench.grouped_trials --synthetic --sizes 96,32 --map-shape 64,3,3 --epochs 1 --alone-trials 1  # smoke
+
+The synthetic caches are written once into --work (MVSA-Single: 3,611 train / 450 dev; HFM: 19,816 / 2,410 /
+2,409 = 24,635 records; maps --map-shape, default the real MVSA-Single cache's 1280 x 7 x 7, tokens of 4 x 768,
+31 on average).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+KINDS = ("alone", "group8", "group27", "group27-5seeds")
+MVSA_SINGLE_SIZES = {"train": 3611, "dev": 450}
+HFM_SIZES = {"train": 19816, "dev": 2410, "test": 2409}
+GRID = list(itertools.product((0.05, 0.07, 0.1), (0.5, 0.667, 0.8), (3.0, 5.0, 8.0)))  # tau, theta, lambda
+
+
+def grid_configs(kind: str, dataset: str, epochs: int, alone_trials: int) -> list:
+    from heads.config import resolve_config
+
+    base = resolve_config(dataset, epochs=epochs)
+    points = GRID[:8] if kind == "group8" else GRID[:alone_trials] if kind == "alone" else GRID
+    seeds = [1 + i % 5 if kind == "group27-5seeds" else 1 for i in range(len(points))]
+    return [
+        base.replace(temperature=tau, theta=theta, ce_weight=lam, seed=seed)
+        for (tau, theta, lam), seed in zip(points, seeds)
+    ]
+
+
+def measure(kind: str, cache: Path, args) -> dict:
+    """One measurement, in this process."""
+    import torch
+
+    from runs.grouped_trainer import train_group
+    from runs.trainer import open_splits, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    configs = grid_configs(kind, args.dataset, args.epochs, args.alone_trials)
+    in_memory = {"auto": None, "yes": True, "no": False}[args.in_memory]
+    opened = time.perf_counter()
+    splits = open_splits(cache, configs[0], in_memory)
+    opened = time.perf_counter() - opened
+    work = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=args.work))
+    started = time.perf_counter()
+    if kind == "alone":
+        for index, config in enumerate(configs):
+            train(cache, config, work / str(index), splits=splits, log=lambda *_: None)
+    else:
+        train_group(cache, configs, [work / str(i) for i in range(len(configs))], splits=splits, log=lambda *_: None)
+    seconds = time.perf_counter() - started
+    trial_epochs = len(configs) * args.epochs
+    return {
+        "kind": kind,
+        "trials": len(configs),
+        "epochs": args.epochs,
+        "seconds": round(seconds, 2),
+        "trial_epochs_per_hour": round(trial_epochs / seconds * 3600, 1),
+        "seconds_opening_cache": round(opened, 2),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3),
+        "threads": torch.get_num_threads(),
+        "split_in_memory": splits["train"].in_memory,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cache", help="a cache file")
+    source.add_argument("--synthetic", action="store_true", help="a generated cache (MVSA-Single-sized, or --hfm)")
+    parser.add_argument("--hfm", action="store_true", help="with --synthetic: HFM-sized (24,635 records)")
+    parser.add_argument("--sizes", help="with --synthetic: train,dev records instead (a smoke run)")
+    parser.add_argument("--map-shape", default="1280,7,7", help="with --synthetic: C,h,w of the image maps")
+    parser.add_argument("--dataset", default="mvsa-single", help="the preset to train with")
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"which measurements (default {','.join(KINDS)})")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per trial")
+    parser.add_argument("--alone-trials", type=int, default=2, help="trials trained alone for the baseline rate")
+    parser.add_argument("--threads", type=int, help="torch threads (default torch's choice)")
+    parser.add_argument("--in-memory", choices=["auto", "yes", "no"], default="auto", help="hold the splits in memory")
+    parser.add_argument("--work", help="folder for the generated cache and the runs (default a temporary one)")
+    parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--one", choices=KINDS, help=argparse.SUPPRESS)  # a measurement's own process
+    parser.add_argument("--cache-file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.work = args.work or tempfile.mkdtemp(prefix="grouped-trials-")
+    Path(args.work).mkdir(parents=True, exist_ok=True)
+    if args.one:
+        print(json.dumps(measure(args.one, Path(args.cache_file), args)))
+        return 0
+
+    cache = Path(args.cache) if args.cache else _synthetic_cache(args)
+    rows = []
+    for kind in args.kinds.split(","):
+        command = [sys.executable, "-m", "bench.grouped_trials", "--one", kind, "--cache-file", str(cache)]
+        command += ["--synthetic", "--dataset", args.dataset, "--epochs", str(args.epochs), "--work", args.work]
+        command += ["--alone-trials", str(args.alone_trials), "--in-memory", args.in_memory]
+        command += ["--threads", str(args.threads)] if args.threads else []
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(output.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    alone = next((row["trial_epochs_per_hour"] for row in rows if row["kind"] == "alone"), None)
+    print(f"\ncache {cache}, {args.epochs} epoch(s) per trial")
+    print(f"{'kind':<16}{'trials':>7}{'seconds':>10}{'trial-epochs/h':>16}{'x alone':>9}{'peak RSS GB':>13}")
+    for row in rows:
+        ratio = f"{row['trial_epochs_per_hour'] / alone:.2f}" if alone else "-"
+        print(
+            f"{row['kind']:<16}{row['trials']:>7}{row['seconds']:>10.1f}{row['trial_epochs_per_hour']:>16.1f}"
+            f"{ratio:>9}{row['peak_rss_gb']:>13.2f}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cache": str(cache), "rows": rows}, indent=1))
+    return 0
+
+
+def _synthetic_cache(args) -> Path:
+    from cache.synthetic import write_synthetic_cache
+
+    if args.sizes:
+        train, dev = (int(n) for n in args.sizes.split(","))
+        sizes, name = {"train": train, "dev": dev}, f"synthetic-{train}-{dev}"
+    else:
+        sizes, name = (HFM_SIZES, "synthetic-hfm") if args.hfm else (MVSA_SINGLE_SIZES, "synthetic-mvsa-single")
+    map_shape = tuple(int(n) for n in args.map_shape.split(","))
+    path = Path(args.work) / f"{name}-{'x'.join(map(str, map_shape))}.h5"
+    if not path.exists():
+        write_synthetic_cache(path, sizes, map_shape=map_shape, mean_tokens=31.0)
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

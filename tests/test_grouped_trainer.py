@@ -1,0 +1,259 @@
+"""The grouped trainer (runs/grouped_trainer.py) against training alone (runs/trainer.train): a trial trained in a
+group gives the same weights, per-epoch log (losses, two-step decisions, dev metrics, selection), metrics and
+predictions as the same trial trained alone.
+
+Tolerance. The stacked layers run batched kernels; whether those round like the modules' kernels depends on the
+CPU, its BLAS and the thread count. (Bit for bit on the AMD CPU this was written on; not on the Intel one of
+2026-12-05, where a trial's epoch-1 losses differ by up to 2e-5 relative.) AdamW divides each step by the
+gradient's own running scale, so wherever a weight's gradient is mostly rounding noise (some LSTM weights on these
+tiny synthetic inputs) two float orders take different steps: weights then differ by up to ~3e-4 after two epochs
+while the outputs agree to ~2e-6. The contract is therefore on what the trial computes: dev probabilities within
+1e-4, averaged losses within 1e-4 relative, weights and BatchNorm statistics within 1e-3 (a different data order
+or dropout mask moves them by ~1e-2 and the probabilities by more than 1e-3), and everything discrete (selected
+epochs, step-two rates, dev metrics, predicted classes) exactly equal (with two-step decisions that rounding
+cannot flip: see ALWAYS below). That holds because the shifts a following BatchNorm removes get their exact
+gradient, zero (heads/shift_gauge.py): with their float gradient, eval outputs of two float orders differ by ~1e-3.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cache.synthetic import write_synthetic_cache
+from heads.config import resolve_config
+from heads.stacked.model import StackedSPPSCLHead
+from runs.checkpoint import build_head, load_head
+from runs.grouped_trainer import group_key, train_group, ungroupable_reason
+from runs.trainer import head_shapes, open_splits, train
+from runs.view_feed import feature_inputs
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return write_synthetic_cache(
+        tmp_path_factory.mktemp("grouped") / "cache.h5",
+        {"train": 66, "dev": 24, "test": 24},  # 66 = 4 batches of 16 and a batch of 2
+        layers=3,
+        dim=16,
+        map_shape=(12, 3, 3),
+        mean_tokens=6,
+        signal=0.6,
+        seed=1,
+    )
+
+
+def _config(**overrides):
+    return resolve_config("mvsa-single", **{"epochs": 2, "batch_size": 16, "lr": 2e-3, "lr_step_size": 1, **overrides})
+
+
+# The rule's decision compares counts (entries of S below m, against theta * P); where an entry of S lies within
+# rounding of m, another float order flips one count, and a flipped decision sends the trial on another trajectory
+# (so would another thread count or CPU for a trial trained alone). Equivalence is therefore tested with decisions
+# rounding cannot flip: theta 0 (aligned at every iteration: no step two) or ALWAYS (c <= B * B < ALWAYS * P, as
+# P >= B: step two at every iteration), mixed within each group.
+ALWAYS = 17.0  # > the batch size 16
+
+# Trials that differ in every per-trial field: tau, theta, lambda, lr, weight decay, dropout, seed, epochs, patience.
+TRIALS = [
+    {"temperature": 0.07, "seed": 1, "theta": 0.0},
+    {"temperature": 0.2, "theta": ALWAYS, "seed": 1, "dropout": 0.3},
+    {"ce_weight": 2.0, "seed": 2, "weight_decay": 1e-2, "theta": ALWAYS},
+    {"theta": 0.0, "lr": 5e-3, "seed": 3, "dropout": 0.0, "epochs": 1},
+]
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def _predictions(run_dir):
+    with open(run_dir / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    classes = [row["prediction"] for row in rows]
+    keys = [row["split"] + row["id"] for row in rows]
+    probabilities = torch.tensor([[float(v) for k, v in row.items() if k.startswith("p_")] for row in rows])
+    return keys, classes, probabilities
+
+
+def _assert_same_run(grouped, alone):
+    weights_grouped, weights_alone = load_file(grouped / "model.safetensors"), load_file(alone / "model.safetensors")
+    assert weights_grouped.keys() == weights_alone.keys()
+    for name, tensor in weights_alone.items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(weights_grouped[name], tensor, rtol=1e-3, atol=1e-3, msg=name)
+        else:
+            assert torch.equal(weights_grouped[name], tensor), name
+    lines_grouped, lines_alone = _log(grouped), _log(alone)
+    assert len(lines_grouped) == len(lines_alone)
+    for line_grouped, line_alone in zip(lines_grouped, lines_alone):
+        assert line_grouped.keys() == line_alone.keys()
+        for key, value in line_alone.items():
+            if key == "seconds":
+                continue
+            if isinstance(value, float) and not key.startswith(("dev_", "step_two")):
+                assert line_grouped[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
+            else:
+                assert line_grouped[key] == value, key
+    assert json.loads((grouped / "metrics.json").read_text()) == json.loads((alone / "metrics.json").read_text())
+    keys_grouped, classes_grouped, probabilities_grouped = _predictions(grouped)
+    keys_alone, classes_alone, probabilities_alone = _predictions(alone)
+    assert keys_grouped == keys_alone and classes_grouped == classes_alone
+    torch.testing.assert_close(probabilities_grouped, probabilities_alone, rtol=0, atol=1e-4)
+    assert (
+        json.loads((grouped / "config.json").read_text())["config"]
+        == json.loads((alone / "config.json").read_text())["config"]
+    )
+    load_head(grouped)  # a checkpoint runs/checkpoint.py serves
+
+
+def _group_against_alone(cache, tmp_path, configs):
+    results = train_group(cache, configs, [tmp_path / f"group-{i}" for i in range(len(configs))], log=lambda *_: None)
+    for i, config in enumerate(configs):
+        alone = train(cache, config, tmp_path / f"alone-{i}", log=lambda *_: None)
+        _assert_same_run(tmp_path / f"group-{i}", tmp_path / f"alone-{i}")
+        assert results[i].selected_epoch == alone.selected_epoch
+        assert results[i].epochs_run == alone.epochs_run
+    return results
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {},  # two-step, cmf-bank
+        {"two_step": False},
+        {"fusion": "concat", "text_layers_last": 2},
+        {"modality": "text"},
+        {"modality": "image"},
+        {"intra_loss": False},
+        {"inter_loss": False},
+    ],
+    ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()) or "two-step",
+)
+def test_a_trial_in_a_group_trains_as_alone(cache, tmp_path, variant):
+    # Not listed: cmf-batch fusion and ha_gate projection with second_step_moves_all, whose groups drift beyond the
+    # tolerance above on the Intel CPU of 2026-12-05 (as do groups trained for more than two epochs): grouping is
+    # therefore opt-in (group_size 1 by default in runs/trials.py, sweeps, tables and compare).
+    configs = [_config(**variant, **trial) for trial in TRIALS]
+    assert len({group_key(config) for config in configs}) == 1
+    _group_against_alone(cache, tmp_path, configs)
+
+
+def test_dropout_masks_are_the_ones_drawn_alone(cache):
+    """A stacked forward in train mode, from per-trial generators, gives each trial's outputs bit for bit as its
+    module gives them from the global generator (the masks are the same draws)."""
+    configs = [_config(seed=1, dropout=0.4), _config(seed=1, dropout=0.0), _config(seed=2, dropout=0.2)]
+    split = open_splits(cache, configs[0])["train"]
+    shapes = head_shapes(split)
+    models, generators, states = [], [], []
+    for config in configs:
+        torch.manual_seed(config.seed)
+        models.append(build_head(config, shapes).train())
+        generators.append(torch.Generator().set_state(torch.get_rng_state()))
+        states.append(torch.get_rng_state())
+    stacked = StackedSPPSCLHead([_copy(model, config, shapes) for model, config in zip(models, configs)], generators)
+    inputs = {
+        seed: feature_inputs(
+            next(split.batches(16, shuffle=True, generator=torch.Generator().manual_seed(seed))), "cpu"
+        )
+        for seed in (1, 2)
+    }
+    for _ in range(2):  # two forwards: each trial's stream goes on as alone
+        outputs = stacked([(range(0, 2), inputs[1]), (range(2, 3), inputs[2])])
+        for trial, (model, config) in enumerate(zip(models, configs)):
+            torch.set_rng_state(states[trial])
+            alone = model(**{k: v for k, v in inputs[config.seed].items() if k != "labels"})
+            states[trial] = torch.get_rng_state()
+            for name in ("t", "v", "logits"):
+                assert torch.equal(outputs[name][trial], alone[name]), (trial, name)
+
+
+def _copy(model, config, shapes):
+    twin = build_head(config, shapes)
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
+def test_what_trains_alone():
+    assert ungroupable_reason(_config()) is None
+    assert "head" in ungroupable_reason(_config(head="clmlf"))
+    assert ungroupable_reason(_config(train_views="epoch")) == "stored views"
+    assert ungroupable_reason(_config(input_dropout=0.1)) == "input noise"
+    assert group_key(_config(head="probe")) is None
+    # Per-trial fields do not split a group; architecture and batch size do.
+    assert group_key(_config(temperature=0.5, theta=0.1, ce_weight=1.0, lr=1e-3, seed=9, patience=3)) == group_key(
+        _config()
+    )
+    assert group_key(_config(fusion="cmf-batch")) != group_key(_config())
+    assert group_key(_config(batch_size=32)) != group_key(_config())
+    assert group_key(_config(two_step=False)) != group_key(_config())
+
+
+# --- runs/trials.py: groups when asked (group_size > 1), the same rows and run folders as alone, resume ---------------------------
+
+
+def _trials():
+    from runs.trials import Trial
+
+    return [
+        Trial("short", {"epochs": 1}, 1),
+        Trial("tau", {"temperature": 0.2}, 1),
+        Trial("theta", {"theta": 0.3}, 2),
+        Trial("one-step", {"two_step": False}, 1),  # another architecture key: alone (a group of one)
+    ]
+
+
+def _comparable(row):
+    return {key: value for key, value in row.items() if key not in ("seconds", "seconds_per_epoch", "run_dir")}
+
+
+def test_run_trials_in_groups_gives_the_rows_of_alone(cache, tmp_path):
+    from runs.trials import plan_groups, run_trials
+
+    base, trials = _config(), _trials()
+    groups, alone = plan_groups(base, trials, 27)
+    assert [[t.name for t in group] for group in groups] == [["short", "tau", "theta"]]
+    assert [t.name for t in alone] == ["one-step"]
+    assert plan_groups(base, trials, 1) == ([], trials)
+    # With two jobs a key's trials make at least two groups (one job each), here one of two and one alone.
+    groups, alone = plan_groups(base, trials, 27, jobs=2)
+    assert [[t.name for t in group] for group in groups] == [["short", "tau"]]
+    assert [t.name for t in alone] == ["theta", "one-step"]
+    grouped = run_trials(cache, base, trials, tmp_path / "g.jsonl", tmp_path / "g", log=lambda *_: None, group_size=27)
+    single = run_trials(cache, base, trials, tmp_path / "a.jsonl", tmp_path / "a", log=lambda *_: None, group_size=1)
+    assert [_comparable(row) for row in grouped] == [_comparable(row) for row in single]
+    for row_grouped, row_alone in zip(grouped, single):
+        _assert_same_run(tmp_path / "g" / row_grouped["key"], tmp_path / "a" / row_alone["key"])
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_group_resumes_with_its_unfinished_trials_only(cache, tmp_path):
+    from runs.trials import read_results, run_trials
+
+    base, trials = _config(), _trials()[:3]
+    results = tmp_path / "results.jsonl"
+
+    def stop_after_the_first(message):
+        if message.startswith("[1/"):  # the line run_trials logs when it has recorded a trial
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        run_trials(cache, base, trials, results, tmp_path / "trials", log=stop_after_the_first, group_size=27)
+    assert [row["name"] for row in read_results(results)] == ["short"]  # recorded as soon as it finished
+    first = read_results(results)[0]
+    first_log = (tmp_path / "trials" / first["key"] / "log.jsonl").read_text()
+    messages = []
+    rows = run_trials(cache, base, trials, results, tmp_path / "trials", log=messages.append, group_size=27)
+    assert any("1 of 3 trials already in" in m for m in messages)
+    assert [row["name"] for row in read_results(results)] == ["short", "tau", "theta"]  # nothing trained twice
+    assert rows[0] == first and (tmp_path / "trials" / first["key"] / "log.jsonl").read_text() == first_log
+    for trial, row in zip(trials[1:], rows[1:]):
+        train(cache, trial.config(base), tmp_path / f"alone-{trial.name}", log=lambda *_: None)
+        _assert_same_run(tmp_path / "trials" / row["key"], tmp_path / f"alone-{trial.name}")
