@@ -270,9 +270,25 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
 # as SPP-SCL on each dataset, so a head preset only picks the head; dataset-specific head values (CLMLF's
 # depths) follow the dataset. "clmlf" alone means MVSA-Single's values; "hfm+clmlf" those of HFM.
 HEAD_PRESETS: dict[str, dict[str, Any]] = {"clmlf": {"head": "clmlf"}, "mdse": {"head": "mdse"}}
+# Beyond the paper: what beat the paper's settings on MVSA-Single dev with the frozen stand-in encoders here, over
+# 5 seeds (README, "Accuracy"). At the paper's lr the heads were still learning after 15 epochs of the 150 asked
+# (0.715 dev accuracy); at 1e-3 they peak by epoch 6-9 (0.750-0.755), so patience ends a run in minutes. The layer
+# gate sees a learned projection of each layer's first-token vector: the paper's gate input, that vector's mean
+# over D, is ~1e-3 for sentence encoders and leaves every layer weight at 0.5 (its gain here is within seed noise;
+# it makes the gate work at all). Measured on MVSA-Single only; the other datasets keep the paper's table.
+TUNED_PRESETS: dict[str, dict[str, Any]] = {
+    "mvsa-single+tuned": {
+        **DATASET_PRESETS["mvsa-single"],
+        "lr": 1e-3,
+        "ha_gate": "projection",
+        "epochs": 40,
+        "patience": 8,
+    },
+}
 PRESETS: dict[str, dict[str, Any]] = {
     **DATASET_PRESETS,
     **HEAD_PRESETS,
+    **TUNED_PRESETS,
     **{
         f"{dataset}+{head}": {**DATASET_PRESETS[dataset], **HEAD_PRESETS[head]}
         for dataset in DATASET_PRESETS

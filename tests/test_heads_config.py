@@ -35,6 +35,18 @@ def test_presets_follow_the_paper_table(preset, ce_weight, lr, step, batch):
     assert resolve_config(preset, faithful=True).fusion == "cmf-batch"
 
 
+def test_the_tuned_preset_is_the_paper_preset_with_the_measured_changes():
+    paper, tuned = resolve_config("mvsa-single").to_dict(), resolve_config("mvsa-single+tuned").to_dict()
+    changed = {name: tuned[name] for name in tuned if tuned[name] != paper[name]}
+    assert changed == {
+        "lr": 1e-3,
+        "ha_gate": "projection",
+        "epochs": 40,
+        "patience": 8,
+        "preset": "mvsa-single+tuned",
+    }
+
+
 def test_overrides_win_over_preset_and_faithful():
     config = resolve_config("hfm", faithful=True, lr=1e-3, fusion="concat", two_step=False)
     assert (config.lr, config.fusion, config.two_step, config.ce_weight) == (1e-3, "concat", False, 10.0)
