@@ -168,11 +168,7 @@ class Worker:
                 self.log(f"trial {number}: its worker is gone; enqueued again")
             trial = claim_waiting(self.study) or self._new_point()
             if trial is not None:
-                claimed = [trial, *self._claim_more()] if self.plan.sampler != "tpe" else [trial]
-                if len(claimed) == 1:
-                    self._run_trial(trial)
-                else:
-                    self._run_claimed(claimed)
+                self._run_claimed([trial, *self._claim_more()] if self.plan.sampler != "tpe" else [trial])
                 continue
             if enqueue_missing(self.study, self.plan):
                 continue
@@ -208,20 +204,10 @@ class Worker:
             more.append(trial)
         return more
 
-    def _run_trial(self, trial: optuna.Trial) -> None:
-        heartbeat = self._own(trial)
-        try:
-            prepared = self._prepare(trial, heartbeat)
-            if prepared is not None:
-                self._train(*prepared)
-        except Diverged as error:  # a setting that diverges: recorded, not retried, the sweep goes on
-            self._diverged(trial, heartbeat, error)
-        except BaseException:  # Ctrl-C or a bug: the trial is enqueued again for the next run, then we stop
-            self._give_back(trial, heartbeat)
-            raise
-
     def _run_claimed(self, trials: list[optuna.Trial]) -> None:
-        """Several claimed trials: those of one architecture as groups, the others one at a time."""
+        """Claimed trials (one, or up to group_size): those of one architecture as a group, the others one at a
+        time. A setting that diverges is recorded, not retried, and the sweep goes on; on Ctrl-C or a bug every
+        unfinished trial is enqueued again for the next run, then the worker stops."""
         from runs.grouped_trainer import group_key
 
         heartbeats = [self._own(trial) for trial in trials]
@@ -231,22 +217,19 @@ class Worker:
                 prepared = self._prepare(trial, heartbeat)
                 if prepared is not None:
                     by_key.setdefault(group_key(prepared[1].config(self.plan.base)), []).append(prepared)
+            for key, members in by_key.items():
+                if key is not None and len(members) > 1:
+                    self._train_group(members)
+                    continue
+                for trial, planned, key_, heartbeat in members:
+                    try:
+                        self._train(trial, planned, key_, heartbeat)
+                    except Diverged as error:
+                        self._diverged(trial, heartbeat, error)
         except BaseException:
             for trial, heartbeat in zip(trials, heartbeats):
-                self._give_back(trial, heartbeat)
+                self._give_back(trial, heartbeat)  # only those still running
             raise
-        for key, members in by_key.items():
-            if key is not None and len(members) > 1:
-                self._train_group(members)
-                continue
-            for member in members:
-                try:
-                    self._train(*member)
-                except Diverged as error:
-                    self._diverged(member[0], member[3], error)
-                except BaseException:
-                    self._give_back(member[0], member[3])
-                    raise
 
     def _own(self, trial: optuna.Trial) -> Heartbeat:
         storage = self.study._storage
@@ -329,29 +312,22 @@ class Worker:
         configs = [planned.config(self.plan.base) for _, planned, _, _ in members]
         watches = [_PrunerWatch(trial, heartbeat, config.selection_metric) for (trial, _, _, heartbeat), config in
                    zip(members, configs)]  # fmt: skip
-        told = set()
 
         def finished(index: int, result) -> None:
             trial, planned, key, heartbeat = members[index]
             seconds = result.seconds_per_epoch * result.epochs_run  # its share of the group's time
             self._tell(trial, planned, key, heartbeat, result, watches[index].stopped, seconds)
-            told.add(index)
 
-        try:
-            outcomes = train_group(
-                self.plan.cache,
-                configs,
-                [self.settings.folder / "trials" / key for _, _, key, _ in members],
-                log=lambda *_: None,
-                splits=self._splits(configs[0]),
-                on_epoch=lambda index, epoch, dev: watches[index].on_epoch(epoch, dev),
-                on_finish=finished,
-            )
-        except BaseException:
-            for index, (trial, _, _, heartbeat) in enumerate(members):
-                if index not in told:
-                    self._give_back(trial, heartbeat)
-            raise
+        # On Ctrl-C or a bug, _run_claimed enqueues again those not told yet.
+        outcomes = train_group(
+            self.plan.cache,
+            configs,
+            [self.settings.folder / "trials" / key for _, _, key, _ in members],
+            log=lambda *_: None,
+            splits=self._splits(configs[0]),
+            on_epoch=lambda index, epoch, dev: watches[index].on_epoch(epoch, dev),
+            on_finish=finished,
+        )
         for (trial, _, _, heartbeat), outcome in zip(members, outcomes):
             if isinstance(outcome, Diverged):
                 self._diverged(trial, heartbeat, outcome)
