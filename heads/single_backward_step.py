@@ -2,7 +2,8 @@
 
 The CLMLF- and MDSE-style heads train this way (their papers sum their losses). The report has the keys
 the trainer logs for every head ("loss_step_one" is the total, "loss_step_two" and "step_two_ran" are 0:
-there is no second step), plus each term unweighted under its own name.
+there is no second step), plus each term unweighted under its own name, and train_correct (the forward's correct
+predictions, in train mode: the trainer's running train accuracy).
 """
 
 from __future__ import annotations
@@ -35,5 +36,6 @@ def single_backward_step(
         backward(loss)
     optimizer.step()
     report = {"loss_step_one": loss.item(), "loss_step_two": 0.0, "step_two_ran": 0.0}
+    report["train_correct"] = float((outputs["logits"].detach().argmax(1) == batch["labels"]).sum())
     report.update({name: value.item() for name, (_, value) in terms.items()})
     return report

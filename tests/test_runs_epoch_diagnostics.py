@@ -54,3 +54,38 @@ def test_one_step_runs_have_no_rule_to_log(cache, tmp_path):
     train(cache, resolve_config("mvsa-single", epochs=2, batch_size=16, two_step=False), tmp_path, log=lambda *_: None)
     line = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
     assert "rule_c" not in line and "train_accuracy" in line
+
+
+def test_single_backward_heads_report_their_forwards_correct_predictions():
+    """The compared heads' running train accuracy counts what their forward predicted before the step."""
+    from heads.single_backward_step import single_backward_step
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 3)
+
+        def forward(self, image_maps, first_token, token_states, token_mask):
+            return {"logits": self.layer(first_token)}
+
+    torch.manual_seed(0)
+    model = Linear()
+    batch = {"first_token": torch.randn(32, 4), "labels": torch.randint(0, 3, (32,))}
+    with torch.no_grad():
+        expected = float((model.layer(batch["first_token"]).argmax(1) == batch["labels"]).sum())
+    optimizer = torch.optim.SGD(model.parameters(), lr=10.0)
+    report = single_backward_step(
+        model,
+        batch,
+        optimizer,
+        lambda outputs, labels: {"ce": (1.0, torch.nn.functional.cross_entropy(outputs["logits"], labels))},
+    )
+    assert report["train_correct"] == expected
+
+
+@pytest.mark.parametrize("head", ["clmlf", "mdse"])
+def test_compared_heads_log_a_train_accuracy(cache, tmp_path, head):
+    config = resolve_config("mvsa-single", epochs=2, batch_size=16, head=head, model_dim=16, feedforward_dim=32)
+    train(cache, config, tmp_path, log=lambda *_: None)
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(0.0 < line["train_accuracy"] <= 1.0 for line in lines)
