@@ -32,6 +32,7 @@ import torch
 
 from cache.checksums import CacheDamaged
 from cache.layout import is_verifiable, open_cache, read_attrs, read_skipped, skip_reason_counts
+from extract.allocator import keep_freed_memory
 from extract.assembly import assemble
 from extract.config import ExtractConfig
 from extract.fingerprint import FORMAT_VERSION, cache_differences
@@ -362,6 +363,7 @@ def run(config: ExtractConfig, log=None) -> Summary:
     from transformers.utils import logging as transformers_logging
 
     started = time.time()
+    keep_freed_memory()
     state = PartialState()
     transformers_logging.disable_progress_bar()
     _dtype(config.dtype)
