@@ -96,7 +96,15 @@ def test_stopped_extraction_resumes_to_the_same_file(tiny, plugin, tmp_path, sto
     out = tmp_path / "resumed.h5"
     parts = parts_folder(out)
     env = {**os.environ, "SLOW_PLUGIN_SLEEP": "0.4"}  # about 0.8 s per shard: time to stop it part-way
-    process = subprocess.Popen(_cli(tiny, out, plugin), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # A test run started in the background (`cmd &` in a script) inherits SIGINT ignored, and so would the
+    # extraction: give it the default disposition, as an interactive Ctrl-C finds it.
+    process = subprocess.Popen(
+        _cli(tiny, out, plugin),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while len(list(parts.glob("shard-*.safetensors"))) < 3 and time.time() < deadline and process.poll() is None:
         time.sleep(0.02)
