@@ -44,8 +44,9 @@ def summarise(root: Path) -> dict[str, dict]:
         metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
         accuracy = [m["dev"]["accuracy"] for m in metrics]
         f1 = [m["dev"]["f1_weighted"] for m in metrics]
-        names, labels, _ = dev_probabilities(runs[0])
-        mean = np.mean([dev_probabilities(run)[2] for run in runs], axis=0)
+        read = [dev_probabilities(run) for run in runs]  # (names, labels, probabilities) per seed
+        names, labels, _ = read[0]
+        mean = np.mean([probabilities for _, _, probabilities in read], axis=0)
         ensemble = classification_metrics(labels, mean.argmax(1), names)
         summary[variant] = {
             "seeds": [run.name.rsplit("-s", 1)[-1] for run in runs],
