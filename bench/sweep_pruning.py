@@ -11,8 +11,9 @@ only). The goal: the pruned choice's mean dev metric is within one standard devi
 The report also replays the exhaustive sweep's per-epoch curves through Optuna's pruner, one trial after another,
 in axis order and in --replays random orders: the epochs and choices pruning would give, without training again.
 A folder `pruned-axis-order` (a pruned sweep run in axis order, if one was run) is reported beside them.
-Every stage resumes (each is a sweep folder; a finished one is read back, not reopened); the wall times reported
-are those of the run that did the work, recorded in timings.json. Results go to --out/report.md and report.json.
+Every stage resumes (each is a sweep folder; a finished one is read back, not reopened); a stage's wall time is
+the sum over the runs that worked on it (checkpointed every 30 s into timings.json, so a stage stopped and resumed
+in another session counts both parts). Results go to --out/report.md and report.json.
 
 --synthetic writes (once) a small generated cache whose settings matter (a weak class signal, so dev F1 climbs for
 tens of epochs and the points rank apart): for measuring the engine where the real cache would take hours, not
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -37,15 +39,29 @@ AXES = ["tau=0.05,0.07,0.1", "theta=0.5,0.667,0.8", "lambda=3,5,8"]
 
 
 def timed_sweep(name: str, out: Path, timings: dict, **kwargs) -> dict:
-    """A stage's sweep; a stage that finished before (its summary written, its time recorded) is read back as it
-    is, not reopened: its figures stay those of the code that ran it."""
+    """A stage's sweep; a stage that finished before (its summary written) is read back as it is, not reopened: its
+    figures stay those of the code that ran it. A stage's wall time is the sum over the runs that worked on it: a
+    stage stopped (even by kill -9) and resumed later counts each run's time up to its last 30-second checkpoint."""
     if name in timings and (out / name / "summary.json").exists():
         return json.loads((out / name / "summary.json").read_text())
-    started = time.time()
-    summary = run_sweep(folder=out / name, log=lambda line: print(f"[{name}] {line}", flush=True), **kwargs)
-    if name not in timings:  # the run that trained is the one timed; a rerun that only resumes is not
-        timings[name] = round(time.time() - started, 1)
+    earlier, started, stopped = timings.get(name, 0.0), time.time(), threading.Event()
+
+    def record() -> None:
+        timings[name] = round(earlier + time.time() - started, 1)
         (out / "timings.json").write_text(json.dumps(timings, indent=1))
+
+    def checkpoint() -> None:
+        while not stopped.wait(30):
+            record()
+
+    ticker = threading.Thread(target=checkpoint, daemon=True)
+    ticker.start()
+    try:
+        summary = run_sweep(folder=out / name, log=lambda line: print(f"[{name}] {line}", flush=True), **kwargs)
+    finally:
+        stopped.set()
+        ticker.join()
+        record()
     return summary
 
 
