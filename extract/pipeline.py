@@ -32,7 +32,6 @@ import torch
 
 from cache.checksums import CacheDamaged
 from cache.layout import is_verifiable, open_cache, read_attrs, read_skipped, skip_reason_counts
-from extract.allocator import keep_freed_memory
 from extract.assembly import assemble
 from extract.config import ExtractConfig
 from extract.fingerprint import FORMAT_VERSION, cache_differences
@@ -43,6 +42,7 @@ from extract.records import BadInput, Dataset, Record, cache_name, class_notes, 
 from extract.shards import save_shard, shard_path, shard_problem
 from extract.text_encoder import TextEncoder
 from extract.views import ViewPlan, make_view_plan
+from spp_scl.allocator import keep_freed_memory
 from spp_scl.errors import InputError, Refused
 from spp_scl.spreadsheet import spreadsheet_safe
 from spp_scl.storage import write_atomically

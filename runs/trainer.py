@@ -34,6 +34,7 @@ from runs.divergence import check_losses, check_weights
 from runs.metrics import classification_metrics
 from runs.view_feed import TrainingFeed
 from runs.weight_average import evaluated_head, update_average, weight_average
+from spp_scl.allocator import keep_freed_memory
 from spp_scl.errors import InputError, Refused
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,11 @@ class TrainResult:
 
 def open_splits(cache: str | Path, config: SPPSCLConfig, in_memory: bool | None = None) -> dict[str, CachedSplit]:
     """The cache's splits, reading only the text layers the config uses (the last k of those cached). Batches keep
-    the tokens in the cache's dtype (float16): the heads widen only the tokens they read."""
+    the tokens in the cache's dtype (float16): the heads widen only the tokens they read. Every training path opens
+    its splits here, so this is also where the process starts reusing freed memory (spp_scl/allocator.py)."""
     from cache.layout import open_cache
+
+    keep_freed_memory()
 
     with open_cache(cache) as file:
         present = [split for split in ("train", "dev", "test") if split in file and len(file[split]["ids"])]

@@ -1,5 +1,6 @@
-"""extract/allocator.py: after keep_freed_memory(), a large buffer comes from the heap and stays there when freed
-(glibc's own accounting, mallinfo2), where by default it is mapped afresh and unmapped when freed."""
+"""spp_scl/allocator.py: after keep_freed_memory(), a large buffer comes from the heap and stays there when freed
+(glibc's own accounting, mallinfo2), where by default it is mapped afresh and unmapped when freed; a training
+process is set so as soon as it opens its splits."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ import sys
 
 import pytest
 
-from extract.allocator import keep_freed_memory
+from spp_scl.allocator import keep_freed_memory
 
 # In a fresh interpreter (the setting is process-wide): a 64 MiB buffer, glibc's accounting while it lives and
 # after it is freed. hblkhd: bytes in mmapped blocks; fordblks: free bytes kept in the heap.
 PROGRAM = """
 import ctypes, json, sys
 import numpy as np
-from extract.allocator import keep_freed_memory
+from spp_scl.allocator import keep_freed_memory
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
@@ -24,6 +25,12 @@ libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Info
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
+elif sys.argv[1] == "training":  # what every training path does first: open the cache's splits
+    from cache.synthetic import write_synthetic_cache
+    from heads.config import resolve_config
+    from runs.trainer import open_splits
+    write_synthetic_cache(sys.argv[2], {"train": 8, "dev": 4}, layers=2, dim=8, map_shape=(4, 2, 2), mean_tokens=3, seed=1)
+    open_splits(sys.argv[2], resolve_config("mvsa-single"))
 buffer = np.ones(64 * 2**20, dtype=np.uint8)
 alive = libc.mallinfo2()
 del buffer
@@ -33,8 +40,8 @@ print(json.dumps({"mapped_alive": alive.hblkhd, "kept_free": freed.fordblks}))
 MIB64 = 64 * 2**20
 
 
-def _accounting(mode: str) -> dict:
-    output = subprocess.run([sys.executable, "-c", PROGRAM, mode], check=True, capture_output=True, text=True)
+def _accounting(mode: str, *args: str) -> dict:
+    output = subprocess.run([sys.executable, "-c", PROGRAM, mode, *args], check=True, capture_output=True, text=True)
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
@@ -43,6 +50,12 @@ def test_a_large_buffer_comes_from_the_heap_and_stays_there_when_freed():
     default, kept = _accounting("default"), _accounting("keep")
     assert default["mapped_alive"] >= MIB64 and default["kept_free"] < MIB64  # mapped, and unmapped when freed
     assert kept["mapped_alive"] < MIB64 and kept["kept_free"] >= MIB64  # from the heap, and kept for reuse
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt and mallinfo2 are glibc's (Linux)")
+def test_training_reuses_freed_memory_once_it_opens_its_splits(tmp_path):
+    trained = _accounting("training", str(tmp_path / "tiny.h5"))
+    assert trained["mapped_alive"] < MIB64 and trained["kept_free"] >= MIB64
 
 
 def test_it_says_whether_it_took_effect():
