@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ M_MMAP_MAX = -4
 TRIM_THRESHOLD_BYTES = 2**31 - 1  # an int; free memory at the heap's top beyond this still goes back
 
 
+@functools.cache  # the setting is process-wide: once is enough (finding libc runs ldconfig on Linux)
 def keep_freed_memory() -> bool:
     """Set glibc's allocator to reuse freed memory (see the module docstring); True when it took effect."""
     name = ctypes.util.find_library("c")
