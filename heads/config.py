@@ -64,6 +64,11 @@ class SPPSCLConfig:
         "what HA's layer gate sees of each layer's first-token vector: its mean over D (the paper's) or a learned "
         "projection after LayerNorm",
     )
+    text_pooling: Literal["lstm", "lstm+mean"] = option(
+        "lstm",
+        "HA's text vector: the mean of the BiLSTM outputs over the real tokens (the paper's), or that beside the "
+        "mean of the layer-mixed token states themselves (a skip around the LSTM; beyond the paper)",
+    )
     bank_size: int = option(32, "learned key/value slots per modality (fusion cmf-bank only)")
     train_views: TrainViews = option(
         "clean",

@@ -2,7 +2,9 @@
 
 The K cached encoder layers are weighted by a small gate computed from their [CLS] vectors, the
 weighted token states go through a bias-free BiLSTM, and the LSTM outputs are averaged over the real
-tokens into one text vector.
+tokens into one text vector. `pooling="lstm+mean"` (beyond the paper) puts the mean of the mixed token states
+themselves beside it: a skip around the LSTM, so that the text branch sees at least what a linear probe on
+mean-pooled states sees (sentence encoders such as MPNet are trained for that mean).
 
 Unlike the authors' code, padding is kept out of the computation: the layers are mixed and the LSTM
 runs on the real tokens only (heads/token_lstm.py: one GEMM for the input projection, then the
@@ -19,10 +21,16 @@ from heads.token_lstm import TokenSchedule, bidirectional_lstm_mean
 
 
 class HierarchicalAttention(nn.Module):
-    """first_token [B, K, D], token_states [B, K, L, D], token_mask [B, L] -> [B, 2 * lstm_hidden]."""
+    """first_token [B, K, D], token_states [B, K, L, D], token_mask [B, L] -> [B, 2 * lstm_hidden] (pooling "lstm")
+    or [B, 2 * lstm_hidden + D] (pooling "lstm+mean")."""
 
-    def __init__(self, num_layers: int, text_dim: int, lstm_hidden: int = 64, gate_input: str = "mean") -> None:
+    def __init__(
+        self, num_layers: int, text_dim: int, lstm_hidden: int = 64, gate_input: str = "mean", pooling: str = "lstm"
+    ) -> None:
         super().__init__()
+        if pooling not in ("lstm", "lstm+mean"):
+            raise ValueError(f"text pooling must be 'lstm' or 'lstm+mean', got {pooling!r}")
+        self.pooling = pooling
         self.num_layers = num_layers
         # What the gate sees of each layer's first-token vector: its mean over D (the paper's), or a learned
         # projection of it after LayerNorm. The mean of a sentence encoder's [CLS] vector is ~1e-3 for every
@@ -40,7 +48,7 @@ class HierarchicalAttention(nn.Module):
         self.lstm = nn.LSTM(
             input_size=text_dim, hidden_size=lstm_hidden, batch_first=True, bidirectional=True, bias=False
         )
-        self.out_dim = 2 * lstm_hidden
+        self.out_dim = 2 * lstm_hidden + (text_dim if pooling == "lstm+mean" else 0)
 
     def layer_weights(self, first_token: torch.Tensor) -> torch.Tensor:
         """Per-sample, per-layer weights in (0, 1): [B, K]. Independent sigmoids, not a softmax."""
@@ -68,6 +76,10 @@ class HierarchicalAttention(nn.Module):
         real_tokens = by_token.index_select(0, schedule.batch_rows * length + schedule.steps).to(dtype)
         mixed = torch.bmm(weights.index_select(0, schedule.batch_rows).unsqueeze(1), real_tokens).squeeze(1)
         text_vector = bidirectional_lstm_mean(mixed, schedule, self.lstm)
+        if self.pooling == "lstm+mean":
+            sums = mixed.new_zeros(batch, dim).index_add_(0, schedule.batch_rows, mixed)
+            token_mean = sums / schedule.lengths.unsqueeze(1).to(sums.dtype)
+            text_vector = torch.cat([text_vector, token_mean.to(text_vector.dtype)], dim=1)
         return text_vector, weights
 
 

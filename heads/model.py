@@ -52,7 +52,9 @@ class SPPSCLHead(nn.Module):
         self.text_encoder: HierarchicalAttention | None = None
         self.text_projection: ModalityProjection | None = None
         if self.uses_text:
-            self.text_encoder = HierarchicalAttention(layers_used, text_dim, config.lstm_hidden, config.ha_gate)
+            self.text_encoder = HierarchicalAttention(
+                layers_used, text_dim, config.lstm_hidden, config.ha_gate, config.text_pooling
+            )
             self.text_projection = ModalityProjection(self.text_encoder.out_dim, config.embed_dim, config.dropout)
 
         self.image_encoder: ImageReduction | None = None

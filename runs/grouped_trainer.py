@@ -68,6 +68,7 @@ GROUP_FIELDS = (
     "image_reduced_channels",
     "fusion_hidden",
     "ha_gate",
+    "text_pooling",
     "bank_size",
     "fusion",
     "modality",
@@ -85,6 +86,8 @@ def ungroupable_reason(config: SPPSCLConfig) -> str | None:
     """Why `config` trains alone, or None when the grouped trainer takes it."""
     if config.head != "spp-scl":
         return f"head {config.head!r} (only SPP-SCL heads are grouped)"
+    if config.text_pooling != "lstm":
+        return "the LSTM skip (text pooling lstm+mean)"
     if config.precision != "float32":
         return "bfloat16 precision"
     if config.train_views != "clean":

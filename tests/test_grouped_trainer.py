@@ -182,6 +182,7 @@ def test_what_trains_alone():
     assert "head" in ungroupable_reason(_config(head="clmlf"))
     assert ungroupable_reason(_config(train_views="epoch")) == "stored views"
     assert ungroupable_reason(_config(input_dropout=0.1)) == "input noise"
+    assert "text pooling" in ungroupable_reason(_config(text_pooling="lstm+mean"))
     assert group_key(_config(head="probe")) is None
     # Per-trial fields do not split a group; architecture and batch size do.
     assert group_key(_config(temperature=0.5, theta=0.1, ce_weight=1.0, lr=1e-3, seed=9, patience=3)) == group_key(

@@ -60,3 +60,33 @@ def test_mask_with_a_hole_is_rejected():
     mask[0, 1] = False
     with pytest.raises(ValueError, match="prefix"):
         encoder(first_token, states, mask)
+
+
+def test_lstm_plus_mean_pooling_adds_the_mean_of_the_layer_mixed_real_tokens():
+    torch.manual_seed(0)
+    paper = HierarchicalAttention(num_layers=3, text_dim=10, lstm_hidden=6, gate_input="projection")
+    skip = HierarchicalAttention(num_layers=3, text_dim=10, lstm_hidden=6, gate_input="projection", pooling="lstm+mean")
+    skip.load_state_dict(paper.state_dict())  # the skip adds no parameters
+    first_token, states, mask = padded_text(LENGTHS, total_length=7)
+    lstm_vector, weights = paper(first_token, states, mask)
+    text_vector, skip_weights = skip(first_token, states, mask)
+    assert skip.out_dim == 12 + 10 and text_vector.shape == (5, 22)
+    torch.testing.assert_close(text_vector[:, :12], lstm_vector, atol=0, rtol=0)
+    torch.testing.assert_close(skip_weights, weights, atol=0, rtol=0)
+    for b, length in enumerate(LENGTHS.tolist()):  # a naive loop: weight each layer, average the real tokens
+        expected = sum(weights[b, k] * states[b, k, :length].mean(dim=0) for k in range(3))
+        torch.testing.assert_close(text_vector[b, 12:], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_lstm_plus_mean_pooling_ignores_padding():
+    torch.manual_seed(0)
+    encoder = HierarchicalAttention(num_layers=3, text_dim=10, lstm_hidden=6, pooling="lstm+mean")
+    first_token, states, mask = padded_text(LENGTHS, total_length=8)
+    garbage = states + torch.randn_like(states) * 100.0 * (~mask)[:, None, :, None]
+    tight = encoder(*padded_text(LENGTHS, total_length=5))[0]
+    torch.testing.assert_close(encoder(first_token, garbage, mask)[0], tight, atol=1e-6, rtol=0)
+
+
+def test_unknown_text_pooling_is_rejected():
+    with pytest.raises(ValueError, match="text pooling must be 'lstm' or 'lstm\\+mean'"):
+        HierarchicalAttention(num_layers=3, text_dim=10, pooling="mean")
