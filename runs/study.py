@@ -138,7 +138,7 @@ class SweepPlan:
         return Trial(point_name(overrides), overrides, seed)
 
     def identity(self) -> dict:
-        base = {k: v for k, v in self.base.to_dict().items() if k != "seed"}
+        base = {k: v for k, v in self.base.identity().items() if k != "seed"}
         return {"cache_fingerprint": self.fingerprint, "space": jsonable(self.space), "base": jsonable(base)}
 
     def study_name(self) -> str:

@@ -40,7 +40,7 @@ class Trial:
 
     def key(self, base: SPPSCLConfig) -> str:
         """Identifies the trial by its full resolved config, so a changed base never reuses a stale result."""
-        config = self.config(base).to_dict()
+        config = self.config(base).identity()
         return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
     def config(self, base: SPPSCLConfig) -> SPPSCLConfig:

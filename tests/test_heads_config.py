@@ -1,10 +1,12 @@
 """resolve_config: paper presets, the faithful variant, overrides, errors, and the JSON round trip."""
 
+import dataclasses
+import hashlib
 import json
 
 import pytest
 
-from heads.config import PRESETS, SPPSCLConfig, resolve_config
+from heads.config import FIELDS_ADDED_AFTER_KEYS, PRESETS, SPPSCLConfig, resolve_config
 
 
 def test_defaults_are_the_papers():
@@ -81,3 +83,35 @@ def test_from_dict_rejects_unknown_keys():
     values["lamda"] = 5
     with pytest.raises(ValueError, match="lamda"):
         SPPSCLConfig.from_dict(values)
+
+
+# The fields a trial key was made from when this rule began (2026-12-05): a key made then must stay the same.
+FIELDS_OF_THE_FIRST_KEYS = {
+    "attention_heads", "bank_size", "batch_size", "betas", "ce_weight", "clmlf_fusion_layers", "clmlf_image_layers",
+    "contrastive_weight", "dbcl_weight", "dropout", "embed_dim", "epochs", "eps", "feedforward_dim", "fusion",
+    "fusion_hidden", "ha_gate", "head", "image_reduced_channels", "input_dropout", "input_noise", "inter_loss",
+    "intra_loss", "lr", "lr_gamma", "lr_step_size", "lstm_hidden", "modality", "model_dim", "patience", "precision",
+    "preset", "probe_cs", "second_step_moves_all", "seed", "selection_metric", "temperature", "text_layers_last",
+    "theta", "token_layer", "train_views", "two_step", "view_parts", "weight_average", "weight_decay",
+}  # fmt: skip
+
+
+def test_every_field_added_since_the_first_keys_is_declared():
+    # A new field left out of FIELDS_ADDED_AFTER_KEYS would change every trial key and study name: every sweep,
+    # table and comparison made before would train all its trials again after an upgrade.
+    fields = {f.name for f in dataclasses.fields(SPPSCLConfig)}
+    assert fields - FIELDS_OF_THE_FIRST_KEYS == set(FIELDS_ADDED_AFTER_KEYS)
+
+
+def test_a_config_at_the_new_fields_defaults_keeps_the_identity_of_an_earlier_version():
+    from runs.trials import Trial
+
+    base = resolve_config("mvsa-single+tuned")
+    earlier = {
+        k: v for k, v in base.replace(seed=3, temperature=0.1).to_dict().items() if k in FIELDS_OF_THE_FIRST_KEYS
+    }
+    earlier_key = hashlib.sha256(json.dumps(earlier, sort_keys=True).encode()).hexdigest()[:16]
+    assert Trial("t", {"temperature": 0.1}, 3).key(base) == earlier_key
+    changed = base.replace(text_pooling="lstm+mean")
+    assert changed.identity()["text_pooling"] == "lstm+mean"
+    assert Trial("t", {"temperature": 0.1}, 3).key(changed) != earlier_key

@@ -25,13 +25,15 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from cache.synthetic import write_synthetic_cache
-from heads.config import resolve_config
+from heads.config import FIELDS_ADDED_AFTER_KEYS, resolve_config
 from runs.study import (
     DUPLICATE_KEY,
     OWNER_KEY,
     RETRY_KEY,
     SweepPlan,
     claim_waiting,
+    digest,
+    jsonable,
     open_study,
     recover_unfinished,
     retry_unfinished,
@@ -382,6 +384,17 @@ def test_a_worker_whose_code_makes_other_trials_is_refused(cache, tmp_path):
     with pytest.raises(Refused, match=r"than this worker's \(dropout: 0.2 vs 0.3\)"):
         open_worker_study(WorkerSettings(other, tmp_path, None, plan.study_name(), heartbeat=1))
     assert (tmp_path / "optuna.journal").read_bytes() == before
+
+
+def test_a_study_made_before_a_config_field_existed_keeps_its_name(cache):
+    """A field added to the config later (at its default) changes neither the study name nor the trial keys: a
+    sweep folder written by the earlier version resumes after an upgrade instead of training everything again."""
+    plan = plan_for(cache, ["theta=0.5,0.8"])
+    earlier = {k: v for k, v in plan.base.to_dict().items() if k not in FIELDS_ADDED_AFTER_KEYS and k != "seed"}
+    identity = {"cache_fingerprint": plan.fingerprint, "space": jsonable(plan.space), "base": jsonable(earlier)}
+    assert plan.study_name() == f"{cache.stem}-{digest(identity)[:12]}"
+    changed = plan_for(cache, ["theta=0.5,0.8"], base=base_config(text_pooling="lstm+mean"))
+    assert changed.study_name() != plan.study_name()
 
 
 def test_a_damaged_journal_is_refused_and_the_export_rebuilds_the_study(cache, tmp_path):
