@@ -27,6 +27,7 @@ SelectionMetric = Literal["f1_weighted", "f1_macro", "accuracy"]
 Precision = Literal["float32", "bfloat16"]
 TrainViews = Literal["clean", "epoch", "forward"]
 ViewParts = Literal["both", "text", "image"]
+TextPooling = Literal["lstm", "lstm+mean"]
 FUSION_KINDS: tuple[str, ...] = get_args(Fusion)
 MODALITIES: tuple[str, ...] = get_args(Modality)
 HEAD_KINDS: tuple[str, ...] = get_args(HeadKind)
@@ -34,6 +35,7 @@ SELECTION_METRICS: tuple[str, ...] = get_args(SelectionMetric)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 TRAIN_VIEWS: tuple[str, ...] = get_args(TrainViews)
 VIEW_PARTS: tuple[str, ...] = get_args(ViewParts)
+TEXT_POOLINGS: tuple[str, ...] = get_args(TextPooling)
 
 # CLMLF's (fusion Transformer layers, image Transformer layers) per dataset, as its paper chose them.
 # MVSA-Single's serve when the preset names no dataset, as for every other default here.
@@ -69,7 +71,7 @@ class SPPSCLConfig:
         "what HA's layer gate sees of each layer's first-token vector: its mean over D (the paper's) or a learned "
         "projection after LayerNorm",
     )
-    text_pooling: Literal["lstm", "lstm+mean"] = option(
+    text_pooling: TextPooling = option(
         "lstm",
         "HA's text vector: the mean of the BiLSTM outputs over the real tokens (the paper's), or that beside the "
         "mean of the layer-mixed token states themselves (a skip around the LSTM; beyond the paper)",
@@ -263,11 +265,10 @@ class SPPSCLConfig:
         """What identifies a training (trial keys, sweep studies): to_dict() without the fields added since keys
         existed while they hold their default, so that a sweep made by an earlier version resumes after an upgrade
         rather than training every trial again."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
         return {
             name: value
             for name, value in self.to_dict().items()
-            if not (name in FIELDS_ADDED_AFTER_KEYS and value == defaults[name])
+            if not (name in FIELDS_ADDED_AFTER_KEYS and value == self.__dataclass_fields__[name].default)
         }
 
     @classmethod

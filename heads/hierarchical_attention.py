@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from heads.config import TEXT_POOLINGS
 from heads.token_lstm import TokenSchedule, bidirectional_lstm_mean
 
 
@@ -28,8 +29,8 @@ class HierarchicalAttention(nn.Module):
         self, num_layers: int, text_dim: int, lstm_hidden: int = 64, gate_input: str = "mean", pooling: str = "lstm"
     ) -> None:
         super().__init__()
-        if pooling not in ("lstm", "lstm+mean"):
-            raise ValueError(f"text pooling must be 'lstm' or 'lstm+mean', got {pooling!r}")
+        if pooling not in TEXT_POOLINGS:
+            raise ValueError(f"text pooling must be {' or '.join(map(repr, TEXT_POOLINGS))}, got {pooling!r}")
         self.pooling = pooling
         self.num_layers = num_layers
         # What the gate sees of each layer's first-token vector: its mean over D (the paper's), or a learned
