@@ -4,15 +4,18 @@ peak memory of a 27-trial group.
 Each measurement runs in its own process (so its peak RSS is its own), on one cache, with the dataset preset and
 a tau / theta / lambda grid (tau 0.05, 0.07, 0.1; theta 0.5, 0.667, 0.8; lambda 3, 5, 8):
 - alone:          --alone-trials trials of the grid, one after the other, with runs.trainer.train;
-- group8:         the grid's first 8 points as one group, one seed;
+- group4, group8: the grid's first 4 or 8 points as one group, one seed;
 - group27:        the whole grid as one group, one seed;
 - group27-5seeds: the whole grid as one group, seeds 1..5 in turn (five data orders: five data groups).
 Trial-epochs per hour = trials x epochs / seconds of training x 3600 (opening the cache is not counted; every
-epoch's dev pass is). Peak RSS is the process's maximum resident set (cache in memory included, when it is held
+epoch's dev pass is). With --jobs J, J processes run each measurement side by side (as `sweep --jobs J` runs its
+workers), job j on the grid's points from 8 j on (wrapping), and the rate is all jobs' trial-epochs over the
+slowest job's seconds. Peak RSS is the process's maximum resident set (cache in memory included, when it is held
 there: --in-memory).
 
     python -m bench.grouped_trials --synthetic --threads 2 --epochs 3                   # MVSA-Single-sized
     python -m bench.grouped_trials --cache cache/files/mvsa-single.h5 --threads 2 --epochs 3
+    OMP_NUM_THREADS=1 python -m bench.grouped_trials --cache C.h5 --threads 1 --jobs 2 --kinds alone,group4,group8
     python -m bench.grouped_trials --synthetic --hfm --kinds group27 --epochs 1 --in-memory no   # HFM-sized RSS
     python -m bench.grouped_trials --synthetic --sizes 96,32 --map-shape 64,3,3 --epochs 1 --alone-trials 1  # smoke
 
@@ -33,17 +36,20 @@ import tempfile
 import time
 from pathlib import Path
 
-KINDS = ("alone", "group8", "group27", "group27-5seeds")
+KINDS = ("alone", "group4", "group8", "group27", "group27-5seeds")
+GROUP_SIZES = {"group4": 4, "group8": 8}
 MVSA_SINGLE_SIZES = {"train": 3611, "dev": 450}
 HFM_SIZES = {"train": 19816, "dev": 2410, "test": 2409}
 GRID = list(itertools.product((0.05, 0.07, 0.1), (0.5, 0.667, 0.8), (3.0, 5.0, 8.0)))  # tau, theta, lambda
 
 
-def grid_configs(kind: str, dataset: str, epochs: int, alone_trials: int) -> list:
+def grid_configs(kind: str, dataset: str, epochs: int, alone_trials: int, job: int = 0) -> list:
     from heads.config import resolve_config
 
     base = resolve_config(dataset, epochs=epochs)
-    points = GRID[:8] if kind == "group8" else GRID[:alone_trials] if kind == "alone" else GRID
+    grid = GRID[8 * job % len(GRID) :] + GRID[: 8 * job % len(GRID)]  # job j starts at point 8 j
+    count = GROUP_SIZES.get(kind) or (alone_trials if kind == "alone" else len(GRID))
+    points = grid[:count]
     seeds = [1 + i % 5 if kind == "group27-5seeds" else 1 for i in range(len(points))]
     return [
         base.replace(temperature=tau, theta=theta, ce_weight=lam, seed=seed)
@@ -60,7 +66,7 @@ def measure(kind: str, cache: Path, args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    configs = grid_configs(kind, args.dataset, args.epochs, args.alone_trials)
+    configs = grid_configs(kind, args.dataset, args.epochs, args.alone_trials, args.job)
     in_memory = {"auto": None, "yes": True, "no": False}[args.in_memory]
     opened = time.perf_counter()
     splits = open_splits(cache, configs[0], in_memory)
@@ -103,6 +109,8 @@ def main(argv=None) -> int:
     parser.add_argument("--in-memory", choices=["auto", "yes", "no"], default="auto", help="hold the splits in memory")
     parser.add_argument("--work", help="folder for the generated cache and the runs (default a temporary one)")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--jobs", type=int, default=1, help="processes running each measurement side by side")
+    parser.add_argument("--job", type=int, default=0, help=argparse.SUPPRESS)  # a side-by-side process's index
     parser.add_argument("--one", choices=KINDS, help=argparse.SUPPRESS)  # a measurement's own process
     parser.add_argument("--cache-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -119,8 +127,7 @@ def main(argv=None) -> int:
         command += ["--synthetic", "--dataset", args.dataset, "--epochs", str(args.epochs), "--work", args.work]
         command += ["--alone-trials", str(args.alone_trials), "--in-memory", args.in_memory]
         command += ["--threads", str(args.threads)] if args.threads else []
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(output.strip().splitlines()[-1]))
+        rows.append(run_jobs(command, args.jobs))
         print(json.dumps(rows[-1]), flush=True)
     alone = next((row["trial_epochs_per_hour"] for row in rows if row["kind"] == "alone"), None)
     print(f"\ncache {cache}, {args.epochs} epoch(s) per trial")
@@ -134,6 +141,30 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"cache": str(cache), "rows": rows}, indent=1))
     return 0
+
+
+def run_jobs(command: list[str], jobs: int) -> dict:
+    """One measurement in `jobs` processes side by side; their figures combined (one job: its own row)."""
+    processes = [
+        subprocess.Popen([*command, "--job", str(job)], stdout=subprocess.PIPE, text=True) for job in range(jobs)
+    ]
+    outputs = [process.communicate()[0] for process in processes]
+    if any(process.returncode for process in processes):
+        raise SystemExit(f"a measurement failed: {' '.join(command)}")
+    parts = [json.loads(output.strip().splitlines()[-1]) for output in outputs]
+    if jobs == 1:
+        return parts[0]
+    seconds = max(part["seconds"] for part in parts)
+    trial_epochs = sum(part["trials"] * part["epochs"] for part in parts)
+    return {
+        **parts[0],
+        "jobs": jobs,
+        "trials": sum(part["trials"] for part in parts),
+        "seconds": seconds,
+        "trial_epochs_per_hour": round(trial_epochs / seconds * 3600, 1),
+        "peak_rss_gb": max(part["peak_rss_gb"] for part in parts),
+        "per_job_seconds": [part["seconds"] for part in parts],
+    }
 
 
 def _synthetic_cache(args) -> Path:
