@@ -13,7 +13,8 @@ epochs, no early stopping), each in its own process:
 - alone-1: runs.trainer.train, one trial after the other, 1 thread (the reference);
 - alone-2: the same with 2 threads;
 - group-1: runs.grouped_trainer.train_group, all trials as one group, 1 thread.
-Per mode against the reference: the first epoch at which a trial's step-two rate or dev accuracy differs, the
+Per mode against the reference: the first epoch at which any figure of a trial's log (losses, rule diagnostics,
+dev metrics; all but the wall time) differs, the first at which its step-two rate or dev accuracy differs, the
 largest |difference| of dev accuracy over the epochs, and the selected epoch and its dev accuracy / weighted F1.
 
     python -m bench.grouped_drift --cache cache/files/mvsa-single.h5 --epochs 10 --seeds 42,43,44,45
@@ -70,11 +71,15 @@ def compare(reference: list[dict], other: list[dict]) -> dict:
     def first(key: str):
         return next((a["epoch"] for a, b in zip(reference, other) if a[key] != b[key]), None)
 
+    def same_line(a: dict, b: dict) -> bool:  # every logged figure but the wall time
+        return {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+
     def selected(log):
         line = [line for line in log if line["selected"]][-1]
         return line["epoch"], line["dev_accuracy"], line["dev_f1_weighted"]
 
     return {
+        "first_epoch_log_differs": next((a["epoch"] for a, b in zip(reference, other) if not same_line(a, b)), None),
         "first_epoch_step_two_rate_differs": first("step_two_rate"),
         "first_epoch_dev_accuracy_differs": first("dev_accuracy"),
         "max_abs_dev_accuracy_difference": max(
@@ -117,13 +122,14 @@ def main(argv=None) -> int:
         f"\n{args.epochs} epochs, lr {args.lr}, HA gate {args.ha_gate}; against alone with 1 thread (run folders {work})"
     )
     print(
-        "| seed | mode | first epoch step two differs | first epoch dev acc differs | max abs dev acc diff | selected (epoch, acc, F1) | alone-1 selected |"
+        "| seed | mode | first epoch any logged figure differs | first epoch step two differs | "
+        "first epoch dev acc differs | max abs dev acc diff | selected (epoch, acc, F1) | alone-1 selected |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         sel, ref = row["selected"], row["reference_selected"]
         print(
-            f"| {row['seed']} | {row['mode']} | {row['first_epoch_step_two_rate_differs']} | "
+            f"| {row['seed']} | {row['mode']} | {row['first_epoch_log_differs']} | {row['first_epoch_step_two_rate_differs']} | "
             f"{row['first_epoch_dev_accuracy_differs']} | {row['max_abs_dev_accuracy_difference']:.4f} | "
             f"{sel[0]}, {sel[1]:.4f}, {sel[2]:.4f} | {ref[0]}, {ref[1]:.4f}, {ref[2]:.4f} |"
         )

@@ -2,8 +2,9 @@
 (heads/stacked/), and each trial ends with its own run folder, exactly as runs/trainer.train writes it.
 
 The contract is equivalence: a trial trained in a group gives the weights, per-epoch dev metrics, two-step
-decisions, selected epoch and predictions that it gives trained alone by runs.trainer.train (same seed), within
-float rounding (tests/test_grouped_trainer.py). How each random stream is kept:
+decisions, selected epoch and predictions that it gives trained alone by runs.trainer.train (same seed), bit for
+bit: the stacked head runs each trial's products with alone's kernels on alone's shapes (heads/stacked/), so
+nothing is summed in another order (tests/test_grouped_trainer.py). How each random stream is kept:
 - initial weights: per trial, the global generator is seeded with the trial's seed and build_head draws the
   weights, as train does;
 - dropout masks: after build_head, train's only consumers of the global generator are the dropout masks of the

@@ -7,8 +7,7 @@ trials run in worker processes (one per GPU when there are GPUs, else the CPU co
 
 With `group_size` > 1 (opt-in; default 1 = every trial alone), pending trials that share an architecture
 (runs/grouped_trainer.group_key) train as groups of up to `group_size` in one pass (runs/grouped_trainer.py: the
-same run folder and results row as alone, to float rounding on the CPU it was written on; on others a grouped
-trial can drift from alone after a few epochs, tests/test_grouped_trainer.py says how far); the others (CLMLF- and
+same run folder and results row as alone, bit for bit: tests/test_grouped_trainer.py); the others (CLMLF- and
 MDSE-style heads, the probe, stored views, bfloat16, ...) and a group's lone member train alone as before. A group is one unit of work (one job); in one process each of
 its trials is recorded as soon as it finishes, so an interrupted group resumes with its unfinished trials only.
 """

@@ -2,7 +2,8 @@
 
 Each is written so that trial t gets the same floating-point operations as the module it stands for run alone
 (tests/test_grouped_trainer.py holds the grouped trainer to training alone):
-- a linear layer is one batched GEMM over trials (baddbmm), the same GEMM per trial as addmm;
+- a linear layer is each trial's F.linear in turn: one batched GEMM over trials (baddbmm) does the same work, but
+  BLAS rounds a batched product, and its backward, differently from alone's on some CPUs (Intel's, 2026-12-06);
 - BatchNorm of T trials with C channels each is BatchNorm of one layer with T * C channels: its statistics are
   per channel over the batch, so each trial is normalised by its own batch statistics and updates its own
   running statistics (views of the stacked [T, C] buffers), with the same kernel as alone;
@@ -17,10 +18,9 @@ import torch.nn.functional as F
 
 
 def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x [T, B, in], weight [T, out, in], bias [T, out] or None -> [T, B, out]."""
-    if bias is None:
-        return torch.bmm(x, weight.transpose(1, 2))
-    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+    """x [T, B, in], weight [T, out, in], bias [T, out] or None -> [T, B, out]: each trial's F.linear, as alone."""
+    biases = bias.unbind(0) if bias is not None else [None] * len(weight)
+    return torch.stack([F.linear(rows, w, b) for rows, w, b in zip(x.unbind(0), weight.unbind(0), biases)])
 
 
 def batch_norm_wide(

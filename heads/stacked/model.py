@@ -7,9 +7,11 @@ not go through torch.func.vmap): batched GEMMs over trials, BatchNorm as one lay
 dropout masks from per-trial generators (heads/stacked/layers.py).
 
 A forward takes the inputs as data groups: consecutive trials that read the same batch (trials with the same seed
-draw the same batches). Within a data group the inputs are read once: the 1x1 image convolution of all its trials
-is one wide GEMM [B * h * w, C] x [C, Tg * out], the real tokens are gathered once, and the LSTM of all its trials
-runs on one token schedule. Everything after the two branches runs over all T trials at once.
+draw the same batches). Within a data group the inputs are read and widened once, the real tokens are gathered
+once, and the LSTM recurrences of all its trials run side by side on one token schedule. Every matrix product runs
+per trial with the kernel and shapes the modules use alone (a batched or widened product does the same work, but
+BLAS sums it in another order), so a trial's outputs and gradients are bit for bit its own alone; the
+elementwise work, BatchNorm (one layer of T * C channels) and the recurrence's steps run over all trials at once.
 """
 
 from __future__ import annotations
@@ -152,9 +154,14 @@ class StackedSPPSCLHead:
         batch, layers, length, dim = token_states.shape
         by_token = token_states.transpose(1, 2).reshape(batch * length, layers, dim)
         real_tokens = by_token.index_select(0, schedule.batch_rows * length + schedule.steps).float()
-        # Each trial mixes the shared real tokens with its own layer weights: [N, Tg, k] x [N, k, D].
-        per_token = weights.index_select(1, schedule.batch_rows).transpose(0, 1)
-        mixed = torch.bmm(per_token, real_tokens).transpose(0, 1)  # [Tg, N, D]
+        # Each trial mixes the shared real tokens with its own layer weights, with alone's product ([N, 1, k] x
+        # [N, k, D]) one trial at a time: one [N, Tg, k] x [N, k, D] product rounds its backward differently.
+        mixed = torch.stack(
+            [
+                torch.bmm(trial_weights.index_select(0, schedule.batch_rows).unsqueeze(1), real_tokens).squeeze(1)
+                for trial_weights in weights.unbind(0)
+            ]
+        )  # [Tg, N, D]
         lstm = "text_encoder.lstm."
         text_vector = stacked_lstm_mean(
             mixed,
@@ -187,8 +194,17 @@ class StackedSPPSCLHead:
             )
         else:
             summary = first_token.mean(dim=-1).expand(len(trials), batch, layers)
-        hidden = torch.relu(self._linear(summary, "text_encoder.layer_gate.0", trials, bias=False))
-        return torch.sigmoid(self._linear(hidden, "text_encoder.layer_gate.2", trials, bias=False))
+        # The gate's k x k products per trial, as the modules compute them (their batched form rounds differently).
+        first, second = (
+            self._p("text_encoder.layer_gate.0.weight", trials),
+            self._p("text_encoder.layer_gate.2.weight", trials),
+        )
+        return torch.stack(
+            [
+                torch.sigmoid(F.linear(torch.relu(F.linear(summary[row], first[row])), second[row]))
+                for row in range(len(trials))
+            ]
+        )
 
     def _image_encoder(self, trials: range, inputs: dict) -> torch.Tensor:
         """ImageReduction for the trials of one data group: [Tg, B, out]."""
@@ -197,9 +213,17 @@ class StackedSPPSCLHead:
         weight = self._p("image_encoder.reduce.0.weight", trials)
         count, out = len(trials), weight.shape[1]
         positions = maps.permute(0, 2, 3, 1).reshape(batch * height * width, channels).to(weight.dtype)
-        # One GEMM for every trial of the group: trial t's output channels are columns t*out .. t*out + out - 1.
-        bias = self._p("image_encoder.reduce.0.bias", trials).reshape(-1)
-        reduced = torch.addmm(bias, positions, weight.reshape(count * out, channels).transpose(0, 1))
+        # Trial t's output channels are columns t*out .. t*out + out - 1 of the wide activation. One GEMM per trial,
+        # of alone's shape: a single wide GEMM [B*h*w, C] x [C, Tg*out] does the same FLOPs, but BLAS blocks a
+        # wider product differently, and with C = 1280 its sums round differently from alone's.
+        bias = self._p("image_encoder.reduce.0.bias", trials)
+        reduced = torch.cat(
+            [
+                torch.addmm(bias[row], positions, weight[row].view(out, channels).transpose(0, 1))
+                for row in range(count)
+            ],
+            dim=1,
+        )
         reduced = torch.relu(batch_norm_wide(reduced, *self._norm_args("image_encoder.reduce.1", trials)))
         if self.training:
             # Each trial's mask of the [B, out, h, w] activation (as alone), laid out as the wide activation.

@@ -1,7 +1,7 @@
 """heads/token_lstm.py's bidirectional LSTM mean for T trials that read the same batch (one token schedule).
 
-Trials that share a batch share its real tokens and so its schedule: the input projections of all trials are one
-batched GEMM ([T, N, D] x [T, D, 8H]) and the recurrence runs both directions of every trial at once, as 2T
+Trials that share a batch share its real tokens and so its schedule: the input projection of each trial is alone's
+GEMM ([N, D] x [D, 8H]) and the recurrence runs both directions of every trial at once, as 2T
 independent recurrences on the leading axis of heads/token_lstm.py's _Recurrence (per step the same kernels as
 alone, on [2T, rows, 4H]). Trials with different batches (other seeds) run one such call per batch.
 """
@@ -26,7 +26,14 @@ def stacked_lstm_mean(
     trials, positions, _ = tokens.shape
     hidden = weight_hh.shape[2]
     device = tokens.device
-    projected = torch.bmm(tokens, torch.cat([weight_ih, weight_ih_reverse], dim=1).transpose(1, 2))  # [T, N, 8H]
+    # Each trial's input projection is alone's GEMM [N, D] x [D, 8H]: as one batched GEMM its backward rounds
+    # differently from alone's on this CPU's BLAS.
+    projected = torch.stack(
+        [
+            token_rows @ torch.cat([forward, reverse]).transpose(0, 1)
+            for token_rows, forward, reverse in zip(tokens.unbind(0), weight_ih.unbind(0), weight_ih_reverse.unbind(0))
+        ]
+    )  # [T, N, 8H]
     # The same gather as alone, per trial: forward direction in order, backward direction reversed per text,
     # gates reordered to o, i, f, g.
     rows = torch.stack([torch.arange(positions, device=device), schedule.reverse_positions])
