@@ -25,7 +25,9 @@ from runs.study import DUPLICATE_KEY, FINAL_FAILURE, RETRY_KEY, STUDY_ATTR, Swee
 from runs.study_storage import JOURNAL_NAME, StudyStorage, open_storage
 from runs.study_worker import Pruning, Worker, WorkerSettings, worker_process
 from runs.sweeper import summarise, write_summary
+from runs.trials import DEFAULT_GROUP_SIZE
 from spp_scl.errors import EXIT_INPUT, EXIT_REFUSED, InputError, Refused, ToolError
+from spp_scl.storage import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +70,11 @@ def run_sweep(
     heartbeat: int = 30,
     pruning: Pruning | None = None,
     log=None,
-    group_size: int = 1,
+    group_size: int = DEFAULT_GROUP_SIZE,
 ) -> dict:
     """Run (or join, or resume) the sweep's study until it is finished; returns the summary (also written). Grid
     and random sweeps train up to `group_size` waiting trials of one architecture as one group (1 = one at a
-    time)."""
+    time; a group's trials are bit for bit those trained alone)."""
     log = log or logger.info
     pruning = pruning or Pruning()
     folder = Path(folder)
@@ -97,7 +99,8 @@ def run_sweep(
         only_study=storage_url is None,
         log=log,
     )
-    (folder / RECORD_NAME).write_text(json.dumps({"study": name, "storage": where}, indent=1) + "\n")
+    # Whole or absent (a sweep's other workers, and users' scripts, read it while this one starts).
+    write_atomically(folder / RECORD_NAME, (json.dumps({"study": name, "storage": where}, indent=1) + "\n").encode())
     trials = study.get_trials(deepcopy=False)
     planned = len(plan.fixed_trials()) or (plan.points or plan.grid_size()) * len(plan.seeds)
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from heads.config import PRESETS, SPPSCLConfig, resolve_config
+from runs.trials import DEFAULT_GROUP_SIZE
 from spp_scl.errors import InputError
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
@@ -45,11 +46,11 @@ def add_group_size(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--group-size",
         type=int,
-        default=1,
+        default=DEFAULT_GROUP_SIZE,
         metavar="N",
         help="train up to N pending SPP-SCL trials of one architecture as one group in one pass "
-        "(runs/grouped_trainer.py; experimental: on some CPUs a grouped trial drifts from the same trial trained "
-        "alone beyond float rounding after a few epochs, see README); default 1 = every trial alone",
+        "(runs/grouped_trainer.py; each trial bit for bit as trained alone); 1 = every trial alone "
+        f"(default {DEFAULT_GROUP_SIZE})",
     )
 
 
