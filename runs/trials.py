@@ -137,9 +137,11 @@ def _run_group(base: dict, trials: list[Trial], run_dirs: list[str], cache: str 
 def plan_groups(
     base: SPPSCLConfig, trials: list[Trial], group_size: int, jobs: int = 1
 ) -> tuple[list[list[Trial]], list[Trial]]:
-    """(groups of trials trained together, trials trained alone). Trials of one group_key, in their order, are cut
-    into groups of at most `group_size`, and into at least `jobs` groups (a group is one job: fewer groups than
-    jobs would leave workers idle); a group of one trains alone."""
+    """(groups of trials trained together, trials trained alone). Trials of one group_key, ordered by seed (stable),
+    are cut into groups of at most `group_size`, and into at least `jobs` groups (a group is one job: fewer groups
+    than jobs would leave workers idle); a group of one trains alone. Ordered by seed, a group holds trials that
+    read the same batches where it can (a table's rows of one seed), which share the reading and gathering of
+    their inputs; trials of other seeds share only the pass."""
     from runs.grouped_trainer import group_key
 
     alone, by_key = [], {}
@@ -151,6 +153,7 @@ def plan_groups(
             by_key.setdefault(key, []).append(trial)
     groups = []
     for members in by_key.values():
+        members = sorted(members, key=lambda trial: trial.seed)
         size = min(group_size, -(-len(members) // max(jobs, 1)))
         for start in range(0, len(members), size):
             chunk = members[start : start + size]

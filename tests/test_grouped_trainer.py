@@ -226,6 +226,21 @@ def test_run_trials_in_groups_gives_the_rows_of_alone(cache, tmp_path):
         _assert_same_run(tmp_path / "g" / row_grouped["key"], tmp_path / "a" / row_alone["key"])
 
 
+def test_a_group_holds_trials_of_one_seed_where_it_can():
+    """A table's rows come seed after seed; grouped by seed, the trials of a group read the same batches (one data
+    group: inputs read and gathered once for all of them)."""
+    from runs.trials import Trial, plan_groups
+
+    rows = [Trial(name, overrides, seed) for name, overrides in (("full", {}), ("tau", {"temperature": 0.2}))
+            for seed in (42, 43)]  # fmt: skip
+    groups, alone = plan_groups(_config(), rows, 8, jobs=2)
+    assert [[(t.name, t.seed) for t in group] for group in groups] == [
+        [("full", 42), ("tau", 42)],
+        [("full", 43), ("tau", 43)],
+    ]
+    assert alone == []
+
+
 class _Interrupt(Exception):
     pass
 
