@@ -68,18 +68,16 @@ def read_log(run_dir: Path) -> list[dict]:
 def compare(reference: list[dict], other: list[dict]) -> dict:
     """Where `other`'s per-epoch log leaves `reference`'s, and by how much."""
 
-    def first(key: str):
-        return next((a["epoch"] for a, b in zip(reference, other) if a[key] != b[key]), None)
-
-    def same_line(a: dict, b: dict) -> bool:  # every logged figure but the wall time
-        return {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    def first(*keys: str):  # the first epoch whose lines differ in one of `keys` (none: any figure but the time)
+        keys = keys or tuple(reference[0].keys() - {"seconds"})
+        return next((a["epoch"] for a, b in zip(reference, other) if any(a.get(k) != b.get(k) for k in keys)), None)
 
     def selected(log):
         line = [line for line in log if line["selected"]][-1]
         return line["epoch"], line["dev_accuracy"], line["dev_f1_weighted"]
 
     return {
-        "first_epoch_log_differs": next((a["epoch"] for a, b in zip(reference, other) if not same_line(a, b)), None),
+        "first_epoch_log_differs": first(),
         "first_epoch_step_two_rate_differs": first("step_two_rate"),
         "first_epoch_dev_accuracy_differs": first("dev_accuracy"),
         "max_abs_dev_accuracy_difference": max(

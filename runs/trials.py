@@ -6,10 +6,11 @@ no-op. The cache is opened once per process and reused by every trial that proce
 trials run in worker processes (one per GPU when there are GPUs, else the CPU cores shared between them).
 
 With `group_size` > 1 (the default, DEFAULT_GROUP_SIZE; 1 = every trial alone), pending trials that share an
-architecture (runs/grouped_trainer.group_key) train as groups of up to `group_size` in one pass (runs/grouped_trainer.py: the
-same run folder and results row as alone, bit for bit: tests/test_grouped_trainer.py); the others (CLMLF- and
-MDSE-style heads, the probe, stored views, bfloat16, ...) and a group's lone member train alone as before. A group is one unit of work (one job); in one process each of
-its trials is recorded as soon as it finishes, so an interrupted group resumes with its unfinished trials only.
+architecture (runs/grouped_trainer.group_key) train as groups of up to `group_size` in one pass
+(runs/grouped_trainer.py: the same run folder and results row as alone, bit for bit: tests/test_grouped_trainer.py);
+the others (CLMLF- and MDSE-style heads, the probe, stored views, bfloat16, ...) and a group's lone member train
+alone as before. A group is one unit of work (one job); in one process each of its trials is recorded as soon as
+it finishes, so an interrupted group resumes with its unfinished trials only.
 """
 
 from __future__ import annotations
