@@ -15,6 +15,10 @@ of runs/comparison.py) on one cache, with the dataset preset:
    tens of times slower than float32;
 4. with --bf16-iterations N: N training iterations timed in float32 and under bfloat16 autocast, the trainer's
    step outside the trainer (which refuses bfloat16 where it is slow).
+5. with --profile-iterations N: where the time above the floor goes. N training iterations (the trainer's step
+   outside the trainer, inputs read beforehand) run under torch.profiler; their matrix products' self time in
+   situ is set against the same products replayed back to back (recorded from an identical second pass: same
+   seed, same decisions), and the other operators' self time is listed by share.
 
 Epoch 1 includes warm-up, so the summary takes the least ratio of the later epochs (and says which). The
 load average is printed before and after each timed run: other processes on the machine inflate times, not
@@ -104,24 +108,74 @@ def bf16_seconds_per_flop(gemms: list[Gemm], samples: int, seed: int = 0) -> flo
     return sum(per_flop) / len(per_flop)
 
 
-def seconds_per_iteration(config, splits, precision: str, iterations: int) -> float:
-    """The least time of `iterations` training iterations (after one warm-up) under `precision`'s autocast, the
-    trainer's way (its step, fused AdamW, batches) but outside it: the trainer refuses bfloat16 where it is slow,
-    and this measures how slow."""
+def training_iterations(config, splits, precision: str = "float32"):
+    """The trainer's iterations (its step, fused AdamW, batches) outside the trainer, from the config's seed:
+    yields a callable per iteration that runs it (under `precision`'s autocast) on inputs read beforehand."""
     torch.manual_seed(config.seed)
     model = build_head(config, head_shapes(splits["train"])).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     step = training_step_for(config)
     order = torch.Generator().manual_seed(config.seed)
-    batches = splits["train"].batches(config.batch_size, shuffle=True, generator=order, longest_first=True)
-    times = []
-    for batch in itertools.islice(batches, iterations + 1):
+    for batch in splits["train"].batches(config.batch_size, shuffle=True, generator=order, longest_first=True):
         inputs = feature_inputs(batch, "cpu")
+
+        def run(inputs=inputs) -> None:
+            with autocast(precision, "cpu"):
+                step(model, inputs, optimizer, config)
+
+        yield run
+
+
+def seconds_per_iteration(config, splits, precision: str, iterations: int) -> float:
+    """The least time of `iterations` training iterations (after one warm-up) under `precision`'s autocast: the
+    trainer refuses bfloat16 where it is slow, and this measures how slow."""
+    times = []
+    for run in itertools.islice(training_iterations(config, splits, precision), iterations + 1):
         started = time.perf_counter()
-        with autocast(precision, "cpu"):
-            step(model, inputs, optimizer, config)
+        run()
         times.append(time.perf_counter() - started)
     return min(times[1:] or times)
+
+
+GEMM_OPERATORS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmm_", "aten::addbmm"}
+
+
+def time_split(config, splits, iterations: int, warm_up: int = 3, top: int = 8) -> dict:
+    """Iterations `warm_up` .. `warm_up + iterations` of the trainer's step: their wall time, their matrix
+    products' self time in situ (torch.profiler) and replayed back to back (the floor of the same products), and
+    the other operators' self time, largest first. The products are recorded from a second pass of the same
+    iterations (same seed, so the same batches, dropout masks and two-step decisions)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    runs = list(itertools.islice(training_iterations(config, splits), warm_up + iterations))
+    for run in runs[:warm_up]:
+        run()
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        started = time.perf_counter()
+        for run in runs[warm_up:]:
+            run()
+        wall = time.perf_counter() - started
+    events = [event for event in profiler.key_averages() if event.self_cpu_time_total > 0]
+    profiled = sum(event.self_cpu_time_total for event in events) / 1e6
+    in_situ = sum(event.self_cpu_time_total for event in events if event.key in GEMM_OPERATORS) / 1e6
+    others = sorted(
+        (event for event in events if event.key not in GEMM_OPERATORS), key=lambda e: -e.self_cpu_time_total
+    )
+    recorder = GemmRecorder()
+    runs = list(itertools.islice(training_iterations(config, splits), warm_up + iterations))
+    for run in runs[:warm_up]:
+        run()
+    with recorder:
+        for run in runs[warm_up:]:
+            run()
+    return {
+        "iterations": iterations,
+        "wall_seconds": wall,
+        "profiled_seconds": profiled,
+        "gemm_in_situ_seconds": in_situ,
+        "gemm_replayed_seconds": replay_seconds([call.gemm for call in recorder.calls]),
+        "other_operators": [(event.key, event.self_cpu_time_total / 1e6, event.count) for event in others[:top]],
+    }
 
 
 def _losses(run_dir: Path) -> list[float]:
@@ -133,8 +187,11 @@ def _load() -> str:
     return "/".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def measure_head(method, base, cache, splits, work: Path, bf16_samples: int, bf16_iterations: int) -> dict:
+def measure_head(
+    method, base, cache, splits, work: Path, bf16_samples: int, bf16_iterations: int, profile_iterations: int = 0
+) -> dict:
     config = base.replace(**method.overrides)
+    split = time_split(config, splits, profile_iterations) if profile_iterations else None
     iteration_seconds = {}
     if bf16_iterations:
         for precision in ("float32", "bfloat16"):
@@ -177,6 +234,7 @@ def measure_head(method, base, cache, splits, work: Path, bf16_samples: int, bf1
         "bf16_gflops_per_s": bf16_throughput / 1e9 if bf16_throughput else None,
         "best": best,
         "iteration_seconds": iteration_seconds,
+        "time_split": split,
         "same_losses_counted_and_timed": counted_losses == [line["loss_step_one"] for line in timed],
         "load_before": load_before,
         "load_after": load_after,
@@ -209,6 +267,16 @@ def print_table(name: str, rows: list[dict], threads: int) -> None:
             print(
                 f"{row['key']}: one training iteration {fp32:.3f} s float32, {bf16:.3f} s bfloat16 autocast ({bf16 / fp32:.1f}x)"
             )
+        split = row["time_split"]
+        if split:
+            profiled, gemms = split["profiled_seconds"], split["gemm_in_situ_seconds"]
+            others = ", ".join(f"{name} {seconds / profiled:.1%}" for name, seconds, _count in split["other_operators"])
+            print(
+                f"{row['key']}: {split['iterations']} training iterations {split['wall_seconds']:.2f} s "
+                f"({split['wall_seconds'] / split['gemm_replayed_seconds']:.2f}x their matrix products replayed, "
+                f"{split['gemm_replayed_seconds']:.2f} s); under the profiler, matrix products {gemms / profiled:.0%} of "
+                f"the operators' time ({gemms / split['gemm_replayed_seconds']:.2f}x replayed); the largest others: {others}"
+            )
 
 
 def main(argv=None) -> int:
@@ -224,6 +292,12 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32", help="config.precision")
     parser.add_argument(
         "--bf16-iterations", type=int, default=0, help="also time this many iterations in float32 and bfloat16 autocast"
+    )
+    parser.add_argument(
+        "--profile-iterations",
+        type=int,
+        default=0,
+        help="also profile this many training iterations: matrix products in situ vs replayed, and the other operators",
     )
     parser.add_argument("--work", help="folder for the generated cache and the runs (default a temporary one)")
     parser.add_argument("--json", help="also write the figures here")
@@ -244,7 +318,16 @@ def main(argv=None) -> int:
         for method in select_methods(args.methods):
             started = time.perf_counter()
             rows.append(
-                measure_head(method, base, cache, splits, work / "runs", args.bf16_samples, args.bf16_iterations)
+                measure_head(
+                    method,
+                    base,
+                    cache,
+                    splits,
+                    work / "runs",
+                    args.bf16_samples,
+                    args.bf16_iterations,
+                    args.profile_iterations,
+                )
             )
             print(f"{method.key}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         name = f"{cache.name}: {len(splits['train'])} train / {len(splits['dev'])} dev, {args.precision}"
