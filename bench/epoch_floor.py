@@ -16,9 +16,9 @@ of runs/comparison.py) on one cache, with the dataset preset:
 4. with --bf16-iterations N: N training iterations timed in float32 and under bfloat16 autocast, the trainer's
    step outside the trainer (which refuses bfloat16 where it is slow).
 5. with --profile-iterations N: where the time above the floor goes. N training iterations (the trainer's step
-   outside the trainer, inputs read beforehand) run under torch.profiler; their matrix products' self time in
-   situ is set against the same products replayed back to back (recorded from an identical second pass: same
-   seed, same decisions), and the other operators' self time is listed by share.
+   outside the trainer, inputs read beforehand) are timed, then run again from the same seed under
+   torch.profiler and under the GEMM recorder: their wall time against their matrix products replayed back to
+   back, the products' self time in situ, and the other operators' self time by share.
 
 Epoch 1 includes warm-up, so the summary takes the least ratio of the later epochs (and says which). The
 load average is printed before and after each timed run: other processes on the machine inflate times, not
@@ -141,38 +141,40 @@ GEMM_OPERATORS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten
 
 
 def time_split(config, splits, iterations: int, warm_up: int = 3, top: int = 8) -> dict:
-    """Iterations `warm_up` .. `warm_up + iterations` of the trainer's step: their wall time, their matrix
-    products' self time in situ (torch.profiler) and replayed back to back (the floor of the same products), and
-    the other operators' self time, largest first. The products are recorded from a second pass of the same
-    iterations (same seed, so the same batches, dropout masks and two-step decisions)."""
+    """Iterations `warm_up` .. `warm_up + iterations` of the trainer's step, run three times from the same seed (so
+    the same batches, dropout masks and two-step decisions): timed with nothing watching; under torch.profiler, for
+    their matrix products' self time in situ and the other operators' self time, largest first; and under the GEMM
+    recorder, for the same products replayed back to back (their floor)."""
     from torch.profiler import ProfilerActivity, profile
 
-    runs = list(itertools.islice(training_iterations(config, splits), warm_up + iterations))
-    for run in runs[:warm_up]:
-        run()
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
-        started = time.perf_counter()
-        for run in runs[warm_up:]:
+    def measured_runs() -> list:
+        runs = list(itertools.islice(training_iterations(config, splits), warm_up + iterations))
+        for run in runs[:warm_up]:
             run()
-        wall = time.perf_counter() - started
+        return runs[warm_up:]
+
+    runs = measured_runs()
+    started = time.perf_counter()
+    for run in runs:
+        run()
+    wall = time.perf_counter() - started
+    runs = measured_runs()
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for run in runs:
+            run()
+    runs = measured_runs()
+    with GemmRecorder() as recorder:
+        for run in runs:
+            run()
     events = [event for event in profiler.key_averages() if event.self_cpu_time_total > 0]
-    profiled = sum(event.self_cpu_time_total for event in events) / 1e6
-    in_situ = sum(event.self_cpu_time_total for event in events if event.key in GEMM_OPERATORS) / 1e6
     others = sorted(
         (event for event in events if event.key not in GEMM_OPERATORS), key=lambda e: -e.self_cpu_time_total
     )
-    recorder = GemmRecorder()
-    runs = list(itertools.islice(training_iterations(config, splits), warm_up + iterations))
-    for run in runs[:warm_up]:
-        run()
-    with recorder:
-        for run in runs[warm_up:]:
-            run()
     return {
         "iterations": iterations,
         "wall_seconds": wall,
-        "profiled_seconds": profiled,
-        "gemm_in_situ_seconds": in_situ,
+        "profiled_seconds": sum(event.self_cpu_time_total for event in events) / 1e6,
+        "gemm_in_situ_seconds": sum(event.self_cpu_time_total for event in events if event.key in GEMM_OPERATORS) / 1e6,
         "gemm_replayed_seconds": replay_seconds([call.gemm for call in recorder.calls]),
         "other_operators": [(event.key, event.self_cpu_time_total / 1e6, event.count) for event in others[:top]],
     }
