@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from heads.dropout import Dropout
 from heads.shift_gauge import exact_zero_gradient
 
 
@@ -17,7 +18,7 @@ class SentimentClassifier(nn.Module):
             nn.Linear(in_dim, hidden),
             nn.BatchNorm1d(hidden),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
         exact_zero_gradient(self.layers[0].bias)  # the BatchNorm after it removes it (heads/shift_gauge.py)

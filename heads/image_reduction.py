@@ -14,9 +14,9 @@ exactly as nn.Dropout draws it on the [B, out, h, w] activation, so a seed gives
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from heads.dropout import Dropout, dropout_noise
 from heads.shift_gauge import exact_zero_gradient
 
 
@@ -29,7 +29,7 @@ class ImageReduction(nn.Module):
             nn.Conv2d(in_channels, out_channels, kernel_size=1),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
         exact_zero_gradient(self.reduce[0].bias)  # the BatchNorm after it removes it (heads/shift_gauge.py)
         self.out_dim = out_channels
@@ -49,6 +49,6 @@ class ImageReduction(nn.Module):
             # nn.Dropout's mask for the [B, out, h, w] activation (the same random draws in the same order as
             # on the contiguous activation of a convolution), copied channels-last once so that the product and
             # its backward run on two contiguous operands.
-            mask = F.dropout(reduced.new_ones(batch, out, height, width), dropout.p, training=True)
+            mask = dropout_noise((batch, out, height, width), dropout.p, reduced.dtype, reduced.device)
             reduced = reduced * mask.permute(0, 2, 3, 1).reshape(batch, height * width, out)
         return reduced.mean(dim=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from heads.dropout import Dropout
 from heads.shift_gauge import exact_zero_gradient
 
 
@@ -23,7 +24,7 @@ class ModalityProjection(nn.Module):
             nn.Linear(in_dim, embed_dim),
             nn.BatchNorm1d(embed_dim),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(embed_dim, embed_dim),
             nn.BatchNorm1d(embed_dim),
         )
@@ -31,7 +32,7 @@ class ModalityProjection(nn.Module):
             nn.Linear(embed_dim, embed_dim),
             nn.BatchNorm1d(embed_dim),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
         # Shifts a following BatchNorm removes (heads/shift_gauge.py): the biases before the three BatchNorms, and
         # the projection's last BatchNorm shift, which reaches the alignment's BatchNorm through a linear layer only.

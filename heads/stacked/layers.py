@@ -8,13 +8,15 @@ Each is written so that trial t gets the same floating-point operations as the m
   per channel over the batch, so each trial is normalised by its own batch statistics and updates its own
   running statistics (views of the stacked [T, C] buffers), with the same kernel as alone;
 - dropout masks are drawn per trial from that trial's own generator, exactly as F.dropout draws them on the CPU
-  (`empty_like(x).bernoulli_(1 - p)`, divided by 1 - p), in the order the trial's forward alone draws them.
+  (heads/dropout.py), in the order the trial's forward alone draws them.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from heads.dropout import dropout_noise
 
 
 def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -72,10 +74,8 @@ class TrialDropout:
             if p == 0:
                 masks[row].fill_(1.0)
                 continue
-            # What ATen's CPU dropout does (at::native::_dropout_impl): a Bernoulli(1 - p) noise tensor of the
-            # input's shape from the generator, divided by 1 - p in place.
-            noise = torch.empty(shape).bernoulli_(1 - p, generator=self.generators[trial])
-            masks[row] = noise.div_(1 - p)
+            # What ATen's CPU dropout draws (heads/dropout.py), from the trial's own generator.
+            masks[row] = dropout_noise(shape, p, generator=self.generators[trial])
         return masks
 
     def __call__(self, x: torch.Tensor, trials: range, training: bool) -> torch.Tensor:
