@@ -3,7 +3,9 @@ peak memory of a 27-trial group.
 
 Each measurement runs in its own process (so its peak RSS is its own), on one cache, with the dataset preset and
 a tau / theta / lambda grid (tau 0.05, 0.07, 0.1; theta 0.5, 0.667, 0.8; lambda 3, 5, 8):
-- alone:          --alone-trials trials of the grid, one after the other, with runs.trainer.train;
+- alone:          --alone-trials trials of the grid, one after the other, with runs.trainer.train (by default
+                  as many as the largest group asked for, so that alone and that group train the same trials:
+                  tau and theta set how often step two runs, so different trials cost different time);
 - group4, group8: the grid's first 4 or 8 points as one group, one seed;
 - group27:        the whole grid as one group, one seed;
 - group27-5seeds: the whole grid as one group, seeds 1..5 in turn (five data orders: five data groups).
@@ -104,7 +106,12 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="mvsa-single", help="the preset to train with")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"which measurements (default {','.join(KINDS)})")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per trial")
-    parser.add_argument("--alone-trials", type=int, default=2, help="trials trained alone for the baseline rate")
+    parser.add_argument(
+        "--alone-trials",
+        type=int,
+        help="trials trained alone for the baseline rate (default: as many as the largest of group4 / group8 asked "
+        "for, the same trials; else 2)",
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default torch's choice)")
     parser.add_argument("--in-memory", choices=["auto", "yes", "no"], default="auto", help="hold the splits in memory")
     parser.add_argument("--work", help="folder for the generated cache and the runs (default a temporary one)")
@@ -114,6 +121,8 @@ def main(argv=None) -> int:
     parser.add_argument("--one", choices=KINDS, help=argparse.SUPPRESS)  # a measurement's own process
     parser.add_argument("--cache-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.alone_trials is None:
+        args.alone_trials = max([GROUP_SIZES.get(kind, 0) for kind in args.kinds.split(",")] + [2])
     args.work = args.work or tempfile.mkdtemp(prefix="grouped-trials-")
     Path(args.work).mkdir(parents=True, exist_ok=True)
     if args.one:

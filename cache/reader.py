@@ -62,6 +62,24 @@ def memory_budget() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES") // 2
 
 
+FEATURE_ARRAYS = ("image_maps", "first_token", "token_states")
+
+
+def feature_bytes(group: h5py.Group) -> int:
+    """What a split's features take held in memory (a CachedSplit holds them when this fits its budget)."""
+    return sum(group[name].size * group[name].dtype.itemsize for name in FEATURE_ARRAYS)
+
+
+def fits_in_memory(path: str | Path, split: str = "train", processes: int = 1, budget: int | None = None) -> bool:
+    """Whether `processes` processes can each hold the split in memory within `budget` (default
+    `memory_budget()`): a prediction of what their CachedSplit(in_memory=None) will decide."""
+    with open_cache(path) as file:
+        if split not in file:
+            return True
+        needed = feature_bytes(file[split]) * max(processes, 1)
+    return needed <= (memory_budget() if budget is None else budget)
+
+
 class CachedSplit:
     """One split of a cache file. `layers`: indices into the cached layers (e.g. [-2, -1] = the last two);
     `in_memory`: True, False, or None to decide by size against `memory_budget()`; `dtype`: of the batches'
@@ -108,8 +126,8 @@ class CachedSplit:
         self.lengths = group["text_lengths"][:]
         self.map_shape = tuple(group["image_maps"].shape[1:])
         self.text_dim = group["token_states"].shape[2]
-        arrays = ("image_maps", "first_token", "token_states")
-        self.nbytes = sum(group[name].size * group[name].dtype.itemsize for name in arrays)
+        arrays = FEATURE_ARRAYS
+        self.nbytes = feature_bytes(group)
         budget = memory_budget()
         self.in_memory = self.nbytes <= budget if in_memory is None else in_memory
         if self.in_memory:

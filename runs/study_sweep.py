@@ -25,7 +25,7 @@ from runs.study import DUPLICATE_KEY, FINAL_FAILURE, RETRY_KEY, STUDY_ATTR, Swee
 from runs.study_storage import JOURNAL_NAME, StudyStorage, open_storage
 from runs.study_worker import Pruning, Worker, WorkerSettings, worker_process
 from runs.sweeper import summarise, write_summary
-from runs.trials import DEFAULT_GROUP_SIZE
+from runs.trials import resolve_group_size
 from spp_scl.errors import EXIT_INPUT, EXIT_REFUSED, InputError, Refused, ToolError
 from spp_scl.storage import write_atomically
 
@@ -70,11 +70,11 @@ def run_sweep(
     heartbeat: int = 30,
     pruning: Pruning | None = None,
     log=None,
-    group_size: int = DEFAULT_GROUP_SIZE,
+    group_size: int | None = None,
 ) -> dict:
     """Run (or join, or resume) the sweep's study until it is finished; returns the summary (also written). Grid
     and random sweeps train up to `group_size` waiting trials of one architecture as one group (1 = one at a
-    time; a group's trials are bit for bit those trained alone)."""
+    time; None = runs.trials.resolve_group_size; a group's trials are bit for bit those trained alone)."""
     log = log or logger.info
     pruning = pruning or Pruning()
     folder = Path(folder)
@@ -86,6 +86,7 @@ def run_sweep(
     name = study_name or plan.study_name()
     where = storage.shown if storage_url else OWN_JOURNAL
     check_folder(folder, storage, where, name, plan)
+    group_size = resolve_group_size(group_size, plan.cache, jobs)
     settings = WorkerSettings(
         plan, folder, storage_url, name, heartbeat, pruning, group_size=group_size, workers=max(jobs, 1)
     )

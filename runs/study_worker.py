@@ -45,7 +45,6 @@ from runs.study import (
     trial_attrs,
 )
 from runs.study_storage import open_storage
-from runs.trials import DEFAULT_GROUP_SIZE
 from runs.worker_identity import this_process
 from spp_scl.errors import EXIT_INTERRUPTED, Diverged, Refused, ToolError
 
@@ -100,7 +99,7 @@ class WorkerSettings:
     # Grid and random sweeps: a worker claims up to group_size waiting trials at once and trains those of one
     # architecture as a group (runs/grouped_trainer.py), taking no more than its share of the waiting trials when
     # `workers` processes of this machine share them. 1 = one trial at a time.
-    group_size: int = DEFAULT_GROUP_SIZE
+    group_size: int = 1
     workers: int = 1
 
     @property

@@ -5,7 +5,8 @@ JSON line, to a results file, so a stopped batch of trials resumes where it stop
 no-op. The cache is opened once per process and reused by every trial that process runs; with `jobs` > 1 the
 trials run in worker processes (one per GPU when there are GPUs, else the CPU cores shared between them).
 
-With `group_size` > 1 (the default, DEFAULT_GROUP_SIZE; 1 = every trial alone), pending trials that share an
+With `group_size` > 1 (1 = every trial alone; the default, None, picks by the train split's storage:
+resolve_group_size), pending trials that share an
 architecture (runs/grouped_trainer.group_key) train as groups of up to `group_size` in one pass
 (runs/grouped_trainer.py: the same run folder and results row as alone, bit for bit: tests/test_grouped_trainer.py);
 the others (CLMLF- and MDSE-style heads, the probe, stored views, bfloat16, ...) and a group's lone member train
@@ -31,9 +32,23 @@ from runs.parent_watch import exit_with_parent
 
 logger = logging.getLogger(__name__)
 
-# Trials of one architecture trained per group by default: bit for bit as alone (tests/test_grouped_trainer.py), and
-# on a 2-core CPU groups of 8 gave the most trial-epochs per hour of the sizes measured (README, Figures).
-DEFAULT_GROUP_SIZE = 8
+# Trials of one architecture trained per group when the group size is left to the tool (None): bit for bit as alone
+# (tests/test_grouped_trainer.py) either way, so the choice is one of speed only.
+AUTO_GROUP_SIZE = 8
+
+
+def resolve_group_size(group_size: int | None, cache: str | Path, jobs: int = 1) -> int:
+    """`group_size`, or for None the size that trained faster on the split's storage (README, Figures; MVSA-S,
+    2-core CPU, two 1-thread jobs, 2026-12-06): groups of AUTO_GROUP_SIZE when the train split is read from the file
+    batch by batch (a group reads and gathers each batch once for all its trials: groups of 4 made 1.9x the
+    trial-epochs per hour of the same trials alone), alone when it is held in memory (a batch then costs little to
+    gather, and groups of 8 made 0.95x, groups of 4 0.87x: a group cycles through its trials' activations and
+    loses the CPU caches that one trial keeps)."""
+    if group_size is not None:
+        return group_size
+    from cache.reader import fits_in_memory
+
+    return 1 if fits_in_memory(cache, "train", processes=jobs) else AUTO_GROUP_SIZE
 
 
 @dataclass(frozen=True)
@@ -180,11 +195,12 @@ def run_trials(
     jobs: int = 1,
     log=None,
     progress: bool = True,
-    group_size: int = DEFAULT_GROUP_SIZE,
+    group_size: int | None = None,
 ) -> list[dict]:
     """Run the trials not yet in `results`; returns the rows of all `trials` (finished before or now). Pending
-    trials of one architecture train in groups of up to `group_size` (1 = each alone)."""
+    trials of one architecture train in groups of up to `group_size` (1 = each alone; None = resolve_group_size)."""
     log = log or logger.info
+    group_size = resolve_group_size(group_size, cache, jobs)
     import torch
 
     results.parent.mkdir(parents=True, exist_ok=True)

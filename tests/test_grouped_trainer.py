@@ -226,6 +226,36 @@ def test_run_trials_in_groups_gives_the_rows_of_alone(cache, tmp_path):
         _assert_same_run(tmp_path / "g" / row_grouped["key"], tmp_path / "a" / row_alone["key"])
 
 
+def test_the_default_group_size_follows_where_the_train_split_is_read_from(cache, monkeypatch):
+    """Left to the tool, trials train alone when every job can hold the train split in memory and in groups when
+    they read it from the file batch by batch (whichever trained faster; the results are the same either way)."""
+    import h5py
+
+    import cache.reader as reader
+    from cache.reader import feature_bytes, fits_in_memory
+    from runs.trials import AUTO_GROUP_SIZE, resolve_group_size
+
+    with h5py.File(cache, "r") as file:
+        needed = feature_bytes(file["train"])
+    assert needed == sum(file_size for file_size in _feature_sizes(cache, "train"))
+    assert fits_in_memory(cache, "train", processes=2, budget=2 * needed)
+    assert not fits_in_memory(cache, "train", processes=2, budget=2 * needed - 1)
+    assert resolve_group_size(3, cache, jobs=2) == 3  # asked for: kept
+    monkeypatch.setattr(reader, "memory_budget", lambda: 2 * needed)
+    assert resolve_group_size(None, cache, jobs=2) == 1
+    assert resolve_group_size(None, cache, jobs=3) == AUTO_GROUP_SIZE
+    monkeypatch.setattr(reader, "memory_budget", lambda: 0)
+    assert resolve_group_size(None, cache, jobs=1) == AUTO_GROUP_SIZE
+
+
+def _feature_sizes(path, split):
+    """The features' bytes, from a CachedSplit that read them into memory: what the prediction stands for."""
+    from cache.reader import CachedSplit
+
+    held = CachedSplit(path, split, in_memory=True, dtype=None)
+    return [array.nbytes for array in held._arrays.values()]
+
+
 def test_a_group_holds_trials_of_one_seed_where_it_can():
     """A table's rows come seed after seed; grouped by seed, the trials of a group read the same batches (one data
     group: inputs read and gathered once for all of them)."""

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 from heads.config import PRESETS, SPPSCLConfig, resolve_config
-from runs.trials import DEFAULT_GROUP_SIZE
 from spp_scl.errors import InputError
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
@@ -46,11 +45,12 @@ def add_group_size(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--group-size",
         type=int,
-        default=DEFAULT_GROUP_SIZE,
+        default=None,
         metavar="N",
         help="train up to N pending SPP-SCL trials of one architecture as one group in one pass "
-        "(runs/grouped_trainer.py; each trial bit for bit as trained alone); 1 = every trial alone "
-        f"(default {DEFAULT_GROUP_SIZE})",
+        "(runs/grouped_trainer.py; each trial bit for bit as trained alone); 1 = every trial alone (default: "
+        "groups of 8 when the train split is read from the cache file batch by batch, alone when it fits in "
+        "memory, whichever trained faster: README, Figures)",
     )
 
 
