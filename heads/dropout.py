@@ -33,8 +33,14 @@ def dropout_noise(
         if generator is not None:
             raise ValueError("dropout noise from an explicit generator is drawn on the CPU only")
         return F.dropout(torch.ones(shape, dtype=dtype, device=device), p, training=True)
+    return _noise_from(torch.empty(shape, dtype=torch.float64), p, dtype, generator)
+
+
+def _noise_from(uniform: torch.Tensor, p: float, dtype: torch.dtype, generator=None) -> torch.Tensor:
+    """Fills the float64 tensor `uniform` with uniform draws in its memory order (as bernoulli_ fills a tensor of
+    that layout), and returns the noise in that layout."""
     keep = 1 - p  # a Python float, as ATen computes it in double
-    uniform = torch.rand(shape, dtype=torch.float64, generator=generator)
+    uniform.uniform_(0, 1, generator=generator)
     return torch.lt(uniform, keep).to(dtype).div_(keep)
 
 
@@ -49,7 +55,9 @@ def dropout(x: torch.Tensor, p: float, training: bool = True, inplace: bool = Fa
         return x
     if p == 1:
         return x.mul_(0.0) if inplace else x * x.new_zeros(())
-    noise = dropout_noise(tuple(x.shape), p, x.dtype)
+    # In x's own layout (empty_like keeps a permuted or channels-last batch's strides, as ATen's noise does): the
+    # draws go in memory order, so a fresh contiguous tensor would give a non-contiguous x other masks.
+    noise = _noise_from(torch.empty_like(x, dtype=torch.float64), p, x.dtype)
     return x.mul_(noise) if inplace else x * noise
 
 

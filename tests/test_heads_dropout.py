@@ -25,6 +25,29 @@ def test_dropout_equals_functional_dropout_and_draws_the_same(dtype, p):
     assert torch.equal(torch.get_rng_state(), state_after_expected)  # the next draw is the same too
 
 
+@pytest.mark.parametrize(
+    "layout",
+    ["permuted", "channels_last", "transposed", "expanded", "sliced"],
+)
+def test_non_contiguous_inputs_get_the_masks_functional_dropout_gives_them(layout):
+    """The draws go in the input's memory order: a batch's permuted maps and tokens (cache/reader.py), input
+    dropout's inputs, get the masks they got from F.dropout."""
+    base = torch.randn(4, 5, 6, 7, generator=torch.Generator().manual_seed(4))
+    x = {
+        "permuted": base.permute(0, 3, 1, 2),
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+        "transposed": base[0, 0].t(),
+        "expanded": base[0, 0, :, :1].expand(6, 9),
+        "sliced": base[:, :, ::2],
+    }[layout]
+    torch.manual_seed(8)
+    expected = F.dropout(x, 0.3, training=True)
+    state = torch.get_rng_state()
+    torch.manual_seed(8)
+    assert torch.equal(dropout(x, 0.3, training=True), expected)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_gradient_equals_functional_dropout():
     weights = torch.randn(64, 40)
     grads = []
