@@ -4,8 +4,9 @@ peak memory of a 27-trial group.
 Each measurement runs in its own process (so its peak RSS is its own), on one cache, with the dataset preset and
 a tau / theta / lambda grid (tau 0.05, 0.07, 0.1; theta 0.5, 0.667, 0.8; lambda 3, 5, 8):
 - alone:          --alone-trials trials of the grid, one after the other, with runs.trainer.train (by default
-                  as many as the largest group asked for, so that alone and that group train the same trials:
-                  tau and theta set how often step two runs, so different trials cost different time);
+                  as many as the largest of group4 / group8 asked for, so that alone and that group train the same
+                  trials: tau and theta set how often step two runs, so different trials cost different time; the
+                  table's "x alone" is given only for a group of as many trials);
 - group4, group8: the grid's first 4 or 8 points as one group, one seed;
 - group27:        the whole grid as one group, one seed;
 - group27-5seeds: the whole grid as one group, seeds 1..5 in turn (five data orders: five data groups).
@@ -123,6 +124,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.alone_trials is None:
         args.alone_trials = max([GROUP_SIZES.get(kind, 0) for kind in args.kinds.split(",")] + [2])
+    if args.alone_trials < 1 or args.epochs < 1 or args.jobs < 1:
+        parser.error("--alone-trials, --epochs and --jobs must be at least 1")
     args.work = args.work or tempfile.mkdtemp(prefix="grouped-trials-")
     Path(args.work).mkdir(parents=True, exist_ok=True)
     if args.one:
@@ -138,11 +141,14 @@ def main(argv=None) -> int:
         command += ["--threads", str(args.threads)] if args.threads else []
         rows.append(run_jobs(command, args.jobs))
         print(json.dumps(rows[-1]), flush=True)
-    alone = next((row["trial_epochs_per_hour"] for row in rows if row["kind"] == "alone"), None)
+    alone_row = next((row for row in rows if row["kind"] == "alone"), None)
     print(f"\ncache {cache}, {args.epochs} epoch(s) per trial")
     print(f"{'kind':<16}{'trials':>7}{'seconds':>10}{'trial-epochs/h':>16}{'x alone':>9}{'peak RSS GB':>13}")
     for row in rows:
-        ratio = f"{row['trial_epochs_per_hour'] / alone:.2f}" if alone else "-"
+        # A ratio only against the same trials: tau and theta set how often step two runs, so other trials cost
+        # other time.
+        same_trials = alone_row is not None and alone_row["trials"] == row["trials"]
+        ratio = f"{row['trial_epochs_per_hour'] / alone_row['trial_epochs_per_hour']:.2f}" if same_trials else "-"
         print(
             f"{row['kind']:<16}{row['trials']:>7}{row['seconds']:>10.1f}{row['trial_epochs_per_hour']:>16.1f}"
             f"{ratio:>9}{row['peak_rss_gb']:>13.2f}"

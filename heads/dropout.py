@@ -1,20 +1,36 @@
-"""Dropout as F.dropout computes it on the CPU, bit for bit, with its random draws made about twice as fast.
+"""Dropout as F.dropout computes it on the CPU, bit for bit, with its random draws made faster.
 
 On the CPU, F.dropout(x, p) multiplies x by a noise tensor: `empty_like(x).bernoulli_(1 - p)` divided by 1 - p in
-place (ATen's _dropout_impl; GPUs use a fused kernel instead). ATen's CPU `bernoulli_(q)` draws one double-precision
-uniform per element, in order, from the generator and keeps the element where it falls below q: the same draws, in
-the same order, as `torch.rand(shape, dtype=float64) < q`, which skips bernoulli_'s per-element path: an image-branch
-mask (64 x 128 x 7 x 7) takes 1.98 ms instead of 2.95 ms at 2 threads (README, Figures; the epoch itself moved
-within its noise).
-tests/test_heads_dropout.py holds the two to equality: the noise, the product, its gradient and the generator's state
-afterwards, for every dtype and the edge values of p. So a seed gives exactly the masks it gave with nn.Dropout.
+place (ATen's _dropout_impl; GPUs use a fused kernel instead). ATen's CPU `bernoulli_(q)` (torch 2.13) draws one
+double-precision uniform per element, in the tensor's memory order, from the generator and keeps the element where
+it falls below q: the same draws, in the same order, as `uniform_()` on a float64 tensor of the same layout,
+compared with q. That skips bernoulli_'s per-element path: an image-branch mask (64 x 128 x 7 x 7) takes 1.92 ms
+instead of 2.69 ms at 2 threads (README, Figures; the epoch itself moved within its noise).
+
+That the two draw alike is a fact of the ATen build, not a documented contract (older builds drew Bernoulli masks
+through MKL). So it is checked once per process on a small draw (`uniform_draws_match_bernoulli`), and where it
+does not hold, the masks are drawn the ATen way. tests/test_heads_dropout.py holds the module to F.dropout: the
+noise, the product, its gradient and the generator's state afterwards, for every dtype, layout and edge value of p.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@functools.cache
+def uniform_draws_match_bernoulli() -> bool:
+    """Whether this ATen build's CPU bernoulli_(q) keeps exactly the elements whose float64 uniform draw falls below
+    q, consuming the generator alike (checked on 4,099 draws from two generators of one seed)."""
+    bernoulli_stream, uniform_stream = torch.Generator().manual_seed(1234), torch.Generator().manual_seed(1234)
+    expected = torch.empty(4099).bernoulli_(0.7, generator=bernoulli_stream)
+    uniform = torch.empty(4099, dtype=torch.float64).uniform_(0, 1, generator=uniform_stream)
+    same_state = torch.equal(bernoulli_stream.get_state(), uniform_stream.get_state())
+    return same_state and torch.equal(torch.lt(uniform, 0.7).to(expected.dtype), expected)
 
 
 def dropout_noise(
@@ -24,40 +40,48 @@ def dropout_noise(
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The tensor F.dropout multiplies by for dropout probability 0 < p < 1: 1 / (1 - p) where an element is kept
-    (probability 1 - p), else 0. On the CPU drawn from `generator` (default: the global CPU generator); elsewhere
-    F.dropout's own draw (on a tensor of ones)."""
-    if not 0 < p < 1:
-        raise ValueError(f"dropout noise needs 0 < p < 1, got {p} (p = 0 and p = 1 draw nothing)")
+    """The tensor F.dropout multiplies a contiguous tensor of `shape` by, for dropout probability p: 1 / (1 - p)
+    where an element is kept (probability 1 - p), else 0; ones for p = 0 and zeros for p = 1 (nothing drawn, as in
+    F.dropout). On the CPU drawn from `generator` (default: the global CPU generator); elsewhere F.dropout's own
+    draw (on a tensor of ones)."""
     if torch.device(device).type != "cpu":
         if generator is not None:
             raise ValueError("dropout noise from an explicit generator is drawn on the CPU only")
         return F.dropout(torch.ones(shape, dtype=dtype, device=device), p, training=True)
-    return _noise_from(torch.empty(shape, dtype=torch.float64), p, dtype, generator)
+    return _noise_like(torch.empty(shape, dtype=dtype), p, generator)
 
 
-def _noise_from(uniform: torch.Tensor, p: float, dtype: torch.dtype, generator=None) -> torch.Tensor:
-    """Fills the float64 tensor `uniform` with uniform draws in its memory order (as bernoulli_ fills a tensor of
-    that layout), and returns the noise in that layout."""
+def _noise_like(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Noise in x's dtype and layout (empty_like keeps a permuted or channels-last tensor's strides, as ATen's noise
+    does: the draws go in memory order, so another layout would put other masks on a non-contiguous x)."""
+    _check_probability(p)
+    if p == 0:
+        return torch.ones_like(x)
+    if p == 1:
+        return torch.zeros_like(x)
     keep = 1 - p  # a Python float, as ATen computes it in double
-    uniform.uniform_(0, 1, generator=generator)
-    return torch.lt(uniform, keep).to(dtype).div_(keep)
+    if not uniform_draws_match_bernoulli():
+        return torch.empty_like(x).bernoulli_(keep, generator=generator).div_(keep)
+    uniform = torch.empty_like(x, dtype=torch.float64).uniform_(0, 1, generator=generator)
+    return torch.lt(uniform, keep).to(x.dtype).div_(keep)
+
+
+def _check_probability(p: float) -> None:
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True, inplace: bool = False) -> torch.Tensor:
     """F.dropout(x, p, training, inplace), with the same result and the same random draws; the fast draws on the
     CPU, F.dropout itself on other devices."""
-    if p < 0.0 or p > 1.0:
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    _check_probability(p)
     if x.device.type != "cpu":
         return F.dropout(x, p, training, inplace)
     if p == 0 or not training or x.numel() == 0:  # nothing drawn, as in ATen
         return x
     if p == 1:
         return x.mul_(0.0) if inplace else x * x.new_zeros(())
-    # In x's own layout (empty_like keeps a permuted or channels-last batch's strides, as ATen's noise does): the
-    # draws go in memory order, so a fresh contiguous tensor would give a non-contiguous x other masks.
-    noise = _noise_from(torch.empty_like(x, dtype=torch.float64), p, x.dtype)
+    noise = _noise_like(x, p)
     return x.mul_(noise) if inplace else x * noise
 
 

@@ -86,10 +86,7 @@ def run_sweep(
     name = study_name or plan.study_name()
     where = storage.shown if storage_url else OWN_JOURNAL
     check_folder(folder, storage, where, name, plan)
-    group_size = resolve_group_size(group_size, plan.cache, jobs)
-    settings = WorkerSettings(
-        plan, folder, storage_url, name, heartbeat, pruning, group_size=group_size, workers=max(jobs, 1)
-    )
+    settings = WorkerSettings(plan, folder, storage_url, name, heartbeat, pruning, workers=max(jobs, 1))
     study = open_study(
         plan,
         storage.storage,
@@ -107,6 +104,8 @@ def run_sweep(
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     log(f"{finished} of {planned} trials already in the study {name} ({storage.shown})")
     log(f"pruning: {pruning.describe(plan.base.epochs)}")
+    if finished < planned:
+        settings = replace(settings, group_size=resolve_group_size(group_size, plan.cache, jobs, log))
     if jobs <= 1:
         Worker(settings, study, log).run()
     else:

@@ -37,18 +37,24 @@ logger = logging.getLogger(__name__)
 AUTO_GROUP_SIZE = 8
 
 
-def resolve_group_size(group_size: int | None, cache: str | Path, jobs: int = 1) -> int:
-    """`group_size`, or for None the size that trained faster on the split's storage (README, Figures; MVSA-S,
-    2-core CPU, two 1-thread jobs, 2026-12-06): groups of AUTO_GROUP_SIZE when the train split is read from the file
-    batch by batch (a group reads and gathers each batch once for all its trials: groups of 4 made 1.9x the
-    trial-epochs per hour of the same trials alone), alone when it is held in memory (a batch then costs little to
-    gather, and groups of 8 made 0.95x, groups of 4 0.87x: a group cycles through its trials' activations and
-    loses the CPU caches that one trial keeps)."""
+def resolve_group_size(group_size: int | None, cache: str | Path, jobs: int = 1, log=None) -> int:
+    """`group_size`, or for None the size measured on the split's storage (README, Figures; MVSA-S, 2-core CPU,
+    two 1-thread jobs, the same trials grouped and alone, 2026-12-06): groups of AUTO_GROUP_SIZE when the train split
+    is read from the file batch by batch (a group reads and gathers each batch once for all its trials: groups of 8
+    made 2.30x the trial-epochs per hour of their trials alone, groups of 4 1.89x), alone when
+    it is held in memory (a batch then costs little to gather, and groups were no faster: 0.95x for groups of 8,
+    0.87x for groups of 4, one run each). A prediction of what the jobs' CachedSplit will decide (the train split's
+    bytes times the jobs against the memory budget now); a wrong one costs speed only, as grouped trials are bit
+    for bit those trained alone."""
     if group_size is not None:
         return group_size
     from cache.reader import fits_in_memory
 
-    return 1 if fits_in_memory(cache, "train", processes=jobs) else AUTO_GROUP_SIZE
+    held = fits_in_memory(cache, "train", processes=jobs)
+    if log is not None:
+        storage = "held in memory" if held else "read from the cache file"
+        log(f"group size {1 if held else AUTO_GROUP_SIZE}: the train split will be {storage} (--group-size sets it)")
+    return 1 if held else AUTO_GROUP_SIZE
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,6 @@ def run_trials(
     """Run the trials not yet in `results`; returns the rows of all `trials` (finished before or now). Pending
     trials of one architecture train in groups of up to `group_size` (1 = each alone; None = resolve_group_size)."""
     log = log or logger.info
-    group_size = resolve_group_size(group_size, cache, jobs)
     import torch
 
     results.parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +216,9 @@ def run_trials(
     pending = [t for t in trials if t.key(base) not in done]
     if len(pending) < len(trials):
         log(f"{len(trials) - len(pending)} of {len(trials)} trials already in {results}")
+    if jobs <= 1:
+        _worker.clear()  # a previous dataset's splits (tables, compare) no longer count against the memory budget
+    group_size = resolve_group_size(group_size, cache, jobs, log if pending else None)
     base_dict = base.to_dict()
     # On a terminal only (tqdm's disable=None): logs keep one line per finished trial and no bar redraws.
     bar = tqdm(

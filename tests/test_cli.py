@@ -249,6 +249,15 @@ def test_bad_tracker_name_is_a_usage_error(capsys):
     assert exit_info.value.code == 2 and "unknown tracker(s) tensorbored" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("verb", ["sweep", "tables", "compare"])
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_a_group_size_below_one_is_a_usage_error(verb, value, capsys):
+    cache = ["--cache", "c.h5"] if verb == "sweep" else ["--cache", "mvsa-single=c.h5"]
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([verb, *cache, "--group-size", value])
+    assert exit_info.value.code == 2 and f"at least 1; got '{value}'" in capsys.readouterr().err
+
+
 def test_training_launched_as_two_processes_is_refused(small_cache, tmp_path):
     # torchrun starts the processes as `accelerate launch` does on a GPU machine (on a CPU-only machine accelerate
     # launch starts a single process unless MPI is set up).

@@ -242,7 +242,9 @@ def test_the_default_group_size_follows_where_the_train_split_is_read_from(cache
     assert not fits_in_memory(cache, "train", processes=2, budget=2 * needed - 1)
     assert resolve_group_size(3, cache, jobs=2) == 3  # asked for: kept
     monkeypatch.setattr(reader, "memory_budget", lambda: 2 * needed)
-    assert resolve_group_size(None, cache, jobs=2) == 1
+    messages = []
+    assert resolve_group_size(None, cache, jobs=2, log=messages.append) == 1
+    assert messages == ["group size 1: the train split will be held in memory (--group-size sets it)"]
     assert resolve_group_size(None, cache, jobs=3) == AUTO_GROUP_SIZE
     monkeypatch.setattr(reader, "memory_budget", lambda: 0)
     assert resolve_group_size(None, cache, jobs=1) == AUTO_GROUP_SIZE

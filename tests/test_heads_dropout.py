@@ -103,7 +103,79 @@ def test_bad_probability_is_refused_as_functional_dropout_refuses_it():
         Dropout(-0.1)
 
 
-def test_noise_refuses_probabilities_that_draw_nothing():
-    for p in (0.0, 1.0):
-        with pytest.raises(ValueError, match="0 < p < 1"):
-            dropout_noise((2, 3), p)
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_noise_at_the_edges_is_functional_dropouts_on_ones_and_draws_nothing(p):
+    state = torch.get_rng_state()
+    expected = F.dropout(torch.ones(3, 4), p, training=True)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(dropout_noise((3, 4), p), expected)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_where_the_draws_differ_the_masks_are_drawn_the_aten_way(monkeypatch):
+    """On an ATen build whose bernoulli_ draws otherwise (the check fails), the same masks still come out."""
+    import heads.dropout as module
+
+    monkeypatch.setattr(module, "uniform_draws_match_bernoulli", lambda: False)
+    x = torch.randn(6, 7).t()
+    torch.manual_seed(3)
+    expected = F.dropout(x, 0.4, training=True)
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, 0.4, training=True), expected)
+    first, second = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(
+        dropout_noise((4, 5), 0.4, generator=first), torch.empty(4, 5).bernoulli_(0.6, generator=second).div_(0.6)
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"head": "spp-scl", "input_dropout": 0.2},  # input dropout on the reader's permuted maps and tokens
+        {"head": "clmlf"},  # attention blocks: dropout on nn.MultiheadAttention's transposed output
+        {"head": "mdse"},
+    ],
+    ids=["spp-scl-input-dropout", "clmlf", "mdse"],
+)
+def test_heads_train_as_they_did_with_nn_dropout(overrides, tmp_path, monkeypatch):
+    """A head's training forward on a real batch from the reader: the same logits and gradients with these draws as
+    with nn.Dropout's, F.dropout's and the image branch's former F.dropout mask."""
+    from cache.reader import CachedSplit
+    from cache.synthetic import write_synthetic_cache
+    from heads.config import resolve_config
+    from heads.input_noise import attach_input_noise
+    from runs.checkpoint import build_head
+    from runs.trainer import head_shapes
+    from runs.view_feed import feature_inputs
+
+    cache = write_synthetic_cache(
+        tmp_path / "c.h5", {"train": 12, "dev": 4}, layers=2, dim=16, map_shape=(8, 3, 3), mean_tokens=5, seed=2
+    )
+    split = CachedSplit(cache, "train", in_memory=True, token_dtype=None)
+    config = resolve_config("mvsa-single", model_dim=16, attention_heads=2, feedforward_dim=32, **overrides)
+    inputs = feature_inputs(next(split.batches(12)), "cpu")
+    labels = inputs.pop("labels")
+
+    def train_step():
+        torch.manual_seed(0)
+        model = build_head(config, head_shapes(split))
+        attach_input_noise(model, config)
+        model.train()
+        logits = model(**inputs)["logits"]
+        F.cross_entropy(logits, labels).backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    logits, grads = train_step()
+    import heads.image_reduction
+    import heads.input_noise
+
+    monkeypatch.setattr(Dropout, "forward", nn.Dropout.forward)
+    monkeypatch.setattr(heads.input_noise, "functional_dropout", F.dropout)
+    monkeypatch.setattr(
+        heads.image_reduction,
+        "dropout_noise",
+        lambda shape, p, dtype, device: F.dropout(torch.ones(shape, dtype=dtype, device=device), p, training=True),
+    )
+    reference_logits, reference_grads = train_step()
+    assert torch.equal(logits, reference_logits)
+    assert len(grads) == len(reference_grads) and all(map(torch.equal, grads, reference_grads))

@@ -181,7 +181,9 @@ def test_two_workers_on_one_journal_study_train_each_point_once(cache, single_wo
 
 
 def test_a_worker_killed_mid_trial_and_restarted_ends_like_an_uninterrupted_one(cache, single_worker, tmp_path):
-    worker = start(sweep_command(cache, tmp_path))
+    # Groups asked for (the tiny cache fits in memory, where trials would train alone by default): a killed group's
+    # trials are all retried.
+    worker = start(sweep_command(cache, tmp_path, "--group-size", "8"))
     deadline, killed_mid_trial = time.time() + 300, False
     while time.time() < deadline and worker.poll() is None and not killed_mid_trial:
         time.sleep(0.05)
@@ -197,14 +199,14 @@ def test_a_worker_killed_mid_trial_and_restarted_ends_like_an_uninterrupted_one(
     worker.communicate()
     assert killed_mid_trial, "the worker finished before it could be killed mid-trial"
     finished_before = sum(t.state == TrialState.COMPLETE for t in journal_trials(tmp_path))
-    log = finish(start(sweep_command(cache, tmp_path)))
+    log = finish(start(sweep_command(cache, tmp_path, "--group-size", "8")))
     assert f"{finished_before} of 8 trials already in the study" in log
     assert re.search(r"trial \d+: its worker is gone; enqueued again", log)
     assert len(TRAINED.findall(log)) == 8 - finished_before  # nothing finished is trained again
     trials = journal_trials(tmp_path)
     assert sorted(t.user_attrs["key"] for t in trials if t.state == TrialState.COMPLETE) == sorted(planned_keys(cache))
     assert summary_of(tmp_path) == summary_of(single_worker)
-    # Every trial the killed worker held (a group of them, by default) is retried once, and only those.
+    # Every trial the killed worker held (a group of them) is retried once, and only those.
     assert json.loads((tmp_path / "summary.json").read_text())["study"]["trials"]["retries"] == claimed
     for name in ("sweep_tau_theta.png", "sweep_lambda.png", "sweep_seed_spread.png", "optuna_contour_tau_theta.png"):
         assert (tmp_path / name).stat().st_size > 5000 and f"![{name}]({name})" in (tmp_path / "summary.md").read_text()

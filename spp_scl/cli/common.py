@@ -41,16 +41,26 @@ def add_set(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _group_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of trials, at least 1; got {text!r}")
+    return size
+
+
 def add_group_size(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--group-size",
-        type=int,
+        type=_group_size,
         default=None,
         metavar="N",
         help="train up to N pending SPP-SCL trials of one architecture as one group in one pass "
         "(runs/grouped_trainer.py; each trial bit for bit as trained alone); 1 = every trial alone (default: "
         "groups of 8 when the train split is read from the cache file batch by batch, alone when it fits in "
-        "memory, whichever trained faster: README, Figures)",
+        "memory, where groups were no faster: README, Figures)",
     )
 
 
