@@ -67,6 +67,9 @@ FEATURE_ARRAYS = ("image_maps", "first_token", "token_states")
 
 def feature_bytes(group: h5py.Group) -> int:
     """What a split's features take held in memory (a CachedSplit holds them when this fits its budget)."""
+    missing = [name for name in FEATURE_ARRAYS if name not in group]
+    if missing:
+        raise InputError(f"{group.file.filename}: split {group.name.strip('/')} has no {', '.join(missing)}")
     return sum(group[name].size * group[name].dtype.itemsize for name in FEATURE_ARRAYS)
 
 

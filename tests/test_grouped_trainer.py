@@ -250,6 +250,19 @@ def test_the_default_group_size_follows_where_the_train_split_is_read_from(cache
     assert resolve_group_size(None, cache, jobs=1) == AUTO_GROUP_SIZE
 
 
+def test_a_split_without_its_features_is_named_when_the_group_size_is_decided(tmp_path):
+    import h5py
+
+    from cache.reader import fits_in_memory
+    from spp_scl.errors import InputError
+
+    path = write_synthetic_cache(tmp_path / "c.h5", {"train": 4, "dev": 2}, layers=1, dim=4, map_shape=(2, 1, 1))
+    with h5py.File(path, "a") as file:
+        del file["train/image_maps"]
+    with pytest.raises(InputError, match=r"c\.h5: split train has no image_maps"):
+        fits_in_memory(path, "train")
+
+
 def _feature_sizes(path, split):
     """The features' bytes, from a CachedSplit that read them into memory: what the prediction stands for."""
     from cache.reader import CachedSplit
