@@ -129,7 +129,6 @@ class CachedSplit:
         self.lengths = group["text_lengths"][:]
         self.map_shape = tuple(group["image_maps"].shape[1:])
         self.text_dim = group["token_states"].shape[2]
-        arrays = FEATURE_ARRAYS
         self.nbytes = feature_bytes(group)
         budget = memory_budget()
         self.in_memory = self.nbytes <= budget if in_memory is None else in_memory
@@ -145,7 +144,7 @@ class CachedSplit:
             finally:
                 self._file.close()
         else:
-            self._arrays = {name: CheckedDataset(group[name], self.path, f"{split}/{name}") for name in arrays}
+            self._arrays = {name: CheckedDataset(group[name], self.path, f"{split}/{name}") for name in FEATURE_ARRAYS}
             # The first-token vectors are small: hold them even when reading the rest from disk.
             self._arrays["first_token"] = self._arrays["first_token"][:]
 

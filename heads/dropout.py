@@ -48,17 +48,18 @@ def dropout_noise(
         if generator is not None:
             raise ValueError("dropout noise from an explicit generator is drawn on the CPU only")
         return F.dropout(torch.ones(shape, dtype=dtype, device=device), p, training=True)
+    _check_probability(p)
+    if p == 0:
+        return torch.ones(shape, dtype=dtype)
+    if p == 1:
+        return torch.zeros(shape, dtype=dtype)
     return _noise_like(torch.empty(shape, dtype=dtype), p, generator)
 
 
 def _noise_like(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Noise in x's dtype and layout (empty_like keeps a permuted or channels-last tensor's strides, as ATen's noise
-    does: the draws go in memory order, so another layout would put other masks on a non-contiguous x)."""
-    _check_probability(p)
-    if p == 0:
-        return torch.ones_like(x)
-    if p == 1:
-        return torch.zeros_like(x)
+    """Noise for 0 < p < 1 in x's dtype and layout (empty_like keeps a permuted or channels-last tensor's strides,
+    as ATen's noise does: the draws go in memory order, so another layout would put other masks on a non-contiguous
+    x)."""
     keep = 1 - p  # a Python float, as ATen computes it in double
     if not uniform_draws_match_bernoulli():
         return torch.empty_like(x).bernoulli_(keep, generator=generator).div_(keep)

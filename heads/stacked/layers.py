@@ -70,12 +70,8 @@ class TrialDropout:
             return None
         masks = torch.empty(len(trials), *shape)
         for row, trial in enumerate(trials):
-            p = self.probabilities[trial]
-            if p == 0:
-                masks[row].fill_(1.0)
-                continue
-            # What ATen's CPU dropout draws (heads/dropout.py), from the trial's own generator.
-            masks[row] = dropout_noise(shape, p, generator=self.generators[trial])
+            # What ATen's CPU dropout draws (heads/dropout.py), from the trial's own generator (nothing at p = 0).
+            masks[row] = dropout_noise(shape, self.probabilities[trial], generator=self.generators[trial])
         return masks
 
     def __call__(self, x: torch.Tensor, trials: range, training: bool) -> torch.Tensor:
