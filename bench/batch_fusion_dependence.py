@@ -21,9 +21,9 @@ import json
 import numpy as np
 import torch
 
-from runs.checkpoint import load_head
-from runs.metrics import classification_metrics
-from runs.run_folder import RunFolder
+from spp_scl.runs.predict.run_folder import RunFolder
+from spp_scl.runs.train.checkpoint import load_head
+from spp_scl.runs.train.metrics import classification_metrics
 
 
 @torch.no_grad()

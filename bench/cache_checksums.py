@@ -3,7 +3,7 @@ time of a full `inspect --verify` (every byte read and hashed with sha256).
 
     python -m bench.cache_checksums --records 1000 [--repeats 3]
 
-Writes an MVSA-Single-shaped cache twice with cache.layout.CacheWriter's chunking (one image map per chunk,
+Writes an MVSA-Single-shaped cache twice with spp_scl.cache.layout.CacheWriter's chunking (one image map per chunk,
 token states in ~256 KiB chunks): once as the writer does (fletcher32 on the feature arrays) and once with the
 filter off, in the same temporary folder; reads each back in full (what training's in-memory load does).
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cache.layout import CHUNK_BYTES
-from cache.synthetic import write_synthetic_cache
-from cache.verify import verify_cache
+from spp_scl.cache.layout import CHUNK_BYTES
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.cache.verify import verify_cache
 
 
 def _copy(source: Path, target: Path, fletcher32: bool) -> float:

@@ -1,9 +1,9 @@
 """Seconds per training epoch of every compared head against the floor this machine's GEMM throughput sets.
 
 For each head (SPP-SCL cmf-bank and cmf-batch, CLMLF-style, MDSE-style, text only, image only: the methods
-of runs/comparison.py) on one cache, with the dataset preset:
+of runs/protocols/comparison.py) on one cache, with the dataset preset:
 
-1. timed: runs.trainer.train for --epochs epochs; the seconds per epoch the trainer logs (dev pass included);
+1. timed: spp_scl.runs.train.trainer.train for --epochs epochs; the seconds per epoch the trainer logs (dev pass included);
 2. counted: the same training again (same seed, so the same batches, dropout masks and two-step decisions)
    under torch.utils.flop_counter.FlopCounterMode and a recorder of every matrix product (bench/gemm_calls.py):
    the FLOPs of each epoch as it actually ran, forward and backward, both forwards of the two-step rule, step
@@ -45,17 +45,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.gemm_calls import CPU_ATTENTION_FLOPS, Gemm, GemmRecorder, replay_seconds
-from cache.synthetic import write_synthetic_cache
-from heads.config import DATASET_PRESETS, resolve_config
-from heads.head_kinds import training_step_for
-from heads.precision import autocast
-from runs.checkpoint import build_head
-from runs.comparison import select_methods
-from runs.trainer import head_shapes, open_splits, predict, train
-from runs.view_feed import feature_inputs
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.heads.config import DATASET_PRESETS, resolve_config
+from spp_scl.heads.head_kinds import training_step_for
+from spp_scl.heads.precision import autocast
+from spp_scl.runs.protocols.comparison import select_methods
+from spp_scl.runs.train.checkpoint import build_head
+from spp_scl.runs.train.trainer import open_splits, train
+from spp_scl.runs.train.trial_run import head_shapes, predict
+from spp_scl.runs.train.view_feed import feature_inputs
 
 SYNTHETIC_SIZES = {"train": 3611, "dev": 450}  # MVSA-Single's train / dev after extraction
-# The heads trained epoch by epoch (runs/comparison.py's methods without the closed-form linear probe).
+# The heads trained epoch by epoch (runs/protocols/comparison.py's methods without the closed-form linear probe).
 EPOCH_HEADS = "spp-scl,spp-scl-faithful,clmlf,mdse,text-only,image-only"
 
 
@@ -288,7 +289,9 @@ def main(argv=None) -> int:
     source.add_argument("--synthetic", action="store_true", help="generate an MVSA-Single-sized cache (2048 x 7 x 7)")
     parser.add_argument("--dataset", default="mvsa-single", help="the preset to train with")
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed and counted per head")
-    parser.add_argument("--methods", default=EPOCH_HEADS, help=f"runs/comparison.py's methods (default {EPOCH_HEADS})")
+    parser.add_argument(
+        "--methods", default=EPOCH_HEADS, help=f"runs/protocols/comparison.py's methods (default {EPOCH_HEADS})"
+    )
     parser.add_argument("--threads", type=int, help="torch threads (default torch's choice)")
     parser.add_argument("--bf16-samples", type=int, default=24, help="products timed for the bfloat16 estimate")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32", help="config.precision")

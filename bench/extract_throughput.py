@@ -4,7 +4,7 @@ The paper's architectures (BERT-base, ResNet-50) with random weights (timing doe
 on the first N records of a real split folder (default ../shared/data/mvsa-single), at the same batch sizes:
 - bare: tokenised texts (length-sorted batches, as the pipeline does) and preprocessed pixel tensors made
   beforehand, only the two models' forward passes timed;
-- pipeline: extract.pipeline.run end to end (decoding, preprocessing, tokenising, writing shards, the HDF5).
+- pipeline: spp_scl.extract.pipeline.run end to end (decoding, preprocessing, tokenising, writing shards, the HDF5).
 
     .venv/bin/python -m bench.extract_throughput [--records 192] [--data ../shared/data/mvsa-single]
 """
@@ -20,16 +20,16 @@ from pathlib import Path
 
 import torch
 
-from extract.image_encoder import ImageEncoder
-from extract.images import load_pixels
-from extract.pipeline import ExtractConfig, run
-from extract.text_encoder import TextEncoder
+from spp_scl.extract.image_encoder import ImageEncoder
+from spp_scl.extract.images import load_pixels
+from spp_scl.extract.pipeline import ExtractConfig, run
+from spp_scl.extract.text_encoder import TextEncoder
 
 
 def build_models(folder: Path, vocab: Path | None) -> tuple[Path, Path]:
     from transformers import BertConfig, BertModel, ResNetConfig, ResNetModel
 
-    from extract.demo import IMAGENET_MEAN, IMAGENET_STD, write_wordpiece_tokenizer
+    from spp_scl.extract.demo import IMAGENET_MEAN, IMAGENET_STD, write_wordpiece_tokenizer
 
     text, image = folder / "bert-base-random", folder / "resnet-50-random"
     write_wordpiece_tokenizer(text, "BertTokenizer")
@@ -107,7 +107,7 @@ def main() -> None:
         summary = run(config, log=lambda *_: None)
         pipeline = time.perf_counter() - start
         kept = sum(summary.records.values())
-        from cache.reader import cache_summary
+        from spp_scl.cache.reader import cache_summary
 
         sizes = cache_summary(work / "cache.h5")
         print(
@@ -118,7 +118,7 @@ def main() -> None:
             f"({kept / bare:.2f} records/s)"
         )
         print(
-            f"pipeline (extract.pipeline.run, loading and hashing the encoders included): {pipeline:.1f} s "
+            f"pipeline (spp_scl.extract.pipeline.run, loading and hashing the encoders included): {pipeline:.1f} s "
             f"({kept / pipeline:.2f} records/s)"
         )
         print(f"throughput ratio pipeline / bare: {bare / pipeline:.1%}")

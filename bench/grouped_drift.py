@@ -2,7 +2,7 @@
 drifts when only the thread count changes.
 
 Float reassociation is the only difference in both comparisons: the grouped trainer's batched kernels round
-differently from the modules' (runs/grouped_trainer.py), and so does a matrix product split over another number
+differently from the modules' (runs/train/grouped_trainer.py), and so does a matrix product split over another number
 of threads. On real data both can flip a two-step decision that sits within rounding of its threshold, after
 which a trial follows another trajectory. This measures the two drifts side by side, per trial and epoch, so that
 the grouped trainer's tolerance is stated against one users already live with (README: "same machine, same
@@ -10,9 +10,9 @@ thread count: the same metrics to the last digit").
 
 Three trainings of the same trials (the dataset preset, --lr, --ha-gate, seeds --seeds; every run --epochs
 epochs, no early stopping), each in its own process:
-- alone-1: runs.trainer.train, one trial after the other, 1 thread (the reference);
+- alone-1: spp_scl.runs.train.trainer.train, one trial after the other, 1 thread (the reference);
 - alone-2: the same with 2 threads;
-- group-1: runs.grouped_trainer.train_group, all trials as one group, 1 thread.
+- group-1: spp_scl.runs.train.grouped_trainer.train_group, all trials as one group, 1 thread.
 Per mode against the reference: the first epoch at which any figure of a trial's log (losses, rule diagnostics,
 dev metrics; all but the wall time) differs, the first at which its step-two rate or dev accuracy differs, the
 largest |difference| of dev accuracy over the epochs, and the selected epoch and its dev accuracy / weighted F1.
@@ -33,7 +33,7 @@ MODES = {"alone-1": 1, "alone-2": 2, "group-1": 1}
 
 
 def configs(args) -> list:
-    from heads.config import resolve_config
+    from spp_scl.heads.config import resolve_config
 
     return [
         resolve_config(
@@ -47,8 +47,8 @@ def train_mode(mode: str, cache: Path, work: Path, args) -> None:
     """One mode's trainings, in this process."""
     import torch
 
-    from runs.grouped_trainer import train_group
-    from runs.trainer import open_splits, train
+    from spp_scl.runs.train.grouped_trainer import train_group
+    from spp_scl.runs.train.trainer import open_splits, train
 
     torch.set_num_threads(MODES[mode])
     trials = configs(args)

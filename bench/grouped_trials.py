@@ -1,9 +1,9 @@
-"""Trial-epochs per hour: SPP-SCL trials trained in groups (runs/grouped_trainer.py) against trained alone, and the
+"""Trial-epochs per hour: SPP-SCL trials trained in groups (runs/train/grouped_trainer.py) against trained alone, and the
 peak memory of a 27-trial group.
 
 Each measurement runs in its own process (so its peak RSS is its own), on one cache, with the dataset preset and
 a tau / theta / lambda grid (tau 0.05, 0.07, 0.1; theta 0.5, 0.667, 0.8; lambda 3, 5, 8):
-- alone:          --alone-trials trials of the grid, one after the other, with runs.trainer.train (by default
+- alone:          --alone-trials trials of the grid, one after the other, with spp_scl.runs.train.trainer.train (by default
                   as many as the largest of group4 / group8 asked for, so that alone and that group train the same
                   trials: tau and theta set how often step two runs, so different trials cost different time; the
                   table's "x alone" is given only for a group of as many trials);
@@ -47,7 +47,7 @@ GRID = list(itertools.product((0.05, 0.07, 0.1), (0.5, 0.667, 0.8), (3.0, 5.0, 8
 
 
 def grid_configs(kind: str, dataset: str, epochs: int, alone_trials: int, job: int = 0) -> list:
-    from heads.config import resolve_config
+    from spp_scl.heads.config import resolve_config
 
     base = resolve_config(dataset, epochs=epochs)
     grid = GRID[8 * job % len(GRID) :] + GRID[: 8 * job % len(GRID)]  # job j starts at point 8 j
@@ -64,8 +64,8 @@ def measure(kind: str, cache: Path, args) -> dict:
     """One measurement, in this process."""
     import torch
 
-    from runs.grouped_trainer import train_group
-    from runs.trainer import open_splits, train
+    from spp_scl.runs.train.grouped_trainer import train_group
+    from spp_scl.runs.train.trainer import open_splits, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -183,7 +183,7 @@ def run_jobs(command: list[str], jobs: int) -> dict:
 
 
 def _synthetic_cache(args) -> Path:
-    from cache.synthetic import write_synthetic_cache
+    from spp_scl.cache.synthetic import write_synthetic_cache
 
     if args.sizes:
         train, dev = (int(n) for n in args.sizes.split(","))

@@ -1,7 +1,7 @@
 """Seconds per training epoch of each compared head on a real cache (this machine's CPU by default).
 
-Every method of runs/comparison.py (SPP-SCL default and paper-faithful, CLMLF-style, MDSE-style, text-only,
-image-only) trains for --epochs epochs with the dataset preset, through runs.trainer.train on splits opened
+Every method of runs/protocols/comparison.py (SPP-SCL default and paper-faithful, CLMLF-style, MDSE-style, text-only,
+image-only) trains for --epochs epochs with the dataset preset, through spp_scl.runs.train.trainer.train on splits opened
 once. Epoch 1 includes warm-up (allocations, first-touch of the cached arrays), so the table shows it apart
 from the mean of the later epochs. Each epoch's time includes its dev pass. The load average before and
 after each run is printed, since other processes on the machine inflate wall-clock times.
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from heads.config import DATASET_PRESETS, resolve_config
-from runs.comparison import select_methods
-from runs.trainer import open_splits, train
+from spp_scl.heads.config import DATASET_PRESETS, resolve_config
+from spp_scl.runs.protocols.comparison import select_methods
+from spp_scl.runs.train.trainer import open_splits, train
 
 
 def main(argv=None) -> int:
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cache", required=True)
     parser.add_argument("--dataset", default="mvsa-single", help="the preset to train with")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--methods", help="comma-separated subset (default all; see runs/comparison.py)")
+    parser.add_argument("--methods", help="comma-separated subset (default all; see runs/protocols/comparison.py)")
     parser.add_argument("--threads", type=int, help="torch threads (default torch's choice)")
     args = parser.parse_args(argv)
     if args.threads:

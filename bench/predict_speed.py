@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runs.predictor import Predictor
+from spp_scl.runs.predict.predictor import Predictor
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runs.metrics import classification_metrics
+from spp_scl.runs.train.metrics import classification_metrics
 
 
 def dev_probabilities(run_dir: Path) -> tuple[list[str], np.ndarray, np.ndarray]:

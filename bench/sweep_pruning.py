@@ -28,12 +28,12 @@ import threading
 import time
 from pathlib import Path
 
-from cache.synthetic import write_synthetic_cache
-from heads.config import resolve_config
-from runs.study import SweepPlan
-from runs.study_sweep import run_sweep
-from runs.study_worker import Pruning
-from runs.sweeper import parse_space
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.heads.config import resolve_config
+from spp_scl.runs.sweep.driver import run_sweep
+from spp_scl.runs.sweep.grid import parse_space
+from spp_scl.runs.sweep.study import SweepPlan
+from spp_scl.runs.sweep.worker import Pruning
 
 AXES = ["tau=0.05,0.07,0.1", "theta=0.5,0.667,0.8", "lambda=3,5,8"]
 
@@ -184,7 +184,7 @@ def replay_pruning(folder: Path, pruning: Pruning, epochs: int, orders: int, ran
 
     import optuna
 
-    from runs.study_storage import open_storage
+    from spp_scl.runs.sweep.storage import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = open_storage(None, folder, 30).storage

@@ -1,6 +1,6 @@
 """Seconds per training epoch from the cache, against the same training step done the authors' way.
 
-Ours: runs.trainer.train on a generated MVSA-Single-sized cache (3,611 train / 450 dev records, texts of 31
+Ours: spp_scl.runs.train.trainer.train on a generated MVSA-Single-sized cache (3,611 train / 450 dev records, texts of 31
 tokens on average, K = 4 layers of 768, maps 2048 x 7 x 7), the mvsa-single preset (batch 64, two-step).
 The authors' way: BERT-base and ResNet-50 (random weights; timing does not depend on them) inside the step,
 in train mode without gradients (frozen), texts padded to 202 tokens, and both encoders run again for the
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from cache.synthetic import write_synthetic_cache
-from heads.config import resolve_config
-from heads.losses import inter_modal_supcon_loss
-from heads.model import SPPSCLHead
-from heads.training_step import step_one_losses
-from runs.trainer import train
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.heads.config import resolve_config
+from spp_scl.heads.losses import inter_modal_supcon_loss
+from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.training_step import step_one_losses
+from spp_scl.runs.train.trainer import train
 
 
 def time_ours(work: Path, epochs: int, fusion: str) -> tuple[float, int]:

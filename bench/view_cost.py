@@ -22,8 +22,8 @@ from pathlib import Path
 
 import h5py
 
-from extract.config import ExtractConfig
-from extract.pipeline import run
+from spp_scl.extract.config import ExtractConfig
+from spp_scl.extract.pipeline import run
 
 HOME_ENCODERS = Path.home() / ".cache" / "real-encoders"
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -18,7 +18,7 @@ import json
 
 import numpy as np
 
-from spp_scl.errors import InputError
+from spp_scl.core.errors import InputError
 
 ATTRS_KEY = "attrs_sha256"
 DATASET_KEY = "sha256"

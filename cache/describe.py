@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from cache.layout import read_skipped, skip_reason_counts
-from cache.reader import cache_summary
-from cache.view_layout import VIEW_FEATURES
-from cache.views import describe_views, views_summary
+from spp_scl.cache.layout import read_skipped, skip_reason_counts
+from spp_scl.cache.reader import cache_summary
+from spp_scl.cache.view_layout import VIEW_FEATURES
+from spp_scl.cache.views import describe_views, views_summary
 
 
 def describe(path: str, all_skipped: bool = False) -> str:

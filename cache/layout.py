@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cache.checksums import ATTRS_KEY, DATASET_KEY, CacheDamaged, ContentHash, attrs_sha256
+from spp_scl.cache.checksums import ATTRS_KEY, DATASET_KEY, CacheDamaged, ContentHash, attrs_sha256
 
 SPLIT_ARRAYS = ("ids", "labels", "text_lengths", "token_offsets", "image_maps", "first_token", "token_states")
 FORMAT_VERSION = 2  # 2: sha256 per dataset and of the attributes, fletcher32 on the feature arrays
@@ -165,7 +165,7 @@ def temporary_path(path: Path) -> Path:
 def publish(tmp: Path, path: Path) -> None:
     """Check a finished `<path>.tmp` against its checksums (every byte is read back) and rename it to `path`;
     a file that does not read back as written is removed and refused, never renamed into place."""
-    from cache.verify import verify_cache
+    from spp_scl.cache.verify import verify_cache
 
     problems = verify_cache(tmp).problems
     if problems:

@@ -23,9 +23,9 @@ import h5py
 import numpy as np
 import torch
 
-from cache.checksums import CheckedDataset, check_small_datasets, damaged
-from cache.layout import is_verifiable, open_cache, read_attrs
-from spp_scl.errors import InputError
+from spp_scl.cache.checksums import CheckedDataset, check_small_datasets, damaged
+from spp_scl.cache.layout import is_verifiable, open_cache, read_attrs
+from spp_scl.core.errors import InputError
 
 
 @dataclass
@@ -205,7 +205,7 @@ class CachedSplit:
         """Batches over the split; with `shuffle`, a permutation drawn from `generator`. `longest_first` orders
         the records inside each batch by text length (which records share a batch is unchanged): training
         losses do not depend on the order, and a sorted batch feeds an LSTM without re-sorting. `draw(indices)`
-        reads a batch instead of `self.batch` (the trainer's stored views: runs/view_feed.py)."""
+        reads a batch instead of `self.batch` (the trainer's stored views: runs/train/view_feed.py)."""
         order = torch.randperm(len(self), generator=generator).numpy() if shuffle else np.arange(len(self))
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
@@ -219,7 +219,7 @@ class CachedSplit:
         """The stored views of this split (cache/views.py), opened on first use and kept; an error when the
         cache has none."""
         if getattr(self, "_views", None) is None:
-            from cache.views import SplitViews
+            from spp_scl.cache.views import SplitViews
 
             self._views = SplitViews(self, in_memory)
         return self._views

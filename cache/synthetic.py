@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.layout import CacheWriter
+from spp_scl.cache.layout import CacheWriter
 
 
 def write_synthetic_cache(

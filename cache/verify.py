@@ -14,9 +14,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cache.checksums import DATASET_KEY, CacheDamaged, dataset_sha256
-from cache.layout import SPLIT_ARRAYS, is_verifiable, open_cache, read_attrs
-from cache.view_layout import view_dataset_names, view_layout_problems
+from spp_scl.cache.checksums import DATASET_KEY, CacheDamaged, dataset_sha256
+from spp_scl.cache.layout import SPLIT_ARRAYS, is_verifiable, open_cache, read_attrs
+from spp_scl.cache.view_layout import view_dataset_names, view_layout_problems
 
 
 @dataclass

@@ -16,8 +16,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from cache.checksums import DATASET_KEY, ContentHash
-from cache.layout import CHUNK_BYTES
+from spp_scl.cache.checksums import DATASET_KEY, ContentHash
+from spp_scl.cache.layout import CHUNK_BYTES
 
 VIEW_GROUP = "views"
 VIEW_ARRAYS = ("image_maps", "text_lengths", "token_offsets", "token_states")

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cache.checksums import CheckedDataset, check_small_datasets, damaged
-from cache.layout import is_verifiable, open_cache, read_attrs
-from cache.reader import FeatureBatch, _converted, _host_tensor, memory_budget
-from cache.view_layout import VIEW_GROUP
-from spp_scl.errors import InputError
+from spp_scl.cache.checksums import CheckedDataset, check_small_datasets, damaged
+from spp_scl.cache.layout import is_verifiable, open_cache, read_attrs
+from spp_scl.cache.reader import FeatureBatch, _converted, _host_tensor, memory_budget
+from spp_scl.cache.view_layout import VIEW_GROUP
+from spp_scl.core.errors import InputError
 
 PARTS = ("both", "text", "image")
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.layout import CacheWriter, publish, temporary_path
-from cache.view_layout import ViewWriter
-from extract.shards import ShardDamaged, read_shard, shard_path
-from extract.view_assembly import ShardViews, view_sizes
-from spp_scl.errors import StorageError
-from spp_scl.storage import disk_full, free_bytes, is_disk_full, remove_quietly, require_free_space
+from spp_scl.cache.layout import CacheWriter, publish, temporary_path
+from spp_scl.cache.view_layout import ViewWriter
+from spp_scl.core.errors import StorageError
+from spp_scl.core.storage import disk_full, free_bytes, is_disk_full, remove_quietly, require_free_space
+from spp_scl.extract.shards import ShardDamaged, read_shard, shard_path
+from spp_scl.extract.view_assembly import ShardViews, view_sizes
 
 FEATURES = ("image_maps", "first_token", "token_states")
 

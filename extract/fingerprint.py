@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from cache.layout import FORMAT_VERSION as FORMAT_VERSION  # the fingerprint records the file format
+from spp_scl.cache.layout import FORMAT_VERSION as FORMAT_VERSION  # the fingerprint records the file format
 
 # What a format 1 fingerprint did not record. A format 1 cache (or unfinished extraction) is compared without
 # them: its features are the same; it only lacks the checksums (and the plugin source hash) that format 2 adds.

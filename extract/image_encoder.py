@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from extract.fingerprint import sha256_json, sha256_state_dict
-from extract.images import Preprocess
+from spp_scl.extract.fingerprint import sha256_json, sha256_state_dict
+from spp_scl.extract.images import Preprocess
 
 PLUGIN_FORM = re.compile(r"^(?P<target>.+\.py|[A-Za-z_][\w.]*):(?P<function>[A-Za-z_]\w*)$")
 IMAGENET = Preprocess(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))

@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from spp_scl.errors import Refused
+from spp_scl.core.errors import Refused
 
 
 class OutputLocked(Refused):

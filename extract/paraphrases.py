@@ -16,7 +16,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from extract.records import BadInput
+from spp_scl.extract.records import BadInput
 
 TEXT_FIELDS = ("text_translation", "paraphrase", "text")
 

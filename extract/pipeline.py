@@ -11,7 +11,7 @@ exactly as one uninterrupted run does.
 
 What protects finished work: one extraction per output at a time (extract/output_lock.py); shards carry a
 checksum, and a damaged one is named and extracted again (extract/shards.py); a full disk is one line naming
-the file and the space needed, with the partial file removed and finished shards kept (spp_scl/storage.py);
+the file and the space needed, with the partial file removed and finished shards kept (spp_scl/core/storage.py);
 anything at --out that is not this tool's cache, or an unreadable unfinished extraction, is refused by name
 and replaced only with --force.
 """
@@ -30,22 +30,22 @@ from pathlib import Path
 
 import torch
 
-from cache.checksums import CacheDamaged
-from cache.layout import is_verifiable, open_cache, read_attrs, read_skipped, skip_reason_counts
-from extract.assembly import assemble
-from extract.config import ExtractConfig
-from extract.fingerprint import FORMAT_VERSION, cache_differences
-from extract.image_encoder import ImageEncoder, is_plugin
-from extract.images import ImageProblem, load_pixels, load_rgb, to_pixels
-from extract.output_lock import OutputLock
-from extract.records import BadInput, Dataset, Record, cache_name, class_notes, read_dataset
-from extract.shards import save_shard, shard_path, shard_problem
-from extract.text_encoder import TextEncoder
-from extract.views import ViewPlan, make_view_plan
-from spp_scl.allocator import keep_freed_memory
-from spp_scl.errors import InputError, Refused
-from spp_scl.spreadsheet import spreadsheet_safe
-from spp_scl.storage import write_atomically
+from spp_scl.cache.checksums import CacheDamaged
+from spp_scl.cache.layout import is_verifiable, open_cache, read_attrs, read_skipped, skip_reason_counts
+from spp_scl.core.allocator import keep_freed_memory
+from spp_scl.core.errors import InputError, Refused
+from spp_scl.core.spreadsheet import spreadsheet_safe
+from spp_scl.core.storage import write_atomically
+from spp_scl.extract.assembly import assemble
+from spp_scl.extract.config import ExtractConfig
+from spp_scl.extract.fingerprint import FORMAT_VERSION, cache_differences
+from spp_scl.extract.image_encoder import ImageEncoder, is_plugin
+from spp_scl.extract.images import ImageProblem, load_pixels, load_rgb, to_pixels
+from spp_scl.extract.output_lock import OutputLock
+from spp_scl.extract.records import BadInput, Dataset, Record, cache_name, class_notes, read_dataset
+from spp_scl.extract.shards import save_shard, shard_path, shard_problem
+from spp_scl.extract.text_encoder import TextEncoder
+from spp_scl.extract.views import ViewPlan, make_view_plan
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from spp_scl.errors import InputError
+from spp_scl.core.errors import InputError
 
 
 class UncontrolledRandomness(InputError):

@@ -16,7 +16,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spp_scl.errors import InputError
+from spp_scl.core.errors import InputError
 
 SPLITS = ("train", "dev", "test")
 SPLIT_ALIASES = {"val": "dev", "valid": "dev", "validation": "dev"}

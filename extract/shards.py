@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spp_scl.errors import InputError
-from spp_scl.storage import write_atomically
+from spp_scl.core.errors import InputError
+from spp_scl.core.storage import write_atomically
 
 CHECKSUM_KEY = "sha256"
 

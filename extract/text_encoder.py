@@ -6,7 +6,7 @@ import inspect
 
 import torch
 
-from extract.fingerprint import sha256_json, sha256_state_dict
+from spp_scl.extract.fingerprint import sha256_json, sha256_state_dict
 
 
 def resolve_layers(layers: list[int], num_layers: int) -> list[int]:
@@ -91,7 +91,7 @@ class TextEncoder:
         return outputs
 
     def _forward_with_record_dropout(self, inputs: dict, attention_mask: torch.Tensor, streams) -> tuple:
-        from extract.record_dropout import RecordDropout, check_no_global_draws, global_random_state
+        from spp_scl.extract.record_dropout import RecordDropout, check_no_global_draws, global_random_state
 
         before = global_random_state()
         self.model.train()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.view_layout import ViewWriter
-from extract.shards import ShardDamaged, read_shard
+from spp_scl.cache.view_layout import ViewWriter
+from spp_scl.extract.shards import ShardDamaged, read_shard
 
 
 def view_sizes(

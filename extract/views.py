@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from extract.images import Preprocess, normalise, resize_and_crop
-from extract.randaugment import RandAugment
-from extract.records import BadInput, Dataset, Record
-from extract.text_encoder import resolve_layers
-from extract.view_streams import numpy_stream, torch_stream, view_seed
+from spp_scl.extract.images import Preprocess, normalise, resize_and_crop
+from spp_scl.extract.randaugment import RandAugment
+from spp_scl.extract.records import BadInput, Dataset, Record
+from spp_scl.extract.text_encoder import resolve_layers
+from spp_scl.extract.view_streams import numpy_stream, torch_stream, view_seed
 
 VIEW_TENSORS = ("view_image_maps", "view_token_states", "view_text_lengths")
 
@@ -266,7 +266,7 @@ def make_view_plan(config, dataset: Dataset, text_encoder, image_encoder) -> Vie
         wanted = list(layers)
     paraphrases, sha = None, None
     if config.view_paraphrases:
-        from extract.paraphrases import read_paraphrases
+        from spp_scl.extract.paraphrases import read_paraphrases
 
         paraphrases, sha = read_paraphrases(config.view_paraphrases)
     augment = None

@@ -119,7 +119,7 @@ class SPPSCLConfig:
     weight_average: float = option(
         0.0,
         "decay d of an exponential moving average of the weights and BatchNorm statistics, updated after every "
-        "iteration; dev selection, checkpoints and predictions use the average (runs/weight_average.py); 0 = off",
+        "iteration; dev selection, checkpoints and predictions use the average (runs/train/weight_average.py); 0 = off",
     )
     patience: int | None = option(None, "stop after this many epochs without a better dev metric; none = never")
     selection_metric: SelectionMetric = option(

@@ -11,19 +11,19 @@ from collections.abc import Callable
 
 from torch import nn
 
-from heads.clmlf import CLMLF_REPORT_KEYS, CLMLFHead, clmlf_step
-from heads.config import SPPSCLConfig
-from heads.mdse import MDSE_REPORT_KEYS, MDSEHead, mdse_step
-from heads.model import SPPSCLHead
-from heads.probe import LinearProbeHead
-from heads.training_step import spp_scl_step
+from spp_scl.heads.clmlf import CLMLF_REPORT_KEYS, CLMLFHead, clmlf_step
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.mdse import MDSE_REPORT_KEYS, MDSEHead, mdse_step
+from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.probe import LinearProbeHead
+from spp_scl.heads.training_step import spp_scl_step
 
 # What the trainer averages per epoch into log.jsonl (the keys of each step's report it keeps).
 SPP_SCL_REPORT_KEYS = ("loss_step_one", "loss_step_two", "ce", "intra_image", "intra_text", "inter", "step_two_ran")
 
 _MODELS = {"spp-scl": SPPSCLHead, "clmlf": CLMLFHead, "mdse": MDSEHead, "probe": LinearProbeHead}
 _STEPS = {"spp-scl": spp_scl_step, "clmlf": clmlf_step, "mdse": mdse_step}
-# The probe is fitted in closed form by runs.probe.fit_probe, not by gradient steps: it has no training step.
+# The probe is fitted in closed form by spp_scl.runs.train.probe.fit_probe, not by gradient steps: it has no training step.
 _REPORT_KEYS = {"spp-scl": SPP_SCL_REPORT_KEYS, "clmlf": CLMLF_REPORT_KEYS, "mdse": MDSE_REPORT_KEYS, "probe": ()}
 
 
@@ -36,7 +36,7 @@ def build_head_model(
 def training_step_for(config: SPPSCLConfig) -> Callable[..., dict[str, float]]:
     """step(model, batch, optimizer, config, backward=None) -> report of floats."""
     if config.head not in _STEPS:
-        raise ValueError(f"head {config.head!r} is not trained by gradient steps (see runs.probe)")
+        raise ValueError(f"head {config.head!r} is not trained by gradient steps (see spp_scl.runs.train.probe)")
     return _STEPS[config.head]
 
 

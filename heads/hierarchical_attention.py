@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.config import TEXT_POOLINGS
-from heads.token_lstm import TokenSchedule, bidirectional_lstm_mean
+from spp_scl.heads.config import TEXT_POOLINGS
+from spp_scl.heads.token_lstm import TokenSchedule, bidirectional_lstm_mean
 
 
 class HierarchicalAttention(nn.Module):

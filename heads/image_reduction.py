@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.dropout import Dropout, dropout_noise
-from heads.shift_gauge import exact_zero_gradient
+from spp_scl.heads.dropout import Dropout, dropout_noise
+from spp_scl.heads.shift_gauge import exact_zero_gradient
 
 
 class ImageReduction(nn.Module):

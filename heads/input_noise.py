@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.config import SPPSCLConfig
-from heads.dropout import dropout as functional_dropout
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.dropout import dropout as functional_dropout
 
 NOISY_INPUTS = ("image_maps", "first_token", "token_states")
 

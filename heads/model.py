@@ -16,12 +16,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.classifier import SentimentClassifier
-from heads.config import SPPSCLConfig
-from heads.fusion import build_fusion
-from heads.hierarchical_attention import HierarchicalAttention
-from heads.image_reduction import ImageReduction
-from heads.projection import ModalityProjection
+from spp_scl.heads.classifier import SentimentClassifier
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.fusion import build_fusion
+from spp_scl.heads.hierarchical_attention import HierarchicalAttention
+from spp_scl.heads.image_reduction import ImageReduction
+from spp_scl.heads.projection import ModalityProjection
 
 
 class SPPSCLHead(nn.Module):

@@ -14,7 +14,7 @@ import contextlib
 
 import torch
 
-from spp_scl.errors import InputError
+from spp_scl.core.errors import InputError
 
 
 def fast_bfloat16(device: torch.device | str) -> bool:

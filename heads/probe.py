@@ -3,7 +3,7 @@
 Features per record: the mean over its real tokens of each used text layer's token states (K layers of width D,
 concatenated) and the global average of its image map (C channels); `config.modality` keeps both or one of them.
 They are standardised with the training split's mean and standard deviation, then a linear layer gives the
-logits. The head is fitted by `runs.probe.fit_probe` (L2-regularised logistic regression, its inverse strength C
+logits. The head is fitted by `spp_scl.runs.train.probe.fit_probe` (L2-regularised logistic regression, its inverse strength C
 chosen on dev), not by gradient steps; as an nn.Module it is saved, loaded and served like every other head.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.config import SPPSCLConfig
+from spp_scl.heads.config import SPPSCLConfig
 
 
 class LinearProbeHead(nn.Module):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.dropout import Dropout
-from heads.shift_gauge import exact_zero_gradient
+from spp_scl.heads.dropout import Dropout
+from spp_scl.heads.shift_gauge import exact_zero_gradient
 
 
 class ModalityProjection(nn.Module):

@@ -10,7 +10,7 @@ Switches: intra_loss=False drops L_cli and L_clt; inter_loss=False drops L_clm, 
 (and its second forward) never happens. In the unimodal ablations only the terms whose embeddings
 exist are used (L_clt for text, L_cli for image, never L_clm).
 
-With stored views served a fresh view per forward (config.train_views "forward", runs/view_feed.py), the batch
+With stored views served a fresh view per forward (config.train_views "forward", runs/train/view_feed.py), the batch
 carries "second_view": the inputs of step two's forward, another view of the same records (the authors' encoders
 drew new dropout masks for it).
 
@@ -35,9 +35,9 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from heads.config import SPPSCLConfig
-from heads.losses import inter_modal_supcon_loss, intra_modal_supcon_loss, weighted_cross_entropy
-from heads.two_step import AlignmentDecision, alignment_decision
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.losses import inter_modal_supcon_loss, intra_modal_supcon_loss, weighted_cross_entropy
+from spp_scl.heads.two_step import AlignmentDecision, alignment_decision
 
 MODEL_INPUTS = ("image_maps", "first_token", "token_states", "token_mask")
 

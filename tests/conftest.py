@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from extract.config import ExtractConfig
-from extract.demo import make_demo_dataset, make_tiny_image_encoder, make_tiny_text_encoder
+from spp_scl.extract.config import ExtractConfig
+from spp_scl.extract.demo import make_demo_dataset, make_tiny_image_encoder, make_tiny_text_encoder
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,7 @@ def make_cache(path: Path) -> Path:
     try:
         from spp_scl.cache.synthetic import write_synthetic_cache
     except ImportError:  # before the restructuring
-        from cache.synthetic import write_synthetic_cache
+        from spp_scl.cache.synthetic import write_synthetic_cache
 
     return write_synthetic_cache(
         path,

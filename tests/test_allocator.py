@@ -1,4 +1,4 @@
-"""spp_scl/allocator.py: after keep_freed_memory(), a large buffer comes from the heap and stays there when freed
+"""spp_scl/core/allocator.py: after keep_freed_memory(), a large buffer comes from the heap and stays there when freed
 (glibc's own accounting, mallinfo2), where by default it is mapped afresh and unmapped when freed; a training
 process is set so as soon as it opens its splits."""
 
@@ -10,14 +10,14 @@ import sys
 
 import pytest
 
-from spp_scl.allocator import keep_freed_memory
+from spp_scl.core.allocator import keep_freed_memory
 
 # In a fresh interpreter (the setting is process-wide): a 64 MiB buffer, glibc's accounting while it lives and
 # after it is freed. hblkhd: bytes in mmapped blocks; fordblks: free bytes kept in the heap.
 PROGRAM = """
 import ctypes, json, sys
 import numpy as np
-from spp_scl.allocator import keep_freed_memory
+from spp_scl.core.allocator import keep_freed_memory
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
@@ -26,9 +26,9 @@ libc.mallinfo2.restype = Info
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 elif sys.argv[1] == "training":  # what every training path does first: open the cache's splits
-    from cache.synthetic import write_synthetic_cache
-    from heads.config import resolve_config
-    from runs.trainer import open_splits
+    from spp_scl.cache.synthetic import write_synthetic_cache
+    from spp_scl.heads.config import resolve_config
+    from spp_scl.runs.train.trainer import open_splits
     write_synthetic_cache(sys.argv[2], {"train": 8, "dev": 4}, layers=2, dim=8, map_shape=(4, 2, 2), mean_tokens=3, seed=1)
     open_splits(sys.argv[2], resolve_config("mvsa-single"))
 buffer = np.ones(64 * 2**20, dtype=np.uint8)

@@ -12,16 +12,16 @@ import h5py
 import numpy as np
 import pytest
 
-from cache.checksums import CacheDamaged
-from cache.layout import FORMAT_VERSION, SPLIT_ARRAYS, read_attrs
-from cache.reader import CachedSplit
-from cache.synthetic import write_synthetic_cache
-from cache.verify import verify_cache
-from extract.pipeline import run as extract
-from heads.config import resolve_config
-from runs.trainer import train
+from spp_scl.cache.checksums import CacheDamaged
+from spp_scl.cache.layout import FORMAT_VERSION, SPLIT_ARRAYS, read_attrs
+from spp_scl.cache.reader import CachedSplit
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.cache.verify import verify_cache
 from spp_scl.cli import main as spp_scl
-from spp_scl.errors import EXIT_INPUT, InputError
+from spp_scl.core.errors import EXIT_INPUT, InputError
+from spp_scl.extract.pipeline import run as extract
+from spp_scl.heads.config import resolve_config
+from spp_scl.runs.train.trainer import train
 from tests.conftest import tiny_config
 from tests.tiny_run import tiny_cache
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from cache.reader import CachedSplit
-from cache.synthetic import write_synthetic_cache
-from heads.config import resolve_config
-from heads.head_kinds import build_head_model
+from spp_scl.cache.reader import CachedSplit
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.heads.config import resolve_config
+from spp_scl.heads.head_kinds import build_head_model
 
 
 @pytest.fixture(scope="module")

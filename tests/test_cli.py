@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from cache.synthetic import write_synthetic_cache
-from extract.config import ExtractConfig
-from heads.config import SPPSCLConfig, resolve_config
+from spp_scl.cache.synthetic import write_synthetic_cache
 from spp_scl.cli import VERBS, build_parser
 from spp_scl.cli.compare import base_configs
 from spp_scl.cli.sweep import sweep_space
 from spp_scl.cli.tables import base_config as tables_base_config
 from spp_scl.cli.train import run as train_run
-from spp_scl.options import dataclass_values
+from spp_scl.core.options import dataclass_values
+from spp_scl.extract.config import ExtractConfig
+from spp_scl.heads.config import SPPSCLConfig, resolve_config
 from tests.conftest import ROOT_DIR
 
 SPP_SCL = str(Path(sys.executable).with_name("spp-scl"))
@@ -140,6 +140,7 @@ def test_every_extract_option_comes_from_its_dataclass():
         assert "--" + field.name.replace("_", "-") in help_text, field.name
 
 
+@pytest.mark.slow
 def test_help_lists_every_verb_and_the_exit_statuses():
     result = subprocess.run([SPP_SCL, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
@@ -258,6 +259,7 @@ def test_a_group_size_below_one_is_a_usage_error(verb, value, capsys):
     assert exit_info.value.code == 2 and f"at least 1; got '{value}'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_training_launched_as_two_processes_is_refused(small_cache, tmp_path):
     # torchrun starts the processes as `accelerate launch` does on a GPU machine (on a CPU-only machine accelerate
     # launch starts a single process unless MPI is set up).
@@ -286,12 +288,42 @@ def test_training_launched_as_two_processes_is_refused(small_cache, tmp_path):
 
 
 def test_package_imports_from_another_directory(tmp_path):
-    code = "import heads, cache, extract, runs, spp_scl; from heads import SPPSCLHead; print(spp_scl.__version__)"
+    code = (
+        "import spp_scl, spp_scl.heads, spp_scl.cache, spp_scl.extract, spp_scl.runs, spp_scl.core; "
+        "from spp_scl.heads import SPPSCLHead; print(spp_scl.__version__)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == __import__("spp_scl").__version__
 
 
+def test_a_users_own_modules_named_like_the_layers_break_nothing(tmp_path):
+    """The tool installs no top-level `cache`, `extract`, `heads` or `runs`: a user's own files of those names in
+    the working directory (first on sys.path) neither shadow the tool nor are shadowed by it."""
+    for name in ("cache", "extract", "heads", "runs", "core", "cli"):
+        (tmp_path / f"{name}.py").write_text(f"raise ImportError('the user\\'s own {name}.py was imported')\n")
+    for command in (
+        [sys.executable, "-m", "spp_scl", "train", "--help"],
+        [sys.executable, "-c", "import spp_scl.runs.train.trainer, spp_scl.extract.pipeline, spp_scl.cli"],
+    ):
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    (tmp_path / "empty").mkdir()
+    installed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import importlib.util as u; print([n for n in ('cache', 'extract', 'heads', 'runs') if u.find_spec(n)])",
+        ],
+        cwd=tmp_path / "empty",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert installed.stdout.strip() == "[]", "a top-level module of the tool is installed"
+
+
+@pytest.mark.slow
 def test_extract_script_path_still_works(tiny, tmp_path):
     out = tmp_path / "c.h5"
     result = subprocess.run(

@@ -3,11 +3,15 @@ only in the image, some only in both, so the fused model measurably beats either
 
 from __future__ import annotations
 
-from extract.demo import make_demo_dataset
-from extract.pipeline import run
-from heads.config import resolve_config
-from runs.trainer import open_splits, train
+import pytest
+
+from spp_scl.extract.demo import make_demo_dataset
+from spp_scl.extract.pipeline import run
+from spp_scl.heads.config import resolve_config
+from spp_scl.runs.train.trainer import open_splits, train
 from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow  # end to end: processes, extractions or many epochs
 
 
 def test_fusion_beats_each_modality_on_the_demo_set(tiny, tmp_path):

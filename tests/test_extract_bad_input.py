@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extract.images import ImageProblem, load_rgb
-from extract.pipeline import run, skipped_report_path
-from extract.records import BadInput, read_dataset
+from spp_scl.extract.images import ImageProblem, load_rgb
+from spp_scl.extract.pipeline import run, skipped_report_path
+from spp_scl.extract.records import BadInput, read_dataset
 from tests.conftest import tiny_config
 
 
@@ -219,7 +219,7 @@ def test_bad_plugin_preprocess_names_the_key(tmp_path, tiny):
 
 
 def test_label_names_win_over_indices_and_known_datasets_fix_the_classes(tmp_path):
-    from extract.records import parse_label
+    from spp_scl.extract.records import parse_label
 
     assert parse_label("1", ["1", "2", "3"]) == 0 and parse_label("3", ["1", "2", "3"]) == 2
     assert parse_label(2, ["a", "b", "c"]) == 2 and parse_label("7", ["a", "b"]) is None
@@ -251,7 +251,7 @@ def test_unusable_paths_and_extreme_images_are_skipped(tmp_path, tiny):
 
 
 def test_replaced_image_of_the_same_size_is_named(tiny, tmp_path):
-    from extract.pipeline import CacheMismatch
+    from spp_scl.extract.pipeline import CacheMismatch
 
     data = tmp_path / "data"
     shutil.copytree(tiny["data"], data)

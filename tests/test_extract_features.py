@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from transformers import AutoModel, AutoTokenizer
 
-from extract.images import Preprocess, to_pixels
-from extract.pipeline import run
+from spp_scl.extract.images import Preprocess, to_pixels
+from spp_scl.extract.pipeline import run
 from tests.conftest import tiny_config
 
 
@@ -110,7 +110,7 @@ def test_preprocess_resizes_shorter_side_and_centre_crops():
 
 
 def test_reader_pads_masks_and_selects_layers(built):
-    from cache.reader import CachedSplit
+    from spp_scl.cache.reader import CachedSplit
 
     out, _ = built
     split = CachedSplit(out, "train")

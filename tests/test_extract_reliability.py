@@ -19,18 +19,19 @@ from pathlib import Path
 import h5py
 import pytest
 
-import extract.pipeline as pipeline
-from cache.layout import read_attrs
-from cache.verify import verify_cache
-from extract.output_lock import lock_path
-from extract.pipeline import parts_folder, run, skipped_report_path
-from extract.shards import shard_path, shard_problem
-from spp_scl.errors import EXIT_REFUSED, EXIT_STORAGE, InputError, StorageError
+import spp_scl.extract.pipeline as pipeline
+from spp_scl.cache.layout import read_attrs
+from spp_scl.cache.verify import verify_cache
+from spp_scl.core.errors import EXIT_REFUSED, EXIT_STORAGE, InputError, StorageError
+from spp_scl.extract.output_lock import lock_path
+from spp_scl.extract.pipeline import parts_folder, run, skipped_report_path
+from spp_scl.extract.shards import shard_path, shard_problem
 from tests.conftest import ROOT_DIR, assert_same_cache, tiny_config
+
+pytestmark = pytest.mark.slow  # end to end: processes, extractions or many epochs
 
 GATED_PLUGIN = """
 import os, time, torch
-
 class GatedNet(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -220,7 +221,7 @@ def test_a_full_disk_is_one_line_with_no_partial_file_and_the_shards_kept(
 
         return Full()
 
-    monkeypatch.setattr("spp_scl.storage.open", filling_open, raising=False)
+    monkeypatch.setattr("spp_scl.core.storage.open", filling_open, raising=False)
     with pytest.raises(StorageError, match=rf"disk full writing {shard_path(parts, 2)}: it needs \d+\.\d MiB") as error:
         run(tiny_config(tiny, out, image_encoder=plugin, shard_size=16))
     assert error.value.exit_code == EXIT_STORAGE and "\n" not in str(error.value)
@@ -228,10 +229,10 @@ def test_a_full_disk_is_one_line_with_no_partial_file_and_the_shards_kept(
     assert shard_path(parts, 0).exists() and shard_path(parts, 1).exists() and not shard_path(parts, 2).exists()
     monkeypatch.undo()
 
-    import cache.layout
-    import extract.assembly
+    import spp_scl.cache.layout
+    import spp_scl.extract.assembly
 
-    real_append, appended = cache.layout.CacheWriter.append, []
+    real_append, appended = spp_scl.cache.layout.CacheWriter.append, []
 
     def append_until_full(self, *args):
         appended.append(1)
@@ -239,8 +240,8 @@ def test_a_full_disk_is_one_line_with_no_partial_file_and_the_shards_kept(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_append(self, *args)
 
-    monkeypatch.setattr(cache.layout.CacheWriter, "append", append_until_full)
-    monkeypatch.setattr(extract.assembly, "require_free_space", lambda *args, **kwargs: None)
+    monkeypatch.setattr(spp_scl.cache.layout.CacheWriter, "append", append_until_full)
+    monkeypatch.setattr(spp_scl.extract.assembly, "require_free_space", lambda *args, **kwargs: None)
     with pytest.raises(StorageError, match=rf"disk full writing {out}\.tmp: it needs .*finished shards are kept"):
         run(tiny_config(tiny, out, image_encoder=plugin, shard_size=16), log=lambda *_: None)
     assert not out.exists() and not Path(f"{out}.tmp").exists()
@@ -271,7 +272,7 @@ def test_a_really_full_disk_keeps_shards_and_resumes_to_the_same_cache(tiny, plu
     command = " ".join(f"'{part}'" for part in _cli(tiny, out, plugin))
     no_check = command.replace(
         "'-m' 'spp_scl'",
-        "'-c' 'import sys, extract.assembly as a; a.require_free_space = lambda *x, **k: None; "
+        "'-c' 'import sys, spp_scl.extract.assembly as a; a.require_free_space = lambda *x, **k: None; "
         "from spp_scl.cli import main; sys.exit(main())'",
     )
     script = f"""

@@ -18,13 +18,14 @@ import torch
 from PIL import Image
 from transformers import AutoModel, AutoTokenizer
 
-from extract.demo import demo_vocabulary, write_wordpiece_tokenizer
-from extract.pipeline import CacheMismatch, parts_folder, run
+from spp_scl.extract.demo import demo_vocabulary, write_wordpiece_tokenizer
+from spp_scl.extract.pipeline import CacheMismatch, parts_folder, run
 from tests.conftest import ROOT_DIR, assert_same_cache, tiny_config
+
+pytestmark = pytest.mark.slow  # end to end: processes, extractions or many epochs
 
 SLOW_PLUGIN = '''
 import os, time, torch
-
 class SlowNet(torch.nn.Module):
     """A small conv net that sleeps in each forward, so that a test can stop an extraction part-way."""
     def __init__(self):
@@ -178,7 +179,7 @@ def test_unfinished_extraction_with_other_settings_is_refused(tiny, plugin, tmp_
     process.kill()
     process.wait()
     result = subprocess.run(_cli(tiny, out, plugin, "--max-length", "10"), capture_output=True, text=True)
-    assert result.returncode == 4  # refused (spp_scl.errors.EXIT_REFUSED)
+    assert result.returncode == 4  # refused (spp_scl.core.errors.EXIT_REFUSED)
     assert "was made with other settings" in result.stderr and "text.max_length" in result.stderr
     assert list(parts.glob("shard-*.safetensors")), "the refused run must not delete finished work"
 
@@ -301,8 +302,8 @@ EFFICIENTNET = ROOT_DIR.parent / "shared" / "encoders" / "efficientnet_lite2.py"
 )
 def test_shared_efficientnet_factory_in_the_plugin_form(tiny, tmp_path):
     """The real plugin of ../shared/encoders: stored maps equal a direct forward of its module."""
-    from extract.image_encoder import load_plugin
-    from extract.images import Preprocess, load_pixels
+    from spp_scl.extract.image_encoder import load_plugin
+    from spp_scl.extract.images import Preprocess, load_pixels
 
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)

@@ -11,9 +11,14 @@ import torch
 from PIL import Image
 from transformers import AutoModel, AutoTokenizer
 
-from extract.randaugment import OPERATIONS, RandAugment, apply_operation
-from extract.record_dropout import RecordDropout, UncontrolledRandomness, check_no_global_draws, global_random_state
-from extract.view_streams import numpy_stream, torch_stream, view_seed
+from spp_scl.extract.randaugment import OPERATIONS, RandAugment, apply_operation
+from spp_scl.extract.record_dropout import (
+    RecordDropout,
+    UncontrolledRandomness,
+    check_no_global_draws,
+    global_random_state,
+)
+from spp_scl.extract.view_streams import numpy_stream, torch_stream, view_seed
 
 OP = {op.name: op for op in OPERATIONS}
 

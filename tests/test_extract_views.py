@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from cache.verify import verify_cache
-from extract import pipeline
-from extract.image_encoder import ImageEncoder
-from extract.images import load_rgb, normalise, resize_and_crop
-from extract.pipeline import CacheMismatch, parts_folder, run
-from extract.randaugment import RandAugment
-from extract.records import BadInput
-from extract.text_encoder import TextEncoder
-from extract.view_streams import numpy_stream, torch_stream
+from spp_scl.cache.verify import verify_cache
+from spp_scl.extract import pipeline
+from spp_scl.extract.image_encoder import ImageEncoder
+from spp_scl.extract.images import load_rgb, normalise, resize_and_crop
+from spp_scl.extract.pipeline import CacheMismatch, parts_folder, run
+from spp_scl.extract.randaugment import RandAugment
+from spp_scl.extract.records import BadInput
+from spp_scl.extract.text_encoder import TextEncoder
+from spp_scl.extract.view_streams import numpy_stream, torch_stream
 from tests.conftest import ROOT_DIR, assert_same_cache, cache_contents, tiny_config
 
 CLEAN = ("ids", "labels", "text_lengths", "token_offsets", "image_maps", "first_token", "token_states")
@@ -288,7 +288,7 @@ def test_views_cache_verifies_and_a_changed_view_byte_is_named(with_views, tmp_p
 
 
 def test_inspect_lists_the_views(with_views):
-    from cache.describe import describe
+    from spp_scl.cache.describe import describe
 
     text = describe(str(with_views))
     assert "views: 2 per record of train" in text and "text 2 (dropout; layers [1, 2, 3, 4])" in text

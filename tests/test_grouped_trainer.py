@@ -1,4 +1,4 @@
-"""The grouped trainer (runs/grouped_trainer.py) against training alone (runs/trainer.train): a trial trained in a
+"""The grouped trainer (runs/train/grouped_trainer.py) against training alone (runs/trainer.train): a trial trained in a
 group gives the same weights, per-epoch log (losses, two-step decisions, dev metrics, selection), metrics and
 predictions as the same trial trained alone.
 
@@ -20,13 +20,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cache.synthetic import write_synthetic_cache
-from heads.config import SPPSCLConfig, resolve_config
-from heads.stacked.model import StackedSPPSCLHead
-from runs.checkpoint import build_head, load_head
-from runs.grouped_trainer import group_key, train_group, ungroupable_reason
-from runs.trainer import head_shapes, open_splits, train
-from runs.view_feed import feature_inputs
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.heads.config import SPPSCLConfig, resolve_config
+from spp_scl.heads.stacked.model import StackedSPPSCLHead
+from spp_scl.runs.train.checkpoint import build_head, load_head
+from spp_scl.runs.train.grouped_trainer import group_key, train_group, ungroupable_reason
+from spp_scl.runs.train.trainer import open_splits, train
+from spp_scl.runs.train.trial_run import head_shapes
+from spp_scl.runs.train.view_feed import feature_inputs
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def _assert_same_run(grouped, alone):
         json.loads((grouped / "config.json").read_text())["config"]
         == json.loads((alone / "config.json").read_text())["config"]
     )
-    load_head(grouped)  # a checkpoint runs/checkpoint.py serves
+    load_head(grouped)  # a checkpoint runs/train/checkpoint.py serves
 
 
 def _group_against_alone(cache, tmp_path, configs):
@@ -136,6 +137,38 @@ def test_trials_with_the_papers_theta_train_as_alone_over_many_epochs(cache, tmp
     _group_against_alone(cache, tmp_path, configs)
     rates = {line["step_two_rate"] for i in range(len(configs)) for line in _log(tmp_path / f"alone-{i}")}
     assert len(rates - {0.0, 1.0}) > 0  # some epochs mixed runs of step two with skips: decisions were close
+
+
+def test_patience_and_a_pruner_stop_a_grouped_trial_where_they_stop_it_alone(cache, tmp_path):
+    """Patience 1 at a rate that overshoots (the dev metric stops improving within a few epochs), and a caller's
+    hook (a sweep's pruner) that fires at epoch 2 for one trial: each trial stops at the epoch it stops alone, with
+    the same run folder, while the others go on."""
+    configs = [
+        _config(epochs=6, patience=1, lr=5e-2, seed=1),
+        _config(epochs=6, seed=2, theta=ALWAYS),
+        _config(epochs=6, patience=2, lr=3e-2, seed=3, theta=0.0),
+    ]
+    prune_at = {1: 2}  # trial index -> the epoch its pruner fires
+
+    def pruner(index):
+        return lambda epoch, dev: prune_at.get(index) == epoch
+
+    calls = []
+
+    def grouped_hook(index, epoch, dev):
+        calls.append((index, epoch))
+        return pruner(index)(epoch, dev)
+
+    dirs = [tmp_path / f"group-{i}" for i in range(len(configs))]
+    results = train_group(cache, configs, dirs, log=lambda *_: None, on_epoch=grouped_hook)
+    for i, config in enumerate(configs):
+        alone = train(cache, config, tmp_path / f"alone-{i}", log=lambda *_: None, on_epoch=pruner(i))
+        _assert_same_run(dirs[i], tmp_path / f"alone-{i}")
+        assert results[i].epochs_run == alone.epochs_run
+    assert results[1].epochs_run == 2  # the pruner stopped it
+    stopped_by_patience = [r for r, c in zip(results, configs) if c.patience and r.epochs_run < c.epochs]
+    assert stopped_by_patience, "no trial stopped early by patience: the test lost its subject"
+    assert max(epoch for index, epoch in calls if index == 1) == 2  # not asked again after it stopped
 
 
 def test_dropout_masks_are_the_ones_drawn_alone(cache):
@@ -189,11 +222,11 @@ def test_what_trains_alone():
     assert group_key(_config(two_step=False)) != group_key(_config())
 
 
-# --- runs/trials.py: groups when asked (group_size > 1), the same rows and run folders as alone, resume ---------------------------
+# --- runs/trials/executor.py: groups when asked (group_size > 1), the same rows and run folders as alone, resume ---------------------------
 
 
 def _trials():
-    from runs.trials import Trial
+    from spp_scl.runs.trials.executor import Trial
 
     return [
         Trial("short", {"epochs": 1}, 1),
@@ -208,7 +241,7 @@ def _comparable(row):
 
 
 def test_run_trials_in_groups_gives_the_rows_of_alone(cache, tmp_path):
-    from runs.trials import plan_groups, run_trials
+    from spp_scl.runs.trials.executor import plan_groups, run_trials
 
     base, trials = _config(), _trials()
     groups, alone = plan_groups(base, trials, 27)
@@ -231,9 +264,9 @@ def test_the_default_group_size_follows_where_the_train_split_is_read_from(cache
     they read it from the file batch by batch (whichever trained faster; the results are the same either way)."""
     import h5py
 
-    import cache.reader as reader
-    from cache.reader import feature_bytes, fits_in_memory
-    from runs.trials import AUTO_GROUP_SIZE, resolve_group_size
+    import spp_scl.cache.reader as reader
+    from spp_scl.cache.reader import feature_bytes, fits_in_memory
+    from spp_scl.runs.trials.executor import AUTO_GROUP_SIZE, resolve_group_size
 
     with h5py.File(cache, "r") as file:
         needed = feature_bytes(file["train"])
@@ -253,8 +286,8 @@ def test_the_default_group_size_follows_where_the_train_split_is_read_from(cache
 def test_a_split_without_its_features_is_named_when_the_group_size_is_decided(tmp_path):
     import h5py
 
-    from cache.reader import fits_in_memory
-    from spp_scl.errors import InputError
+    from spp_scl.cache.reader import fits_in_memory
+    from spp_scl.core.errors import InputError
 
     path = write_synthetic_cache(tmp_path / "c.h5", {"train": 4, "dev": 2}, layers=1, dim=4, map_shape=(2, 1, 1))
     with h5py.File(path, "a") as file:
@@ -265,7 +298,7 @@ def test_a_split_without_its_features_is_named_when_the_group_size_is_decided(tm
 
 def _feature_sizes(path, split):
     """The features' bytes, from a CachedSplit that read them into memory: what the prediction stands for."""
-    from cache.reader import CachedSplit
+    from spp_scl.cache.reader import CachedSplit
 
     held = CachedSplit(path, split, in_memory=True, dtype=None)
     return [array.nbytes for array in held._arrays.values()]
@@ -274,7 +307,7 @@ def _feature_sizes(path, split):
 def test_a_group_holds_trials_of_one_seed_where_it_can():
     """A table's rows come seed after seed; grouped by seed, the trials of a group read the same batches (one data
     group: inputs read and gathered once for all of them)."""
-    from runs.trials import Trial, plan_groups
+    from spp_scl.runs.trials.executor import Trial, plan_groups
 
     rows = [Trial(name, overrides, seed) for name, overrides in (("full", {}), ("tau", {"temperature": 0.2}))
             for seed in (42, 43)]  # fmt: skip
@@ -291,7 +324,7 @@ class _Interrupt(Exception):
 
 
 def test_an_interrupted_group_resumes_with_its_unfinished_trials_only(cache, tmp_path):
-    from runs.trials import read_results, run_trials
+    from spp_scl.runs.trials.executor import read_results, run_trials
 
     base, trials = _config(), _trials()[:3]
     results = tmp_path / "results.jsonl"
@@ -315,14 +348,14 @@ def test_an_interrupted_group_resumes_with_its_unfinished_trials_only(cache, tmp
         _assert_same_run(tmp_path / "trials" / row["key"], tmp_path / f"alone-{trial.name}")
 
 
-# --- sweeps (runs/study_worker.py): a worker trains the waiting grid points as a group -----------------------------
+# --- sweeps (runs/sweep/worker.py): a worker trains the waiting grid points as a group -----------------------------
 
 
 def test_a_grouped_sweep_trains_each_point_once_with_the_metrics_of_alone(cache, tmp_path, monkeypatch):
-    import runs.grouped_trainer as grouped_trainer
-    from runs.study import SweepPlan
-    from runs.study_sweep import run_sweep
-    from runs.sweeper import parse_space
+    import spp_scl.runs.train.grouped_trainer as grouped_trainer
+    from spp_scl.runs.sweep.driver import run_sweep
+    from spp_scl.runs.sweep.grid import parse_space
+    from spp_scl.runs.sweep.study import SweepPlan
 
     base = _config()
     plan = SweepPlan(cache, base, parse_space(["tau=0.05,0.2", f"theta=0,{ALWAYS}"], base), [1, 2])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from heads.config import FIELDS_ADDED_AFTER_KEYS, PRESETS, SPPSCLConfig, resolve_config
+from spp_scl.heads.config import FIELDS_ADDED_AFTER_KEYS, PRESETS, SPPSCLConfig, resolve_config
 
 
 def test_defaults_are_the_papers():
@@ -104,7 +104,7 @@ def test_every_field_added_since_the_first_keys_is_declared():
 
 
 def test_a_config_at_the_new_fields_defaults_keeps_the_identity_of_an_earlier_version():
-    from runs.trials import Trial
+    from spp_scl.runs.trials.executor import Trial
 
     base = resolve_config("mvsa-single+tuned")
     earlier = {

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.dropout import Dropout, dropout, dropout_noise
+from spp_scl.heads.dropout import Dropout, dropout, dropout_noise
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
@@ -114,7 +114,7 @@ def test_noise_at_the_edges_is_functional_dropouts_on_ones_and_draws_nothing(p):
 
 def test_where_the_draws_differ_the_masks_are_drawn_the_aten_way(monkeypatch):
     """On an ATen build whose bernoulli_ draws otherwise (the check fails), the same masks still come out."""
-    import heads.dropout as module
+    import spp_scl.heads.dropout as module
 
     monkeypatch.setattr(module, "uniform_draws_match_bernoulli", lambda: False)
     x = torch.randn(6, 7).t()
@@ -140,13 +140,13 @@ def test_where_the_draws_differ_the_masks_are_drawn_the_aten_way(monkeypatch):
 def test_heads_train_as_they_did_with_nn_dropout(overrides, tmp_path, monkeypatch):
     """A head's training forward on a real batch from the reader: the same logits and gradients with these draws as
     with nn.Dropout's, F.dropout's and the image branch's former F.dropout mask."""
-    from cache.reader import CachedSplit
-    from cache.synthetic import write_synthetic_cache
-    from heads.config import resolve_config
-    from heads.input_noise import attach_input_noise
-    from runs.checkpoint import build_head
-    from runs.trainer import head_shapes
-    from runs.view_feed import feature_inputs
+    from spp_scl.cache.reader import CachedSplit
+    from spp_scl.cache.synthetic import write_synthetic_cache
+    from spp_scl.heads.config import resolve_config
+    from spp_scl.heads.input_noise import attach_input_noise
+    from spp_scl.runs.train.checkpoint import build_head
+    from spp_scl.runs.train.trial_run import head_shapes
+    from spp_scl.runs.train.view_feed import feature_inputs
 
     cache = write_synthetic_cache(
         tmp_path / "c.h5", {"train": 12, "dev": 4}, layers=2, dim=16, map_shape=(8, 3, 3), mean_tokens=5, seed=2
@@ -166,13 +166,13 @@ def test_heads_train_as_they_did_with_nn_dropout(overrides, tmp_path, monkeypatc
         return logits.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
     logits, grads = train_step()
-    import heads.image_reduction
-    import heads.input_noise
+    import spp_scl.heads.image_reduction
+    import spp_scl.heads.input_noise
 
     monkeypatch.setattr(Dropout, "forward", nn.Dropout.forward)
-    monkeypatch.setattr(heads.input_noise, "functional_dropout", F.dropout)
+    monkeypatch.setattr(spp_scl.heads.input_noise, "functional_dropout", F.dropout)
     monkeypatch.setattr(
-        heads.image_reduction,
+        spp_scl.heads.image_reduction,
         "dropout_noise",
         lambda shape, p, dtype, device: F.dropout(torch.ones(shape, dtype=dtype, device=device), p, training=True),
     )

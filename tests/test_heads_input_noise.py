@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from heads.config import SPPSCLConfig
-from heads.input_noise import attach_input_noise
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.input_noise import attach_input_noise
 
 
 class Recorder(nn.Module):

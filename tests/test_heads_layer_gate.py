@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from heads.config import SPPSCLConfig
-from heads.hierarchical_attention import HierarchicalAttention
-from heads.model import SPPSCLHead
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.hierarchical_attention import HierarchicalAttention
+from spp_scl.heads.model import SPPSCLHead
 
 
 def _zero_mean_first_tokens(batch=32, layers=4, dim=48):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from heads.losses import inter_modal_supcon_loss, intra_modal_supcon_loss, weighted_cross_entropy
+from spp_scl.heads.losses import inter_modal_supcon_loss, intra_modal_supcon_loss, weighted_cross_entropy
 
 
 def naive_intra(embeddings, labels, tau):

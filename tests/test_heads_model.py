@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from heads.config import FUSION_KINDS, resolve_config
-from heads.model import SPPSCLHead
+from spp_scl.heads.config import FUSION_KINDS, resolve_config
+from spp_scl.heads.model import SPPSCLHead
 
 CHANNELS, TEXT_DIM, LAYERS, CLASSES = 6, 10, 4, 3
 

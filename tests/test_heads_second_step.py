@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from heads.config import SPPSCLConfig
-from heads.losses import inter_modal_supcon_loss
-from heads.model import SPPSCLHead
-from heads.training_step import spp_scl_step, step_one_losses
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.losses import inter_modal_supcon_loss
+from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.training_step import spp_scl_step, step_one_losses
 
 INPUTS = ("image_maps", "first_token", "token_states", "token_mask")
 

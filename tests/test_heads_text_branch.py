@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from heads.hierarchical_attention import HierarchicalAttention
+from spp_scl.heads.hierarchical_attention import HierarchicalAttention
 
 LENGTHS = torch.tensor([5, 1, 3, 5, 2])
 

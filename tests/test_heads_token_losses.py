@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from heads.losses.label_based_contrastive import label_based_contrastive_loss
-from heads.losses.modality_agnostic_contrastive import modality_agnostic_contrastive_loss
+from spp_scl.heads.losses.label_based_contrastive import label_based_contrastive_loss
+from spp_scl.heads.losses.modality_agnostic_contrastive import modality_agnostic_contrastive_loss
 
 
 def naive_supervised_contrastive(samples, labels, tau):

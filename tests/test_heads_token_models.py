@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from heads.clmlf import CLMLFHead, clmlf_step
-from heads.config import PRESETS, SPPSCLConfig, resolve_config
-from heads.head_kinds import build_head_model, report_keys_for, training_step_for
-from heads.mdse import MDSEHead, mdse_step
-from heads.model import SPPSCLHead
-from heads.training_step import spp_scl_step
+from spp_scl.heads.clmlf import CLMLFHead, clmlf_step
+from spp_scl.heads.config import PRESETS, SPPSCLConfig, resolve_config
+from spp_scl.heads.head_kinds import build_head_model, report_keys_for, training_step_for
+from spp_scl.heads.mdse import MDSEHead, mdse_step
+from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.training_step import spp_scl_step
 from tests.test_heads_model import CHANNELS, CLASSES, LAYERS, TEXT_DIM, random_inputs, take, trained_statistics
 
 TOKEN_HEADS = ("clmlf", "mdse")

@@ -5,9 +5,9 @@ import time
 import pytest
 import torch
 
-from heads.config import SPPSCLConfig, resolve_config
-from heads.model import SPPSCLHead
-from heads.training_step import spp_scl_step
+from spp_scl.heads.config import SPPSCLConfig, resolve_config
+from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.training_step import spp_scl_step
 
 CHANNELS, TEXT_DIM, LAYERS, CLASSES, MAX_LENGTH = 8, 12, 3, 3, 8
 NOISE = 4.0
@@ -184,9 +184,9 @@ def test_unimodal_step_uses_only_its_own_terms(modality):
 
 def _reference_two_step(model, batch, optimizer, config):
     """The two-step iteration written plainly: the second forward always builds its graph."""
-    from heads.losses import inter_modal_supcon_loss
-    from heads.training_step import step_one_losses
-    from heads.two_step import alignment_decision
+    from spp_scl.heads.losses import inter_modal_supcon_loss
+    from spp_scl.heads.training_step import step_one_losses
+    from spp_scl.heads.two_step import alignment_decision
 
     inputs = {k: batch[k] for k in ("image_maps", "first_token", "token_states", "token_mask")}
     loss = sum(step_one_losses(model(**inputs), batch["labels"], config).values())

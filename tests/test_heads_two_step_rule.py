@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from heads.two_step import alignment_decision
+from spp_scl.heads.two_step import alignment_decision
 
 # With t = identity, t v^T = v^T, so v = G^T lets each test write the score matrix G directly.
 IDENTITY = torch.eye(3, dtype=torch.float64)
@@ -42,6 +42,16 @@ def test_aligned_when_c_reaches_theta_times_p():
 def test_equality_counts_as_aligned():
     scores = scores_with_diagonal_1_2_3([(0, 1), (2, 0)])  # c = 3 = 0.6 * 5
     assert alignment_decision(IDENTITY, scores.T, LABELS, theta=0.6).aligned is True
+
+
+def test_entries_equal_to_m_do_not_count_in_c():
+    """c counts the entries strictly below m: an entry that ties with m (here every entry: S is 0.5 throughout,
+    so m = 0.5) is not below it, so c = 0 and the pair is not aligned; with `<=` it would count all nine."""
+    zeros = torch.zeros(3, 3, dtype=torch.float64)
+    decision = alignment_decision(IDENTITY, zeros, LABELS, theta=2 / 3)
+    assert decision.diagonal_mean == 0.5
+    assert decision.below_mean_count == 0
+    assert decision.aligned is False
 
 
 def test_uses_raw_embeddings_not_normalised_ones():

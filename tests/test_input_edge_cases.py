@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from extract.images import ImageProblem, load_rgb
-from extract.records import class_notes, read_dataset
-from runs.pair_files import PairResult, ResultWriter, read_pair_file
-from runs.predictor import Predictor
-from spp_scl.spreadsheet import spreadsheet_safe
+from spp_scl.core.spreadsheet import spreadsheet_safe
+from spp_scl.extract.images import ImageProblem, load_rgb
+from spp_scl.extract.records import class_notes, read_dataset
+from spp_scl.runs.predict.pair_files import PairResult, ResultWriter, read_pair_file
+from spp_scl.runs.predict.predictor import Predictor
 from tests.tiny_run import tiny_run
 
 BOM = "\ufeff"
@@ -151,7 +151,7 @@ def test_predict_csv_output_never_holds_a_formula(tmp_path):
 
 def test_a_fifo_given_as_the_pair_file_is_refused_at_once(tiny, tmp_path_factory, tmp_path, capsys):
     from spp_scl.cli import main as spp_scl
-    from spp_scl.errors import EXIT_INPUT
+    from spp_scl.core.errors import EXIT_INPUT
 
     pairs = tmp_path / "pairs.jsonl"
     os.mkfifo(pairs)

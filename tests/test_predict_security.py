@@ -14,13 +14,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from cache.checksums import ATTRS_KEY, attrs_sha256
-from extract.pipeline import run as extract
-from heads.config import resolve_config
-from runs.encoder_choice import PluginRefused
-from runs.predictor import Predictor
-from runs.trainer import train
-from spp_scl.errors import EXIT_CRASH, EXIT_INPUT, EXIT_REFUSED, InputError
+from spp_scl.cache.checksums import ATTRS_KEY, attrs_sha256
+from spp_scl.core.errors import EXIT_CRASH, EXIT_INPUT, EXIT_REFUSED, InputError
+from spp_scl.extract.pipeline import run as extract
+from spp_scl.heads.config import resolve_config
+from spp_scl.runs.predict.encoder_choice import PluginRefused
+from spp_scl.runs.predict.predictor import Predictor
+from spp_scl.runs.train.trainer import train
 from tests.conftest import tiny_config
 from tests.tiny_run import tiny_run
 
@@ -176,8 +176,8 @@ def test_a_cut_or_reshaped_weights_file_is_one_line_naming_it(run_copy):
 
 def test_the_command_line_gives_each_outcome_its_own_status(tiny, plugin, plugin_run, run_copy, capsys, monkeypatch):
     """0 all predicted, 1 some error rows, 3 a bad run folder, 4 a plugin refused, 70 a bug (never 1)."""
-    from runs.predictor import Predictor as RealPredictor
     from spp_scl.cli import main as spp_scl
+    from spp_scl.runs.predict.predictor import Predictor as RealPredictor
 
     image, text = _dev_pairs(tiny, 1)[0][1:]
     one_pair = ["--image", str(image), "--text", text]

@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from tests.conftest import ROOT_DIR
+
+pytestmark = pytest.mark.slow  # end to end: processes, extractions or many epochs
 
 
 def test_run_all_demo_end_to_end_in_reduced_size(tmp_path):

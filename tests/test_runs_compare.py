@@ -9,12 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from cache.synthetic import write_synthetic_cache
-from heads.config import resolve_config
-from runs.checkpoint import load_head
-from runs.comparison import METHODS
-from runs.sweeper import expand, parse_space
-from runs.trainer import open_splits, predict, train
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.heads.config import resolve_config
+from spp_scl.runs.protocols.comparison import METHODS
+from spp_scl.runs.sweep.grid import expand, parse_space
+from spp_scl.runs.train.checkpoint import load_head
+from spp_scl.runs.train.trainer import open_splits, train
+from spp_scl.runs.train.trial_run import predict
 
 # Narrow and shallow (CLMLF's depths are tested in test_heads_token_models.py) to keep the trainings short.
 SMALL = {

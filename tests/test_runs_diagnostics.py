@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from heads.config import resolve_config
-from runs.diagnostics import modality_distances
-from runs.run_folder import RunFolder
-from runs.trainer import train
 from spp_scl.cli import main as spp_scl
+from spp_scl.heads.config import resolve_config
+from spp_scl.runs.predict.run_folder import RunFolder
+from spp_scl.runs.report.diagnostics import modality_distances
+from spp_scl.runs.train.trainer import train
 from tests.tiny_run import tiny_cache, tiny_run
 
 

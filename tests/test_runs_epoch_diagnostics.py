@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from cache.synthetic import write_synthetic_cache
-from heads.config import resolve_config
-from runs.checkpoint import load_head
-from runs.trainer import open_splits, train
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.heads.config import resolve_config
+from spp_scl.runs.train.checkpoint import load_head
+from spp_scl.runs.train.trainer import open_splits, train
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_one_step_runs_have_no_rule_to_log(cache, tmp_path):
 
 def test_single_backward_heads_report_their_forwards_correct_predictions():
     """The compared heads' running train accuracy counts what their forward predicted before the step."""
-    from heads.single_backward_step import single_backward_step
+    from spp_scl.heads.single_backward_step import single_backward_step
 
     class Linear(torch.nn.Module):
         def __init__(self):

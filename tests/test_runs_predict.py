@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extract.demo import make_tiny_text_encoder
-from runs.predictor import EncoderMismatch, Predictor, predict_pairs
-from runs.run_folder import RunFolderError
 from spp_scl.cli import main as spp_scl
+from spp_scl.extract.demo import make_tiny_text_encoder
+from spp_scl.runs.predict.predictor import EncoderMismatch, Predictor, predict_pairs
+from spp_scl.runs.predict.run_folder import RunFolderError
 from tests.tiny_run import tiny_run
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runs.predictor import Predictor
-from runs.run_folder import RunFolderError
 from spp_scl.cli import main as spp_scl
+from spp_scl.runs.predict.predictor import Predictor
+from spp_scl.runs.predict.run_folder import RunFolderError
 from tests.tiny_run import tiny_run
 
 

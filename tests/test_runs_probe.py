@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from cache.synthetic import write_synthetic_cache
-from heads.config import resolve_config
-from runs.checkpoint import load_head
-from runs.trainer import open_splits, predict, train
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.heads.config import resolve_config
+from spp_scl.runs.train.checkpoint import load_head
+from spp_scl.runs.train.trainer import open_splits, train
+from spp_scl.runs.train.trial_run import predict
 
 
 def _cache(tmp_path, num_classes=3, signal=0.5):
@@ -51,9 +52,9 @@ def test_pooled_features_equal_a_per_record_loop(tmp_path, modality):
     path = _cache(tmp_path)
     config = resolve_config(head="probe", modality=modality, text_layers_last=2)
     splits = open_splits(path, config)
-    from runs.checkpoint import build_head
-    from runs.probe import pooled_features
-    from runs.trainer import head_shapes
+    from spp_scl.runs.train.checkpoint import build_head
+    from spp_scl.runs.train.probe import pooled_features
+    from spp_scl.runs.train.trial_run import head_shapes
 
     model = build_head(config, head_shapes(splits["train"]))
     ours = pooled_features(model, splits["dev"], batch_size=7)  # batches pad to their longest text

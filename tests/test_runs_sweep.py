@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from cache.synthetic import write_synthetic_cache
-from heads.config import resolve_config
-from runs.paper_tables import PAPER, render_table, table_rows
-from runs.sweeper import expand, parse_space, summarise
-from runs.trials import Trial, read_results, run_trials
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.heads.config import resolve_config
+from spp_scl.runs.protocols.paper_tables import PAPER, render_table, table_rows
+from spp_scl.runs.sweep.grid import expand, parse_space, summarise
+from spp_scl.runs.trials.executor import Trial, read_results, run_trials
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ import sys
 import numpy as np
 import pytest
 
-from cache.synthetic import write_synthetic_cache
-from heads.config import resolve_config
-from runs.checkpoint import load_head
-from runs.trainer import open_splits, predict, train
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.heads.config import resolve_config
+from spp_scl.runs.train.checkpoint import load_head
+from spp_scl.runs.train.trainer import open_splits, train
+from spp_scl.runs.train.trial_run import predict
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """A sweep with parallel trials killed with kill -9 takes its worker processes with it: none is left running
 (each holds a copy of the cache, hundreds of MB on real data). Both ways trials run side by side: the pool of
-runs/trials.py (tables, comparison) and the worker processes of `spp-scl sweep --jobs 2`."""
+runs/trials/executor.py (tables, comparison) and the worker processes of `spp-scl sweep --jobs 2`."""
 
 from __future__ import annotations
 
@@ -13,14 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from cache.synthetic import write_synthetic_cache
+from spp_scl.cache.synthetic import write_synthetic_cache
 from tests.conftest import ROOT_DIR
 
 TRIALS = """
 import sys
 from pathlib import Path
-from heads.config import resolve_config
-from runs.trials import Trial, run_trials
+from spp_scl.heads.config import resolve_config
+from spp_scl.runs.trials.executor import Trial, run_trials
+
+pytestmark = pytest.mark.slow  # end to end: processes, extractions or many epochs
 
 out = Path(sys.argv[2])
 base = resolve_config("mvsa-single", epochs=500, batch_size=16)

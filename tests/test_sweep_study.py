@@ -24,9 +24,13 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from cache.synthetic import write_synthetic_cache
-from heads.config import FIELDS_ADDED_AFTER_KEYS, resolve_config
-from runs.study import (
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.core.errors import InputError, Refused
+from spp_scl.heads.config import FIELDS_ADDED_AFTER_KEYS, resolve_config
+from spp_scl.runs.sweep.driver import run_sweep
+from spp_scl.runs.sweep.grid import expand, parse_space
+from spp_scl.runs.sweep.storage import HEARTBEAT_KEY, open_storage
+from spp_scl.runs.sweep.study import (
     DUPLICATE_KEY,
     OWNER_KEY,
     RETRY_KEY,
@@ -38,13 +42,11 @@ from runs.study import (
     recover_unfinished,
     retry_unfinished,
 )
-from runs.study_storage import HEARTBEAT_KEY, open_storage
-from runs.study_sweep import run_sweep
-from runs.study_worker import Pruning, WorkerSettings, open_worker_study
-from runs.sweeper import expand, parse_space
-from runs.trainer import train
-from runs.worker_identity import owner_is_gone, this_process
-from spp_scl.errors import InputError, Refused
+from spp_scl.runs.sweep.worker import Pruning, WorkerSettings, open_worker_study
+from spp_scl.runs.sweep.worker_identity import owner_is_gone, this_process
+from spp_scl.runs.train.trainer import train
+
+pytestmark = pytest.mark.slow  # end to end: processes, extractions or many epochs
 
 AXES = ["tau=0.05,0.1", "theta=0.5,0.8", "lambda=3,5"]
 EPOCHS = 3
@@ -255,6 +257,7 @@ def postgres_url():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.db
 def test_three_workers_on_postgresql_train_each_point_once(cache, single_worker, postgres_url, tmp_path):
     outs = [tmp_path / f"machine{i}" for i in range(3)]  # as if on three machines: no shared folder
     workers = [start(sweep_command(cache, out, "--storage", postgres_url)) for out in outs]

@@ -13,16 +13,16 @@ import pytest
 import torch
 from torch import nn
 
-from cache.reader import CachedSplit
-from cache.views import NoViews
-from extract.pipeline import run as extract
-from heads.config import SPPSCLConfig, resolve_config
-from heads.losses.data_based_contrastive import data_based_contrastive_loss
-from heads.model import SPPSCLHead
-from heads.training_step import spp_scl_step
-from runs.comparison import METHODS, methods_for
-from runs.trainer import train
-from runs.view_feed import TrainingFeed
+from spp_scl.cache.reader import CachedSplit
+from spp_scl.cache.views import NoViews
+from spp_scl.extract.pipeline import run as extract
+from spp_scl.heads.config import SPPSCLConfig, resolve_config
+from spp_scl.heads.losses.data_based_contrastive import data_based_contrastive_loss
+from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.training_step import spp_scl_step
+from spp_scl.runs.protocols.comparison import METHODS, methods_for
+from spp_scl.runs.train.trainer import train
+from spp_scl.runs.train.view_feed import TrainingFeed
 from tests.conftest import tiny_config
 from tests.tiny_run import tiny_cache
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from extract.pipeline import run as extract
-from heads.config import resolve_config
-from runs.trainer import train
+from spp_scl.extract.pipeline import run as extract
+from spp_scl.heads.config import resolve_config
+from spp_scl.runs.train.trainer import train
 from tests.conftest import tiny_config
 
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.classifier import SentimentClassifier
-from heads.config import SPPSCLConfig
-from heads.tokens import AttentionPooling, ImageTokens, SelfAttentionEncoder, TextTokens, token_inputs
+from spp_scl.heads.classifier import SentimentClassifier
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.tokens import AttentionPooling, ImageTokens, SelfAttentionEncoder, TextTokens, token_inputs
 
 
 class CLMLFHead(nn.Module):

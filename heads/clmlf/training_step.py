@@ -2,7 +2,7 @@
 backward, one step.
 
 DBCL (CLMLF's data-based contrastive loss) needs a second view of each post: with stored views served
-(config.uses_dbcl), the batch carries it as "second_view" (runs/view_feed.py), the model embeds it in a second
+(config.uses_dbcl), the batch carries it as "second_view" (runs/train/view_feed.py), the model embeds it in a second
 forward, and DBCL contrasts the two (heads/losses/data_based_contrastive.py). On clean features there is none and
 the loss is CE + LBCL. The model must be in train mode and the batch hold two or more samples (the classifier's
 BatchNorm).
@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.config import SPPSCLConfig
-from heads.losses.data_based_contrastive import data_based_contrastive_loss
-from heads.losses.label_based_contrastive import label_based_contrastive_loss
-from heads.single_backward_step import MODEL_INPUTS, single_backward_step
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.losses.data_based_contrastive import data_based_contrastive_loss
+from spp_scl.heads.losses.label_based_contrastive import label_based_contrastive_loss
+from spp_scl.heads.single_backward_step import MODEL_INPUTS, single_backward_step
 
 CLMLF_REPORT_KEYS = ("loss_step_one", "loss_step_two", "ce", "lbcl", "dbcl", "step_two_ran")
 
@@ -31,7 +31,7 @@ def clmlf_step(
     config: SPPSCLConfig,
     backward: Callable[[torch.Tensor], None] | None = None,
 ) -> dict[str, float]:
-    """Same signature as heads.training_step.spp_scl_step; returns the floats of CLMLF_REPORT_KEYS (dbcl 0.0 when
+    """Same signature as spp_scl.heads.training_step.spp_scl_step; returns the floats of CLMLF_REPORT_KEYS (dbcl 0.0 when
     there is no second view)."""
     second = batch.get("second_view") if config.uses_dbcl else None
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from heads.config import SPPSCLConfig
-from heads.fusion.bank_cross_attention import AttentionBank, CrossModalBankFusion
-from heads.fusion.batch_cross_attention import CrossModalBatchFusion
-from heads.fusion.concatenation import ConcatFusion
-from heads.fusion.gated_qkv import GatedQueryKeyValue
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.fusion.bank_cross_attention import AttentionBank, CrossModalBankFusion
+from spp_scl.heads.fusion.batch_cross_attention import CrossModalBatchFusion
+from spp_scl.heads.fusion.concatenation import ConcatFusion
+from spp_scl.heads.fusion.gated_qkv import GatedQueryKeyValue
 
 
 def build_fusion(config: SPPSCLConfig) -> nn.Module:

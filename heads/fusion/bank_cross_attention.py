@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from heads.fusion.gated_qkv import GatedQueryKeyValue
+from spp_scl.heads.fusion.gated_qkv import GatedQueryKeyValue
 
 
 class AttentionBank(nn.Module):

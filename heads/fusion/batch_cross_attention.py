@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from heads.fusion.gated_qkv import GatedQueryKeyValue
+from spp_scl.heads.fusion.gated_qkv import GatedQueryKeyValue
 
 
 class CrossModalBatchFusion(nn.Module):

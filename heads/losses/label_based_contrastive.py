@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from heads.losses.intra_modal_supcon import intra_modal_supcon_loss
+from spp_scl.heads.losses.intra_modal_supcon import intra_modal_supcon_loss
 
 
 def label_based_contrastive_loss(fused: torch.Tensor, labels: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from heads.losses.intra_modal_supcon import intra_modal_supcon_loss
+from spp_scl.heads.losses.intra_modal_supcon import intra_modal_supcon_loss
 
 
 def modality_agnostic_contrastive_loss(

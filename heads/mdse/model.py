@@ -11,7 +11,7 @@ a narrow width (model_dim, 128 by default) so that an epoch takes seconds on a C
 (heads/classifier.py) is used by every head so that their differences lie in what comes before it. MDSE's
 training augments its images (RandAugment 2 x 14 and a flip, as CLMLF's): a clean cache has fixed features, so
 then there are none; on a cache with stored views and train_views other than clean the head is fed them
-(`--view-parts image` for MDSE's own setting: augmented images, original texts; runs/view_feed.py).
+(`--view-parts image` for MDSE's own setting: augmented images, original texts; runs/train/view_feed.py).
 
 Padded text positions are masked as attention keys, in the similarity softmax and in every pooling. In
 eval mode nothing crosses samples (the classifier's BatchNorm uses its running statistics).
@@ -22,11 +22,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.classifier import SentimentClassifier
-from heads.config import SPPSCLConfig
-from heads.mdse.pair_fusion import PairFusion
-from heads.mdse.private_features import PrivateFeatures
-from heads.tokens import AttentionBlock, ImageTokens, TextTokens, masked_mean, token_inputs
+from spp_scl.heads.classifier import SentimentClassifier
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.mdse.pair_fusion import PairFusion
+from spp_scl.heads.mdse.private_features import PrivateFeatures
+from spp_scl.heads.tokens import AttentionBlock, ImageTokens, TextTokens, masked_mean, token_inputs
 
 
 class MDSEHead(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.dropout import Dropout
+from spp_scl.heads.dropout import Dropout
 
 
 class PairFusion(nn.Module):

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from heads.tokens import AttentionBlock, masked_mean
+from spp_scl.heads.tokens import AttentionBlock, masked_mean
 
 
 class PrivateFeatures(nn.Module):

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.config import SPPSCLConfig
-from heads.losses.modality_agnostic_contrastive import modality_agnostic_contrastive_loss
-from heads.single_backward_step import single_backward_step
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.losses.modality_agnostic_contrastive import modality_agnostic_contrastive_loss
+from spp_scl.heads.single_backward_step import single_backward_step
 
 MDSE_REPORT_KEYS = ("loss_step_one", "loss_step_two", "ce", "macl", "step_two_ran")
 
@@ -27,7 +27,7 @@ def mdse_step(
     config: SPPSCLConfig,
     backward: Callable[[torch.Tensor], None] | None = None,
 ) -> dict[str, float]:
-    """Same signature as heads.training_step.spp_scl_step; returns the floats of MDSE_REPORT_KEYS."""
+    """Same signature as spp_scl.heads.training_step.spp_scl_step; returns the floats of MDSE_REPORT_KEYS."""
 
     def loss_terms(outputs, labels):
         macl = modality_agnostic_contrastive_loss(

@@ -1,6 +1,6 @@
 """AdamW over stacked parameters [T, ...]: each trial its own learning rate, weight decay, moments and step counts.
 
-The update of trial t is torch's fused AdamW kernel (what runs/trainer.py's optimizer runs) applied to trial t's
+The update of trial t is torch's fused AdamW kernel (what runs/train/trainer.py's optimizer runs) applied to trial t's
 rows, with that trial's hyper-parameters: the same arithmetic as alone, element by element. Step counts are per
 trial and per parameter, as torch keeps them: a parameter that gets no gradient in a step (step two's L_clm does
 not reach the fusion or the classifier) is skipped, its moments and step count untouched, and a trial that takes

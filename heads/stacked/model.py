@@ -21,12 +21,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from heads.hierarchical_attention import real_token_lengths
-from heads.model import SPPSCLHead
-from heads.shift_gauge import exact_zero_gradient, is_shift_gauge
-from heads.stacked.layers import TrialDropout, batch_norm_wide, stacked_batch_norm, stacked_linear
-from heads.stacked.token_lstm import stacked_lstm_mean
-from heads.token_lstm import TokenSchedule
+from spp_scl.heads.hierarchical_attention import real_token_lengths
+from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.shift_gauge import exact_zero_gradient, is_shift_gauge
+from spp_scl.heads.stacked.layers import TrialDropout, batch_norm_wide, stacked_batch_norm, stacked_linear
+from spp_scl.heads.stacked.token_lstm import stacked_lstm_mean
+from spp_scl.heads.token_lstm import TokenSchedule
 
 DataGroup = tuple[range, dict]  # (the trials that read these inputs, model inputs)
 

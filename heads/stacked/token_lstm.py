@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from heads.token_lstm import _GATE_ORDER, TokenSchedule, _Recurrence
+from spp_scl.heads.token_lstm import _GATE_ORDER, TokenSchedule, _Recurrence
 
 
 def stacked_lstm_mean(

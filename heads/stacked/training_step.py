@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from heads.config import SPPSCLConfig
-from heads.losses import inter_modal_supcon_loss
-from heads.stacked.adamw import StackedAdamW
-from heads.stacked.model import DataGroup, StackedSPPSCLHead
-from heads.training_step import inter_loss_enabled, rule_report, step_one_losses
-from heads.two_step import alignment_decision
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.losses import inter_modal_supcon_loss
+from spp_scl.heads.stacked.adamw import StackedAdamW
+from spp_scl.heads.stacked.model import DataGroup, StackedSPPSCLHead
+from spp_scl.heads.training_step import inter_loss_enabled, rule_report, step_one_losses
+from spp_scl.heads.two_step import alignment_decision
 
 
 def trial_outputs(outputs: dict, trial: int) -> dict:

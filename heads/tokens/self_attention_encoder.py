@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from heads.tokens.attention_block import AttentionBlock
+from spp_scl.heads.tokens.attention_block import AttentionBlock
 
 
 class SelfAttentionEncoder(nn.Module):

@@ -17,12 +17,12 @@ import logging
 import sys
 
 from spp_scl import __version__
-from spp_scl.errors import EXIT_CODES, EXIT_CRASH, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_STORAGE, ToolError
+from spp_scl.core.errors import EXIT_CODES, EXIT_CRASH, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_STORAGE, ToolError
 
 VERBS = ("extract", "inspect", "train", "sweep", "tables", "compare", "predict", "report", "demo")
 MODULES = {"inspect": "inspect_cache"}  # `inspect` would shadow the standard library's module of that name
 
-PACKAGES = ("spp_scl", "extract", "cache", "heads", "runs")  # the loggers the command line configures
+PACKAGES = ("spp_scl",)  # the loggers the command line configures (every module of the tool is under it)
 
 
 def verb_module(verb: str):

@@ -7,8 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from heads.config import PRESETS, SPPSCLConfig, resolve_config
-from spp_scl.errors import InputError
+from spp_scl.core.errors import InputError
+from spp_scl.heads.config import PRESETS, SPPSCLConfig, resolve_config
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 
@@ -58,16 +58,16 @@ def add_group_size(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="train up to N pending SPP-SCL trials of one architecture as one group in one pass "
-        "(runs/grouped_trainer.py; each trial bit for bit as trained alone); 1 = every trial alone (default: "
+        "(runs/train/grouped_trainer.py; each trial bit for bit as trained alone); 1 = every trial alone (default: "
         "groups of 8 when the train split is read from the cache file batch by batch, alone when it fits in "
         "memory, where groups were no faster: README, Figures)",
     )
 
 
 def run_dataset_trials(args: argparse.Namespace, cache, base: SPPSCLConfig, trials: list, folder: Path) -> list[dict]:
-    """runs.trials.run_trials for one dataset's trials, into folder/results.jsonl and folder/trials, with the
+    """spp_scl.runs.trials.executor.run_trials for one dataset's trials, into folder/results.jsonl and folder/trials, with the
     verb's --jobs and --group-size."""
-    from runs.trials import run_trials
+    from spp_scl.runs.trials.executor import run_trials
 
     return run_trials(
         cache, base, trials, folder / "results.jsonl", folder / "trials", jobs=args.jobs, group_size=args.group_size

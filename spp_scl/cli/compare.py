@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from spp_scl.cli.common import add_group_size, add_named_caches, add_set, run_dataset_trials
-from spp_scl.errors import InputError
+from spp_scl.core.errors import InputError
 
 HELP = "SPP-SCL beside the compared heads and each modality alone, N seeds each"
 logger = logging.getLogger(__name__)
@@ -39,15 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def base_configs(args: argparse.Namespace, caches: dict[str, str]) -> dict:
     """Per dataset: its preset (when the name is one), then --set."""
-    from heads.config import DATASET_PRESETS, resolve_config
-    from runs.sweeper import parse_settings
+    from spp_scl.heads.config import DATASET_PRESETS, resolve_config
+    from spp_scl.runs.sweep.grid import parse_settings
 
     bases = {dataset: resolve_config(dataset if dataset in DATASET_PRESETS else None) for dataset in caches}
     return {dataset: base.replace(**parse_settings(args.set, base)) for dataset, base in bases.items()}
 
 
 def run(args: argparse.Namespace) -> int:
-    from runs.comparison import (
+    from spp_scl.runs.protocols.comparison import (
         comparison_trials,
         methods_for,
         render_comparison,
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         summarise_dataset,
         views_note,
     )
-    from runs.sweeper import parse_named
+    from spp_scl.runs.sweep.grid import parse_named
 
     try:
         caches = parse_named(args.cache, "cache")

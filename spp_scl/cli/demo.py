@@ -16,7 +16,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from spp_scl.errors import ToolError
+from spp_scl.core.errors import ToolError
 
 HELP = "the whole protocol on a generated set with tiny encoders (minutes on a CPU)"
 logger = logging.getLogger(__name__)
@@ -50,7 +50,10 @@ def _stage(name: str, argv: list[str], log_file: Path | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from extract.demo import prepare_demo
+    from spp_scl.core.extras import require
+
+    require("transformers"), require("optuna")  # the demo extracts, then sweeps
+    from spp_scl.extract.demo import prepare_demo
 
     try:
         sizes = dict(zip(("train", "dev", "test"), (int(n) for n in args.sizes.split(",")), strict=True))

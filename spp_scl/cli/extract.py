@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from extract.config import EXTRACT_GROUPS, ExtractConfig
-from spp_scl.errors import InputError
-from spp_scl.options import add_dataclass_options, dataclass_values
+from spp_scl.core.errors import InputError
+from spp_scl.core.options import add_dataclass_options, dataclass_values
+from spp_scl.extract.config import EXTRACT_GROUPS, ExtractConfig
 
 HELP = "run the frozen encoders once and write the HDF5 feature cache"
 
@@ -30,9 +30,12 @@ def run(args: argparse.Namespace) -> int:
         raise
     except ValueError as error:  # a bad option value: argparse's message and status
         args.parser.error(str(error))
-    from accelerate import PartialState
+    from spp_scl.core.extras import require
 
-    from extract.pipeline import run as extract
+    require("transformers")
+    PartialState = require("accelerate").PartialState
+
+    from spp_scl.extract.pipeline import run as extract
 
     summary = extract(config)
     if PartialState().is_main_process:

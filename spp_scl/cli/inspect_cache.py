@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from spp_scl.errors import InputError
+from spp_scl.core.errors import InputError
 
 HELP = "show what a feature cache holds"
 
@@ -28,14 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cache.describe import describe
-    from cache.layout import read_skipped
-    from cache.reader import cache_summary
-    from cache.views import views_summary
+    from spp_scl.cache.describe import describe
+    from spp_scl.cache.layout import read_skipped
+    from spp_scl.cache.reader import cache_summary
+    from spp_scl.cache.views import views_summary
 
     if args.verify:
-        from cache.checksums import CacheDamaged
-        from cache.verify import verify_cache
+        from spp_scl.cache.checksums import CacheDamaged
+        from spp_scl.cache.verify import verify_cache
 
         verification = verify_cache(args.file)
         if verification.problems:

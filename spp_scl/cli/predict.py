@@ -21,7 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
-from spp_scl.errors import EXIT_PARTIAL, InputError
+from spp_scl.core.errors import EXIT_PARTIAL, InputError
 
 HELP = "label new image-text pairs with a trained run"
 logger = logging.getLogger(__name__)
@@ -67,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
         args.parser.error("one pair needs both --image and --text")
     if args.batch_size < 1:
         args.parser.error("--batch-size must be positive")
+    from spp_scl.core.extras import require
 
-    from runs.pair_files import Pair, ResultWriter, count_rows, read_pair_file
-    from runs.predictor import Predictor
+    require("transformers")  # the run's encoders
+    from spp_scl.runs.predict.pair_files import Pair, ResultWriter, count_rows, read_pair_file
+    from spp_scl.runs.predict.predictor import Predictor
 
     # Stdout carries the results: whatever loading an encoder prints (a plugin's banner, say) goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):

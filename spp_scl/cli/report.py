@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from spp_scl.errors import EXIT_INPUT, ToolError
+from spp_scl.core.errors import EXIT_INPUT, ToolError
 
 HELP = "diagnostics (IID/TTD/ITD, t-SNE, curves) and a one-page report per run"
 logger = logging.getLogger(__name__)
@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from runs.diagnostics import run_diagnostics
-    from runs.run_report import write_report
+    from spp_scl.runs.report.diagnostics import run_diagnostics
+    from spp_scl.runs.report.run_report import write_report
 
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     status = 0

@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 
 from spp_scl.cli.common import add_config_source, add_group_size, add_set, base_config, existing_file
-from spp_scl.errors import InputError
+from spp_scl.core.errors import InputError
 
 HELP = "sweep config fields (grid or random points, N seeds), select on dev"
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sweep_space(args: argparse.Namespace) -> tuple:
     """(the base config: preset or --config, --faithful, then --set; the swept values of each --axis field)."""
-    from runs.sweeper import parse_settings, parse_space
+    from spp_scl.runs.sweep.grid import parse_settings, parse_space
 
     base = base_config(args)
     base = base.replace(**parse_settings(args.set, base))
@@ -99,6 +99,9 @@ def sweep_space(args: argparse.Namespace) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spp_scl.core.extras import require
+
+    require("optuna")
     try:
         base, space = sweep_space(args)
         sampler = args.sampler or ("random" if args.random else "grid")
@@ -114,9 +117,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:  # a bad option value: argparse's message and status
         args.parser.error(str(error))
     cache = existing_file(args.cache, "--cache")
-    from runs.study import SweepPlan
-    from runs.study_sweep import run_sweep
-    from runs.study_worker import Pruning
+    from spp_scl.runs.sweep.driver import run_sweep
+    from spp_scl.runs.sweep.study import SweepPlan
+    from spp_scl.runs.sweep.worker import Pruning
 
     out = Path(args.out) if args.out else Path("runs/out") / cache.stem / "sweep"
     seeds = [base.seed + i for i in range(args.seeds)]

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from spp_scl.cli.common import add_group_size, add_named_caches, add_set, run_dataset_trials
-from spp_scl.errors import InputError
+from spp_scl.core.errors import InputError
 
 HELP = "the paper's tables 3-7 (ablations), N seeds per row"
 logger = logging.getLogger(__name__)
@@ -42,8 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def base_config(args: argparse.Namespace, dataset: str, sweep_summary: str | None = None):
     """The dataset's preset (when the name is one), --faithful, the sweep's best point, then --set."""
-    from heads.config import PRESETS, resolve_config
-    from runs.sweeper import parse_settings
+    from spp_scl.heads.config import PRESETS, resolve_config
+    from spp_scl.runs.sweep.grid import parse_settings
 
     base = resolve_config(dataset if dataset in PRESETS else None, faithful=args.faithful)
     if sweep_summary:
@@ -57,10 +57,10 @@ def base_config(args: argparse.Namespace, dataset: str, sweep_summary: str | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from cache.layout import read_attrs
-    from runs.paper_tables import table_rows, write_tables
-    from runs.sweeper import parse_named
-    from runs.trials import Trial
+    from spp_scl.cache.layout import read_attrs
+    from spp_scl.runs.protocols.paper_tables import table_rows, write_tables
+    from spp_scl.runs.sweep.grid import parse_named
+    from spp_scl.runs.trials.executor import Trial
 
     try:
         caches, bases = parse_named(args.cache, "cache"), parse_named(args.base, "base")

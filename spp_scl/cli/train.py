@@ -5,7 +5,7 @@
     spp-scl train --cache ... --preset hfm --theta 0.5 --ce-weight 10 --two-step false --epochs 50
     spp-scl train --cache ... --config runs/out/x/mvsa-single-cmf-bank-seed42 --seed 43   # rerun a run, new seed
 
-Every field of heads.config.SPPSCLConfig is an option (tau is --temperature, lambda is --ce-weight); the
+Every field of spp_scl.heads.config.SPPSCLConfig is an option (tau is --temperature, lambda is --ce-weight); the
 values are: the field's default, then the preset's (or the --config run's), then --faithful, then the options
 given. Training runs in one process on one device (the GPU when there is one): `accelerate launch` with
 several processes is refused; a sweep runs trials side by side instead. A run folder holds config.json,
@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from heads.config import SPPSCLConfig
 from spp_scl.cli.common import add_config_source, base_config, existing_file, parse_trackers
-from spp_scl.errors import InputError
-from spp_scl.options import add_dataclass_options, dataclass_values
+from spp_scl.core.errors import InputError
+from spp_scl.core.options import add_dataclass_options, dataclass_values
+from spp_scl.heads.config import SPPSCLConfig
 
 HELP = "train a head from a cache, select on dev, write a run folder"
 
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         args.parser.error(str(error))
     cache = existing_file(args.cache, "--cache")
-    from runs.trainer import train
+    from spp_scl.runs.train.trainer import train
 
     run_dir = Path(args.out) if args.out else default_run_dir(args.cache, config)
     result = train(cache, config, run_dir, mixed_precision=args.mixed_precision, cpu=args.cpu, report_to=args.report_to)

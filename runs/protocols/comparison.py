@@ -1,0 +1,161 @@
+"""SPP-SCL side by side with the methods it is compared with, all trained on one cache under one protocol.
+
+Papers compare methods trained on different features with different checkpoint rules. Here every method
+is a head of the same trainer: identical frozen features, splits, optimiser schedule, dev-only selection
+and seeds. This module holds the compared methods (as config overrides of one base config), turns them
+into trials for spp_scl.runs.trials.executor.run_trials, and renders the Markdown table (ours beside spp_scl.runs.protocols.paper_tables.PAPER).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.runs.protocols.paper_tables import PAPER
+from spp_scl.runs.sweep.grid import mean_std
+from spp_scl.runs.trials.executor import Trial
+
+
+@dataclass(frozen=True)
+class ComparedMethod:
+    key: str  # short name for --methods
+    label: str  # the row's name in the table (and the trials' name in results.jsonl)
+    overrides: dict
+    paper_row: str  # its row in spp_scl.runs.protocols.paper_tables.PAPER
+
+
+METHODS = (
+    ComparedMethod("spp-scl", "SPP-SCL (cmf-bank fusion, batch-independent)", {"fusion": "cmf-bank"}, "SPP-SCL"),
+    ComparedMethod("spp-scl-faithful", "SPP-SCL paper-faithful (cmf-batch fusion)", {"fusion": "cmf-batch"}, "SPP-SCL"),
+    ComparedMethod("clmlf", "CLMLF-style (CE + LBCL; no DBCL)", {"head": "clmlf"}, "CLMLF without DBCL"),
+    ComparedMethod("mdse", "MDSE-style (CE + MACL)", {"head": "mdse"}, "MDSE"),
+    ComparedMethod("text-only", "text only (SPP-SCL text branch)", {"modality": "text"}, "text only"),
+    ComparedMethod("image-only", "image only (SPP-SCL image branch)", {"modality": "image"}, "image only"),
+    # The bar every head must clear: logistic regression on the pooled cached features (heads/probe.py).
+    ComparedMethod("probe", "linear probe, both modalities (pooled features, C on dev)", {"head": "probe"}, "-"),
+    ComparedMethod("probe-text", "linear probe, text only", {"head": "probe", "modality": "text"}, "-"),
+    ComparedMethod("probe-image", "linear probe, image only", {"head": "probe", "modality": "image"}, "-"),
+)
+
+
+def select_methods(keys: str | None) -> list[ComparedMethod]:
+    """'clmlf,mdse' -> those methods in table order; None -> all."""
+    if not keys:
+        return list(METHODS)
+    wanted = [key.strip() for key in keys.split(",") if key.strip()]
+    known = {method.key for method in METHODS}
+    unknown = [key for key in wanted if key not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; known: {[method.key for method in METHODS]}")
+    return [method for method in METHODS if method.key in wanted]
+
+
+def methods_for(methods: list[ComparedMethod], base: SPPSCLConfig) -> list[ComparedMethod]:
+    """The methods as `base` trains them. On stored views (base.train_views not clean) the compared heads are
+    complete: CLMLF-style with its full loss (CE + LBCL + DBCL, beside CLMLF's own number) and MDSE-style with its
+    augmentations (the views it is fed), and their names say so; on clean features they stay as they are."""
+    if base.train_views == "clean":
+        return list(methods)
+    adapted = []
+    for method in methods:
+        if method.key == "clmlf" and base.dbcl_weight > 0:
+            method = replace(method, label="CLMLF-style (CE + LBCL + DBCL on stored views)", paper_row="CLMLF")
+        elif method.key == "mdse":
+            method = replace(method, label="MDSE-style (CE + MACL; augmented inputs from stored views)")
+        adapted.append(method)
+    return adapted
+
+
+def views_note(base: SPPSCLConfig) -> str:
+    """What the heads saw in training, for the table's protocol line."""
+    if base.train_views == "clean":
+        return "clean cached features"
+    when = "a new view at every forward" if base.train_views == "forward" else "a view per record and epoch"
+    return f"stored views ({when}; {base.view_parts} parts; the linear probe: clean features)"
+
+
+def comparison_trials(methods: list[ComparedMethod], base: SPPSCLConfig, seeds: int) -> list[Trial]:
+    """Each method at seeds base.seed, base.seed + 1, ... The head's dataset-specific values (CLMLF's depths)
+    come from base.preset when the config resolves them (heads/config.py)."""
+    return [Trial(method.label, method.overrides, base.seed + i) for method in methods for i in range(seeds)]
+
+
+def f1_key(dataset: str) -> str:
+    """The papers' F1: macro for HFM (sarcasm, two classes), weighted for MVSA."""
+    return "f1_macro" if dataset == "hfm" else "f1_weighted"
+
+
+def trainable_parameters(row: dict) -> int | None:
+    """From the trial's run folder (runs/trainer writes it into config.json); None if the folder is gone."""
+    path = Path(row["run_dir"]) / "config.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("trainable_parameters")
+
+
+def summarise_dataset(dataset: str, methods: list[ComparedMethod], rows: list[dict]) -> dict:
+    """Per method: the split reported, mean and std of accuracy and F1 over seeds, paper numbers,
+    parameter count and seconds per epoch."""
+    split = "test" if rows and all(row.get("test") for row in rows) else "dev"
+    f1 = f1_key(dataset)
+    summary = {"dataset": dataset, "split": split, "f1": f1, "methods": []}
+    for method in methods:
+        mine = [row for row in rows if row["name"] == method.label]
+        if not mine:
+            continue
+        paper = PAPER.get(method.paper_row, {}).get(dataset)
+        parameters = {trainable_parameters(row) for row in mine} - {None}
+        summary["methods"].append(
+            {
+                "key": method.key,
+                "label": method.label,
+                "seeds": [row["seed"] for row in mine],
+                "accuracy": mean_std([row[split]["accuracy"] for row in mine]),
+                "f1": mean_std([row[split][f1] for row in mine]),
+                "paper": paper,
+                "trainable_parameters": parameters.pop() if len(parameters) == 1 else None,
+                "seconds_per_epoch": mean_std([row["seconds_per_epoch"] for row in mine]),
+                "epochs_run": mean_std([row["epochs_run"] for row in mine]),
+                "selected_epoch": mean_std([row["selected_epoch"] for row in mine]),
+            }
+        )
+    return summary
+
+
+def render_comparison(summaries: list[dict], base_note: str) -> str:
+    """One Markdown table per dataset; `base_note` says under which protocol (epochs, batch, jobs) ours ran."""
+    lines = [
+        "# SPP-SCL and the methods it is compared with, on the same cached features",
+        "",
+        f"Ours: mean +- std over seeds, checkpoint selected on dev only. {base_note}",
+        "Paper: the numbers reported in the SPP-SCL paper (each method trained its own way, on its own "
+        "features). Seconds per epoch include the dev pass.",
+        "",
+    ]
+    for summary in summaries:
+        split, f1 = summary["split"], summary["f1"]
+        reason = "" if split == "test" else " (the cache has no test split)"
+        lines += [
+            f"## {summary['dataset']}: {split} split{reason}; F1 is {'macro' if f1 == 'f1_macro' else 'weighted'}",
+            "",
+            "| method | seeds | ours accuracy | ours F1 | paper accuracy | paper F1 | trainable parameters "
+            "| seconds per epoch | selected epoch |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for method in summary["methods"]:
+            paper = method["paper"]
+            parameters = method["trainable_parameters"]
+            lines.append(
+                f"| {method['label']} | {len(method['seeds'])} | {_pm(method['accuracy'])} | {_pm(method['f1'])} | "
+                f"{f'{paper[0]:.4f}' if paper else '-'} | {f'{paper[1]:.4f}' if paper else '-'} | "
+                f"{f'{parameters:,}' if parameters is not None else '-'} | "
+                f"{method['seconds_per_epoch'][0]:.1f} | {method['selected_epoch'][0]:.1f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _pm(mean_and_std: tuple[float, float]) -> str:
+    return f"{mean_and_std[0]:.4f} +- {mean_and_std[1]:.4f}"

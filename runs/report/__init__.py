@@ -1,0 +1,1 @@
+"""What a finished run is shown as: the one-page report and the alignment diagnostics."""

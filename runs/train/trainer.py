@@ -1,0 +1,205 @@
+"""Fit a head (config.head: SPP-SCL, CLMLF- or MDSE-style) from a feature cache alone (no encoder is ever loaded),
+select on dev, write a run: the loop of one trial. What a run folder holds and how each epoch ends (dev metrics,
+selection, the log line, patience) is runs/train/trial_run.py, shared with the grouped trainer and the probe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spp_scl.cache.reader import CachedSplit
+from spp_scl.core.allocator import keep_freed_memory
+from spp_scl.core.errors import InputError, Refused
+from spp_scl.core.extras import require
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.head_kinds import training_step_for
+from spp_scl.heads.input_noise import attach_input_noise
+from spp_scl.heads.precision import autocast, check_precision
+from spp_scl.runs.train.checkpoint import build_head
+from spp_scl.runs.train.divergence import check_weights
+from spp_scl.runs.train.trial_run import TrainResult, TrialRun, head_shapes, predict
+from spp_scl.runs.train.view_feed import TrainingFeed
+from spp_scl.runs.train.weight_average import evaluated_head, update_average, weight_average
+
+logger = logging.getLogger(__name__)
+
+
+def open_splits(cache: str | Path, config: SPPSCLConfig, in_memory: bool | None = None) -> dict[str, CachedSplit]:
+    """The cache's splits, reading only the text layers the config uses (the last k of those cached). Batches keep
+    the tokens in the cache's dtype (float16): the heads widen only the tokens they read. Every training path opens
+    its splits here, so this is also where the process starts reusing freed memory (spp_scl/core/allocator.py)."""
+    from spp_scl.cache.layout import open_cache
+
+    keep_freed_memory()
+
+    with open_cache(cache) as file:
+        present = [split for split in ("train", "dev", "test") if split in file and len(file[split]["ids"])]
+    layers = list(range(-config.text_layers_last, 0)) if config.text_layers_last else None
+    return {split: CachedSplit(cache, split, layers=layers, in_memory=in_memory, token_dtype=None) for split in present}
+
+
+def tracker_config(config: SPPSCLConfig) -> dict:
+    """The config as trackers take it (TensorBoard's hparams want scalars or strings: no tuples, no None)."""
+    return {
+        key: value if isinstance(value, (int, float, str, bool)) else str(value)
+        for key, value in config.to_dict().items()
+    }
+
+
+def tracker_values(line: dict) -> dict:
+    """One log.jsonl line as namespaced tracker values: dev/<metric>, and train/<loss, step-two rate, lr, seconds>."""
+    values = {}
+    for key, value in line.items():
+        if key in ("epoch", "selected") or not isinstance(value, (int, float)):
+            continue
+        if key.startswith("dev_"):
+            values[f"dev/{key[4:]}"] = value
+        else:
+            values[f"train/{key.removeprefix('train_')}"] = value
+    return values
+
+
+def accelerator_for(cpu: bool, mixed_precision: str, report_to: tuple[str, ...], run_dir: Path):
+    """Accelerate's Accelerator where it does something here (mixed precision, experiment trackers), else None:
+    plain PyTorch on one device, which needs no extra package."""
+    if mixed_precision == "no" and not report_to:
+        return None
+    accelerate = require("accelerate")
+    return accelerate.Accelerator(
+        cpu=cpu, mixed_precision=mixed_precision, log_with=list(report_to) or None, project_dir=run_dir / "trackers"
+    )
+
+
+def train(
+    cache: str | Path,
+    config: SPPSCLConfig,
+    run_dir: str | Path,
+    *,
+    mixed_precision: str = "no",
+    cpu: bool = False,
+    in_memory: bool | None = None,
+    log=None,
+    splits: dict | None = None,
+    report_to: tuple[str, ...] = (),
+    on_epoch=None,
+) -> TrainResult:
+    """Train on the cache's train split, select by `config.selection_metric` on dev, evaluate the selected
+    weights on dev and test. `splits` lets a caller (a sweep) pass splits it already opened. `log` takes the
+    per-epoch lines (default: this module's logger); `report_to` names Accelerate trackers ("tensorboard",
+    "wandb", "mlflow") that get the same per-epoch values under `train/...` and `dev/...` keys, with the
+    tracker's files in `run_dir/trackers`; log.jsonl stays the record the tool itself reads.
+    `on_epoch(epoch, dev_metrics) -> bool` is called after each epoch's dev pass (a sweep reports to its pruner
+    there); True stops training as patience does: the selected weights are evaluated and the run is complete.
+
+    Training runs in one process on one device (a trial is small; sweeps run trials side by side instead):
+    under `accelerate launch` with several processes it refuses rather than train the same run N times."""
+    if config.head == "probe":  # fitted in closed form, not by gradient steps
+        from spp_scl.runs.train.probe import fit_probe
+
+        return fit_probe(cache, config, run_dir, splits=splits, log=log)
+    log = log or logger.info
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    splits = splits or open_splits(cache, config, in_memory)
+    if "train" not in splits or "dev" not in splits:
+        raise InputError(f"{cache} needs a train and a dev split to train and select on; it has {sorted(splits)}")
+    train_split, dev_split = splits["train"], splits["dev"]
+    # WORLD_SIZE: torchrun and accelerate launch set it in every process they start.
+    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if processes > 1:
+        raise Refused(
+            f"training runs in one process, but this is one of {processes} (accelerate launch or torchrun): "
+            "run `spp-scl train` directly; to use several devices, run a sweep's trials side by side (--jobs)"
+        )
+    accelerator = accelerator_for(cpu, mixed_precision, report_to, run_dir)
+    device = (
+        accelerator.device if accelerator else torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+    )
+    check_precision(config.precision, device)  # bfloat16 only where it is fast
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    shapes = head_shapes(train_split)
+    model = build_head(config, shapes)
+    attach_input_noise(model, config)  # training-mode noise on the cached inputs, when the config asks for it
+    feed = TrainingFeed(train_split, config)  # clean features, or stored views drawn by a generator of the seed
+    step = training_step_for(config)  # the head's own training step
+    # The fused AdamW kernel: one pass over all parameters instead of a dozen per tensor (a sixth of the time on a
+    # CPU); the same update to float32 rounding.
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.lr,
+        betas=config.betas,
+        eps=config.eps,
+        weight_decay=config.weight_decay,
+        fused=device.type in ("cpu", "cuda"),
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
+    if accelerator:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        model.to(device)
+    head = accelerator.unwrap_model(model) if accelerator else model  # the module itself, outside any wrapper
+    average = weight_average(head, config.weight_average)  # None unless asked for
+    shuffle = torch.Generator().manual_seed(config.seed)
+    backward = accelerator.backward if accelerator else None  # None: the step calls loss.backward() itself
+
+    tracker = (lambda line, epoch: accelerator.log(tracker_values(line), step=epoch)) if report_to else None
+    run = TrialRun(
+        run_dir,
+        cache,
+        config,
+        splits,
+        model,
+        mixed_precision=mixed_precision,
+        device=device,
+        log=log,
+        on_epoch=on_epoch,
+        tracker=tracker,
+    )
+    if report_to:
+        accelerator.init_trackers(run_dir.name, config=tracker_config(config))
+    epoch, finished = 0, False
+    while not finished:
+        epoch += 1
+        started = time.perf_counter()
+        model.train()
+        run.start_epoch()
+        for batch in feed.batches(config.batch_size, shuffle):
+            if len(batch) < 2:  # BatchNorm cannot normalise a batch of one in train mode
+                continue
+            with accelerator.autocast() if accelerator else nullcontext(), autocast(config.precision, device):
+                report = step(model, feed.inputs(batch, device), optimizer, config, backward=backward)
+            run.add_step(report, len(batch), epoch, optimizer.param_groups[0]["lr"])
+            update_average(average, head)
+        lr = optimizer.param_groups[0]["lr"]
+        check_weights(model, epoch, lr)  # before the dev pass: non-finite weights are never selected
+        scheduler.step()
+        evaluated = evaluated_head(head, average)
+        layer_weights = []
+        with autocast(config.precision, device):
+            _, _, probabilities = predict(evaluated, dev_split, config.batch_size, device, layer_weights)
+        seconds = time.perf_counter() - started
+        finished = run.end_epoch(epoch, lr, probabilities, layer_weights, seconds, lambda head=evaluated: head)
+
+    result = run.finish(epoch)
+    if report_to:
+        accelerator.log(
+            {
+                f"selected/{split}_{key}": result.metrics[split][key]
+                for split in ("dev", "test")
+                if split in result.metrics
+                for key in ("accuracy", "f1_weighted", "f1_macro")
+            },
+            step=epoch,
+        )
+        accelerator.end_training()
+    return result

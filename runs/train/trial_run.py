@@ -1,0 +1,271 @@
+"""One trial as it trains: its run folder, its running sums, its dev selection, its finish.
+
+Every way of training a head goes through this: the loop of one trial (runs/train/trainer.py), the trials of a
+group (runs/train/grouped_trainer.py) and the closed-form probe (runs/train/probe.py) each build a TrialRun and
+call it in the same order:
+
+    run = TrialRun(run_dir, cache, config, splits, model, log=...)   # config.json, an empty log.jsonl
+    run.start_epoch()                                                 # per epoch: the sums start at zero
+    run.add_step(report, batch_size, epoch, lr)                       # per iteration: losses checked and summed
+    finished = run.end_epoch(epoch, lr, dev_probabilities, ...)       # dev metrics, selection, the log line
+    result = run.finish(epochs_run)                                   # the selected head on dev and test
+
+A run folder holds:
+    config.json        the resolved config, the cache it trained on (path and fingerprint), versions
+    log.jsonl          one line per epoch: losses, how often step two ran, learning rate, dev metrics, seconds
+    model.safetensors  the selected weights, with head.json (config and shapes to rebuild the head)
+    metrics.json       {"selected_epoch", "dev": {...}, "test": {...}}: accuracy, F1s, per class, confusion
+    predictions.csv    split, id, label, prediction, one probability column per class, for dev and test
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from spp_scl.cache.reader import CachedSplit
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.head_kinds import report_keys_for
+from spp_scl.heads.precision import autocast
+from spp_scl.runs.train.checkpoint import load_head, save_head
+from spp_scl.runs.train.divergence import check_losses
+from spp_scl.runs.train.metrics import classification_metrics
+
+logger = logging.getLogger(__name__)
+
+# The two-step rule's quantities, averaged over the iterations in which the rule was evaluated.
+RULE_KEYS = {
+    "below_mean_count": "rule_c",
+    "same_label_pairs": "rule_P",
+    "rule_m": "rule_m",
+    "rule_saturated": "rule_saturated",
+}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    selected_epoch: int
+    epochs_run: int
+    seconds_per_epoch: float
+
+
+class TrialRun:
+    """One trial's state besides its weights: the run folder it writes, the sums of the epoch under way, the best
+    dev value so far. `on_epoch(epoch, dev_metrics) -> bool` is the caller's hook after each dev pass (a sweep's
+    pruner): True finishes the trial as patience does. `tracker(line, epoch)` gets every log line (trackers)."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        cache: str | Path,
+        config: SPPSCLConfig,
+        splits: dict[str, CachedSplit],
+        model: nn.Module,
+        *,
+        mixed_precision: str = "no",
+        device="cpu",
+        log: Callable[[str], None] | None = None,
+        on_epoch: Callable[[int, dict], bool] | None = None,
+        tracker: Callable[[dict, int], None] | None = None,
+        label: str = "",
+    ):
+        self.run_dir, self.config, self.splits = Path(run_dir), config, splits
+        self.device, self.log, self.on_epoch, self.tracker = torch.device(device), log or logger.info, on_epoch, tracker
+        self.prefix = f"{label}: " if label else ""
+        self.shapes = head_shapes(splits["train"])
+        self.loss_keys = report_keys_for(config)
+        self.best, self.best_epoch, self.seconds = -1.0, 0, []
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_config(self.run_dir, cache, config, splits["train"], model, mixed_precision, self.device)
+        self.log_path = self.run_dir / "log.jsonl"
+        self.log_path.write_text("")
+        self.start_epoch()
+
+    def start_epoch(self) -> None:
+        self.sums, self.steps = dict.fromkeys(self.loss_keys, 0.0), 0
+        self.diagnostics = dict.fromkeys(("samples", "train_correct", "rule_checked", *RULE_KEYS), 0.0)
+
+    def add_step(self, report: dict, batch_size: int, epoch: int, lr: float) -> None:
+        """One iteration's report: a non-finite loss raises Diverged (naming epoch, step and rate), else summed."""
+        check_losses(report, self.loss_keys, epoch, self.steps + 1, lr)
+        for key in self.loss_keys:
+            self.sums[key] += report[key]
+        self.diagnostics["samples"] += batch_size
+        for key in self.diagnostics.keys() & report.keys():
+            self.diagnostics[key] += report[key]
+        self.steps += 1
+
+    def write_line(self, line: dict) -> None:
+        with self.log_path.open("a") as handle:
+            handle.write(json.dumps(line) + "\n")
+        if self.tracker is not None:
+            self.tracker(line, line["epoch"])
+
+    def end_epoch(
+        self,
+        epoch: int,
+        lr: float,
+        dev_probabilities: np.ndarray,
+        layer_weights: list[np.ndarray],
+        seconds: float,
+        selected_head: Callable[[], nn.Module],
+    ) -> bool:
+        """The dev metrics of the epoch's weights, the checkpoint when they are the best so far (`selected_head()`
+        gives the module to save), the log line; whether the trial is finished: patience, then the caller's hook
+        (told of the last epoch too), then the last epoch."""
+        config, metric, dev_split = self.config, self.config.selection_metric, self.splits["dev"]
+        dev = classification_metrics(dev_split.labels, dev_probabilities.argmax(1), dev_split.class_names)
+        self.seconds.append(seconds)
+        improved = dev[metric] > self.best
+        if improved:
+            self.best, self.best_epoch = dev[metric], epoch
+            save_head(self.run_dir, selected_head(), config, self.shapes)
+        line = {
+            "epoch": epoch,
+            "lr": lr,
+            **{key: self.sums[key] / max(self.steps, 1) for key in self.loss_keys},
+            "dev_accuracy": dev["accuracy"],
+            "dev_f1_weighted": dev["f1_weighted"],
+            "dev_f1_macro": dev["f1_macro"],
+            **epoch_diagnostics(self.diagnostics, layer_weights),
+            "selected": improved,
+            "seconds": round(seconds, 3),
+        }
+        line["step_two_rate"] = line.pop("step_two_ran")
+        self.write_line(line)
+        self.log(
+            f"{self.prefix}epoch {epoch:3d}/{config.epochs}  loss {line['loss_step_one']:.3f}  "
+            f"step two {line['step_two_rate']:.0%}  dev acc {dev['accuracy']:.4f} {metric} {dev[metric]:.4f}  "
+            f"(best {self.best:.4f} @ {self.best_epoch})  {seconds:.1f}s"
+        )
+        if config.patience is not None and epoch - self.best_epoch >= config.patience:
+            self.log(f"{self.prefix}early stop: no better dev {metric} for {config.patience} epochs")
+            return True
+        if self.on_epoch is not None and self.on_epoch(epoch, dev):
+            self.log(f"{self.prefix}stopped after epoch {epoch} by the caller (a sweep's pruner)")
+            return True
+        return epoch >= config.epochs
+
+    def finish(self, epochs_run: int, extra_metrics: dict | None = None) -> TrainResult:
+        """The selected checkpoint, read back from the run folder, on dev and test (under the precision that
+        selected it): metrics.json and predictions.csv."""
+        config, class_names = self.config, self.splits["train"].class_names
+        selected, _, _ = load_head(self.run_dir, self.device)
+        rows = {}
+        metrics = {"selected_epoch": self.best_epoch, "selection_metric": config.selection_metric}
+        metrics.update(extra_metrics or {})
+        for name in ("dev", "test"):
+            if name in self.splits:
+                with autocast(config.precision, self.device):
+                    rows[name] = predict(selected, self.splits[name], config.batch_size, self.device)
+                metrics[name] = classification_metrics(rows[name][1], rows[name][2].argmax(1), class_names)
+        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        write_predictions(self.run_dir / "predictions.csv", rows, class_names)
+        seconds = float(np.mean(self.seconds)) if self.seconds else 0.0
+        return TrainResult(self.run_dir, metrics, self.best_epoch, epochs_run, seconds)
+
+
+def head_shapes(split: CachedSplit) -> dict:
+    return {
+        "image_channels": split.map_shape[0],
+        "text_dim": split.text_dim,
+        "num_layers": len(split.layers),
+        "num_classes": split.num_classes,
+        "class_names": split.class_names,
+        "text_layers": split.layers,
+    }
+
+
+def head_inputs(batch, device) -> dict:
+    batch = batch.to(device)
+    return {
+        "image_maps": batch.image_maps,
+        "first_token": batch.first_token,
+        "token_states": batch.token_states,
+        "token_mask": batch.token_mask,
+    }
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, split: CachedSplit, batch_size: int, device, layer_weights: list | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, labels, class probabilities) in the split's order, in consecutive batches of `batch_size`:
+    fixed batches, so that even the batch-dependent "cmf-batch" fusion gives reproducible predictions.
+    `layer_weights`, a list, receives the HA layer weights [B, k] of each batch when the head has them."""
+    model.eval()
+    ids, probabilities = [], []
+    for batch in split.batches(batch_size):
+        outputs = model(**head_inputs(batch, device))
+        probabilities.append(torch.softmax(outputs["logits"].float(), dim=1).cpu().numpy())
+        if layer_weights is not None and outputs.get("text_layer_weights") is not None:
+            layer_weights.append(outputs["text_layer_weights"].float().cpu().numpy())
+        ids.extend(batch.ids)
+    return ids, split.labels.copy(), np.concatenate(probabilities)
+
+
+def epoch_diagnostics(reports: dict, layer_weights: list) -> dict:
+    """What log.jsonl records besides the losses: running train accuracy (train mode, step one's forward), the
+    rule's c, P, c / P, m and saturated share of S, and the HA layer weights over dev (mean and spread)."""
+    line = {}
+    if reports.get("samples"):
+        line["train_accuracy"] = reports["train_correct"] / reports["samples"]
+    checked = reports.get("rule_checked", 0.0)
+    if checked:
+        line.update({name: reports[key] / checked for key, name in RULE_KEYS.items()})
+        line["rule_c_over_P"] = line["rule_c"] / max(line["rule_P"], 1e-12)
+    if layer_weights:
+        weights = np.concatenate(layer_weights)
+        line["ha_weight_mean"] = [round(float(x), 6) for x in weights.mean(0)]
+        line["ha_weight_std"] = [round(float(x), 6) for x in weights.std(0)]
+    return line
+
+
+def write_predictions(path: Path, rows: dict[str, tuple], class_names: list[str]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["split", "id", "label", "prediction", *[f"p_{name}" for name in class_names]])
+        for split, (ids, labels, probabilities) in rows.items():
+            for record_id, label, p in zip(ids, labels, probabilities):
+                prediction = class_names[int(p.argmax())]
+                writer.writerow([split, record_id, class_names[label], prediction, *[f"{value:.6f}" for value in p]])
+
+
+def write_run_config(
+    run_dir: Path, cache, config: SPPSCLConfig, train_split: CachedSplit, model: nn.Module, mixed_precision, device
+) -> None:
+    """config.json: the resolved config, the cache (path and fingerprint), the head's shapes, the environment."""
+    record = {
+        "config": config.to_dict(),
+        "cache": str(Path(cache).resolve()),
+        "cache_fingerprint": train_split.attrs["fingerprint"],
+        "head": head_shapes(train_split),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "mixed_precision": mixed_precision,
+        "device": str(device),
+        "environment": environment(),
+    }
+    (run_dir / "config.json").write_text(json.dumps(record, indent=1))
+
+
+def environment() -> dict:
+    """The versions a run was made with; transformers and accelerate where installed (training needs neither)."""
+    versions = {"torch": torch.__version__}
+    for name in ("accelerate", "transformers"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    versions["python"] = sys.version.split()[0]
+    return versions

@@ -1,0 +1,298 @@
+"""Run many trainings (trials) on one cache: the engine under sweeps and the paper's tables.
+
+A trial is a config (a base config plus overrides) and a seed. Each finished trial is appended at once, as one
+JSON line, to a results file, so a stopped batch of trials resumes where it stopped and a finished one is a
+no-op. The cache is opened once per process and reused by every trial that process runs; with `jobs` > 1 the
+trials run in worker processes (one per GPU when there are GPUs, else the CPU cores shared between them).
+
+With `group_size` > 1 (1 = every trial alone; the default, None, picks by the train split's storage:
+resolve_group_size), pending trials that share an
+architecture (runs/grouped_trainer.group_key) train as groups of up to `group_size` in one pass
+(runs/train/grouped_trainer.py: the same run folder and results row as alone, bit for bit: tests/test_grouped_trainer.py);
+the others (CLMLF- and MDSE-style heads, the probe, stored views, bfloat16, ...) and a group's lone member train
+alone as before. A group is one unit of work (one job); in one process each of its trials is recorded as soon as
+it finishes, so an interrupted group resumes with its unfinished trials only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.runs.trials.parent_watch import exit_with_parent
+
+logger = logging.getLogger(__name__)
+
+# Trials of one architecture trained per group when the group size is left to the tool (None): bit for bit as alone
+# (tests/test_grouped_trainer.py) either way, so the choice is one of speed only.
+AUTO_GROUP_SIZE = 8
+
+
+def resolve_group_size(group_size: int | None, cache: str | Path, jobs: int = 1, log=None) -> int:
+    """`group_size`, or for None the size measured on the split's storage (README, Figures; MVSA-S, 2-core CPU,
+    two 1-thread jobs, the same trials grouped and alone, 2026-12-06): groups of AUTO_GROUP_SIZE when the train split
+    is read from the file batch by batch (a group reads and gathers each batch once for all its trials: groups of 8
+    made 2.30x the trial-epochs per hour of their trials alone, groups of 4 1.89x), alone when
+    it is held in memory (a batch then costs little to gather, and groups were no faster: 0.95x for groups of 8,
+    0.87x for groups of 4, one run each). A prediction of what the jobs' CachedSplit will decide (the train split's
+    bytes times the jobs against the memory budget now); a wrong one costs speed only, as grouped trials are bit
+    for bit those trained alone."""
+    if group_size is not None:
+        return group_size
+    from spp_scl.cache.reader import fits_in_memory
+
+    held = fits_in_memory(cache, "train", processes=jobs)
+    if log is not None:
+        storage = "held in memory" if held else "read from the cache file"
+        log(f"group size {1 if held else AUTO_GROUP_SIZE}: the train split will be {storage} (--group-size sets it)")
+    return 1 if held else AUTO_GROUP_SIZE
+
+
+@dataclass(frozen=True)
+class Trial:
+    name: str  # what the trial stands for in a table or sweep ("two-step", "tau=0.07 theta=0.5")
+    overrides: dict
+    seed: int
+
+    def key(self, base: SPPSCLConfig) -> str:
+        """Identifies the trial by its full resolved config, so a changed base never reuses a stale result."""
+        config = self.config(base).identity()
+        return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+    def config(self, base: SPPSCLConfig) -> SPPSCLConfig:
+        return base.replace(**self.overrides, seed=self.seed)
+
+
+def read_results(path: Path) -> list[dict]:
+    """The finished trials of a results file; a last line cut short by a kill is ignored."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+_worker: dict = {}
+
+
+def _init_worker(cache: str, threads: int, devices, parent_pid: int) -> None:
+    exit_with_parent(parent_pid)  # a sweep killed with kill -9 must not leave its workers running
+    import torch
+
+    if devices is not None:  # one GPU per worker, taken from a shared queue
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
+    torch.set_num_threads(threads)
+    _worker["cache"] = cache
+    _worker["splits"] = {}
+
+
+def _splits(cache: str, config: SPPSCLConfig) -> dict:
+    """The cache's splits for `config`, opened once per process (per text-layer selection)."""
+    from spp_scl.runs.train.trainer import open_splits
+
+    splits_by_layers = _worker.setdefault("splits", {})
+    if config.text_layers_last not in splits_by_layers:
+        splits_by_layers[config.text_layers_last] = open_splits(cache, config)
+    return splits_by_layers[config.text_layers_last]
+
+
+def _row(trial: Trial, config: SPPSCLConfig, result, seconds: float, run_dir: str) -> dict:
+    return {
+        "name": trial.name,
+        "overrides": trial.overrides,
+        "seed": trial.seed,
+        "config": config.to_dict(),
+        "dev": _headline(result.metrics.get("dev")),
+        "test": _headline(result.metrics.get("test")),
+        "selected_epoch": result.selected_epoch,
+        "epochs_run": result.epochs_run,
+        "seconds": round(seconds, 2),
+        "seconds_per_epoch": round(result.seconds_per_epoch, 3),
+        "run_dir": run_dir,
+    }
+
+
+def _run_one(base: dict, trial: Trial, run_dir: str, cache: str | None = None) -> dict:
+    from spp_scl.runs.train.trainer import train
+
+    cache = cache or _worker["cache"]
+    config = trial.config(SPPSCLConfig.from_dict(base))
+    started = time.time()
+    result = train(cache, config, run_dir, log=lambda *_: None, splits=_splits(cache, config))
+    return _row(trial, config, result, time.time() - started, run_dir)
+
+
+def _run_group(base: dict, trials: list[Trial], run_dirs: list[str], cache: str | None = None, on_row=None):
+    """Trains `trials` as one group; returns their rows (a trial that failed: its error), in order. `on_row(i,
+    row)` is called as each trial finishes. A row's seconds are the trial's share of the group's time."""
+    from spp_scl.runs.train.grouped_trainer import train_group
+
+    cache = cache or _worker["cache"]
+    configs = [trial.config(SPPSCLConfig.from_dict(base)) for trial in trials]
+    rows = {}
+
+    def finished(index: int, result) -> None:
+        seconds = result.seconds_per_epoch * result.epochs_run
+        rows[index] = _row(trials[index], configs[index], result, seconds, run_dirs[index])
+        if on_row is not None:
+            on_row(index, rows[index])
+
+    outcomes = train_group(
+        cache, configs, run_dirs, log=lambda *_: None, splits=_splits(cache, configs[0]), on_finish=finished
+    )
+    return [rows.get(index, outcome) for index, outcome in enumerate(outcomes)]
+
+
+def plan_groups(
+    base: SPPSCLConfig, trials: list[Trial], group_size: int, jobs: int = 1
+) -> tuple[list[list[Trial]], list[Trial]]:
+    """(groups of trials trained together, trials trained alone). Trials of one group_key, ordered by seed (stable),
+    are cut into groups of at most `group_size`, and into at least `jobs` groups (a group is one job: fewer groups
+    than jobs would leave workers idle); a group of one trains alone. Ordered by seed, a group holds trials that
+    read the same batches where it can (a table's rows of one seed), which share the reading and gathering of
+    their inputs; trials of other seeds share only the pass."""
+    from spp_scl.runs.train.grouped_trainer import group_key
+
+    alone, by_key = [], {}
+    for trial in trials:
+        key = group_key(trial.config(base)) if group_size > 1 else None
+        if key is None:
+            alone.append(trial)
+        else:
+            by_key.setdefault(key, []).append(trial)
+    groups = []
+    for members in by_key.values():
+        members = sorted(members, key=lambda trial: trial.seed)
+        size = min(group_size, -(-len(members) // max(jobs, 1)))
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            if len(chunk) > 1:
+                groups.append(chunk)
+            else:
+                alone.extend(chunk)
+    return groups, alone
+
+
+def _headline(metrics: dict | None) -> dict | None:
+    if metrics is None:
+        return None
+    return {key: metrics[key] for key in ("accuracy", "f1_weighted", "f1_macro")}
+
+
+def run_trials(
+    cache: str | Path,
+    base: SPPSCLConfig,
+    trials: list[Trial],
+    results: Path,
+    runs_dir: Path,
+    jobs: int = 1,
+    log=None,
+    progress: bool = True,
+    group_size: int | None = None,
+) -> list[dict]:
+    """Run the trials not yet in `results`; returns the rows of all `trials` (finished before or now). Pending
+    trials of one architecture train in groups of up to `group_size` (1 = each alone; None = resolve_group_size)."""
+    log = log or logger.info
+    import torch
+
+    results.parent.mkdir(parents=True, exist_ok=True)
+    done = {row["key"]: row for row in read_results(results)}
+    if results.exists() and results.stat().st_size and not results.read_bytes().endswith(b"\n"):
+        with results.open("a") as handle:  # end a line a kill cut short, so the next result starts a line
+            handle.write("\n")
+    pending = [t for t in trials if t.key(base) not in done]
+    if len(pending) < len(trials):
+        log(f"{len(trials) - len(pending)} of {len(trials)} trials already in {results}")
+    if jobs <= 1:
+        _worker.clear()  # a previous dataset's splits (tables, compare) no longer count against the memory budget
+    group_size = resolve_group_size(group_size, cache, jobs, log if pending else None)
+    base_dict = base.to_dict()
+    # On a terminal only (tqdm's disable=None): logs keep one line per finished trial and no bar redraws.
+    bar = tqdm(
+        total=len(trials),
+        initial=len(trials) - len(pending),
+        unit="trial",
+        desc=results.parent.name,
+        disable=None if progress else True,
+        dynamic_ncols=True,
+    )
+
+    def record(trial: Trial, row: dict) -> None:
+        row = {"key": trial.key(base), **row}
+        with results.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        done[row["key"]] = row
+        bar.update(1)
+        log(
+            f"[{len(done)}/{len(trials)}] {trial.name} seed {trial.seed}: dev acc {row['dev']['accuracy']:.4f} "
+            f"{base.selection_metric} {row['dev'][base.selection_metric]:.4f} ({row['seconds']:.0f} s)"
+        )
+
+    groups, alone = plan_groups(base, pending, group_size, jobs)
+    if groups:
+        log(f"{sum(len(g) for g in groups)} trials in {len(groups)} group(s) of one architecture, {len(alone)} alone")
+    errors = []
+
+    def record_group(members: list[Trial], rows: list) -> None:
+        for trial, row in zip(members, rows):
+            if isinstance(row, Exception):
+                errors.append(row)
+            elif trial.key(base) not in done:
+                record(trial, row)
+
+    def run_dirs(members: list[Trial]) -> list[str]:
+        return [str(runs_dir / trial.key(base)) for trial in members]
+
+    if jobs <= 1:
+        _worker.clear()
+        _worker["splits"] = {}
+        for members in groups:
+            rows = _run_group(
+                base_dict,
+                members,
+                run_dirs(members),
+                cache=str(cache),
+                on_row=lambda index, row, members=members: record(members[index], row),
+            )
+            record_group(members, rows)
+        for trial in alone:
+            record(trial, _run_one(base_dict, trial, str(runs_dir / trial.key(base)), cache=str(cache)))
+    elif pending:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        gpus = torch.cuda.device_count()
+        devices = None
+        if gpus:
+            devices = context.SimpleQueue()  # handed to the workers as they start: no manager process to outlive us
+            for index in range(jobs):
+                devices.put(index % gpus)
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=_init_worker, initargs=(str(cache), threads, devices, os.getpid())
+        ) as pool:
+            futures = {pool.submit(_run_group, base_dict, g, run_dirs(g)): g for g in groups}
+            futures.update({pool.submit(_run_one, base_dict, t, str(runs_dir / t.key(base))): [t] for t in alone})
+            for future in as_completed(futures):
+                members = futures[future]
+                rows = future.result()
+                record_group(members, rows if isinstance(rows, list) else [rows])
+    bar.close()
+    if errors:  # the group's other trials are recorded; the first failure stops the run, as alone
+        raise errors[0]
+    return [done[t.key(base)] for t in trials]
