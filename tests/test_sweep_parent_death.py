@@ -16,13 +16,13 @@ import pytest
 from spp_scl.cache.synthetic import write_synthetic_cache
 from tests.conftest import ROOT_DIR
 
+pytestmark = pytest.mark.slow  # end to end: processes, extractions or many epochs
+
 TRIALS = """
 import sys
 from pathlib import Path
 from spp_scl.heads.config import resolve_config
 from spp_scl.runs.trials.executor import Trial, run_trials
-
-pytestmark = pytest.mark.slow  # end to end: processes, extractions or many epochs
 
 out = Path(sys.argv[2])
 base = resolve_config("mvsa-single", epochs=500, batch_size=16)

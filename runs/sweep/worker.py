@@ -336,7 +336,7 @@ class Worker:
 
     def _tell(self, trial: optuna.Trial, planned, key: str, heartbeat: Heartbeat, result, stopped, seconds) -> None:
         """A trained trial: its row in the study and in results.jsonl, its state told."""
-        from spp_scl.runs.trials.executor import _headline
+        from spp_scl.runs.trials.executor import result_row
 
         config = planned.config(self.plan.base)
         metric = config.selection_metric
@@ -345,22 +345,8 @@ class Worker:
         if stopped.get("lost") or heartbeat.lost:
             self.log(f"trial {trial.number} ({planned.name} seed {planned.seed}) was taken for dead and retried")
             return
-        row = {
-            "key": key,
-            "name": planned.name,
-            "overrides": planned.overrides,
-            "seed": planned.seed,
-            "config": config.to_dict(),
-            "dev": _headline(result.metrics.get("dev")),
-            "test": _headline(result.metrics.get("test")),
-            "selected_epoch": result.selected_epoch,
-            "epochs_run": result.epochs_run,
-            "seconds": round(seconds, 2),
-            "seconds_per_epoch": round(result.seconds_per_epoch, 3),
-            "run_dir": str(run_dir),
-            "state": "pruned" if "pruned_at" in stopped else "complete",
-            "trial": trial.number,
-        }
+        row = {"key": key, **result_row(planned, config, result, seconds, str(run_dir))}
+        row.update(state="pruned" if "pruned_at" in stopped else "complete", trial=trial.number)
         trial.set_user_attr("row", row)
         if "pruned_at" in stopped:
             self.study.tell(trial, state=TrialState.PRUNED)

@@ -39,6 +39,7 @@ from spp_scl.heads.precision import autocast
 from spp_scl.runs.train.checkpoint import load_head, save_head
 from spp_scl.runs.train.divergence import check_losses
 from spp_scl.runs.train.metrics import classification_metrics
+from spp_scl.runs.train.view_feed import feature_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -187,16 +188,6 @@ def head_shapes(split: CachedSplit) -> dict:
     }
 
 
-def head_inputs(batch, device) -> dict:
-    batch = batch.to(device)
-    return {
-        "image_maps": batch.image_maps,
-        "first_token": batch.first_token,
-        "token_states": batch.token_states,
-        "token_mask": batch.token_mask,
-    }
-
-
 @torch.no_grad()
 def predict(
     model: nn.Module, split: CachedSplit, batch_size: int, device, layer_weights: list | None = None
@@ -207,7 +198,9 @@ def predict(
     model.eval()
     ids, probabilities = [], []
     for batch in split.batches(batch_size):
-        outputs = model(**head_inputs(batch, device))
+        inputs = feature_inputs(batch, device)
+        inputs.pop("labels")
+        outputs = model(**inputs)
         probabilities.append(torch.softmax(outputs["logits"].float(), dim=1).cpu().numpy())
         if layer_weights is not None and outputs.get("text_layer_weights") is not None:
             layer_weights.append(outputs["text_layer_weights"].float().cpu().numpy())

@@ -109,7 +109,8 @@ def _splits(cache: str, config: SPPSCLConfig) -> dict:
     return splits_by_layers[config.text_layers_last]
 
 
-def _row(trial: Trial, config: SPPSCLConfig, result, seconds: float, run_dir: str) -> dict:
+def result_row(trial: Trial, config: SPPSCLConfig, result, seconds: float, run_dir: str) -> dict:
+    """A trained trial's line in results.jsonl (tables, compare and sweeps alike; a sweep adds its own fields)."""
     return {
         "name": trial.name,
         "overrides": trial.overrides,
@@ -132,7 +133,7 @@ def _run_one(base: dict, trial: Trial, run_dir: str, cache: str | None = None) -
     config = trial.config(SPPSCLConfig.from_dict(base))
     started = time.time()
     result = train(cache, config, run_dir, log=lambda *_: None, splits=_splits(cache, config))
-    return _row(trial, config, result, time.time() - started, run_dir)
+    return result_row(trial, config, result, time.time() - started, run_dir)
 
 
 def _run_group(base: dict, trials: list[Trial], run_dirs: list[str], cache: str | None = None, on_row=None):
@@ -146,7 +147,7 @@ def _run_group(base: dict, trials: list[Trial], run_dirs: list[str], cache: str 
 
     def finished(index: int, result) -> None:
         seconds = result.seconds_per_epoch * result.epochs_run
-        rows[index] = _row(trials[index], configs[index], result, seconds, run_dirs[index])
+        rows[index] = result_row(trials[index], configs[index], result, seconds, run_dirs[index])
         if on_row is not None:
             on_row(index, rows[index])
 
