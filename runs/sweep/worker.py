@@ -16,17 +16,14 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import math
 import os
 import sys
-import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from spp_scl.core.errors import EXIT_INTERRUPTED, Diverged, Refused, ToolError
@@ -46,6 +43,7 @@ from spp_scl.runs.sweep.study import (
     retry_unfinished,
     trial_attrs,
 )
+from spp_scl.runs.sweep.trial_watch import Heartbeat, PrunerWatch
 from spp_scl.runs.sweep.worker_identity import this_process
 
 logger = logging.getLogger(__name__)
@@ -110,35 +108,6 @@ class WorkerSettings:
         if self.plan.sampler == "tpe":  # constant_liar: parallel workers do not all pick the same promising point
             return optuna.samplers.TPESampler(constant_liar=True)
         return optuna.samplers.RandomSampler(seed=self.plan.sample_seed)  # never asked: points are enqueued
-
-
-class Heartbeat:
-    """Writes the trial's heartbeat every `interval` seconds from a thread; `lost` turns True when the storage
-    says the trial was ended by someone else (another worker took it for dead)."""
-
-    def __init__(self, storage, trial_id: int, interval: float) -> None:
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
-        self.lost = False
-        self._stop = threading.Event()
-        self._beat()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"heartbeat-{trial_id}")
-        self._thread.start()
-
-    def _beat(self) -> None:
-        try:
-            self.storage.record_heartbeat(self.trial_id)
-        except UpdateFinishedTrialError:
-            self.lost = True
-        except Exception as error:  # a storage hiccup: the next beat tries again; grace is 4 beats
-            logger.warning(f"heartbeat of trial id {self.trial_id} not written: {error}")
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval) and not self.lost:
-            self._beat()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def append_row(path: Path, row: dict) -> None:
@@ -295,7 +264,7 @@ class Worker:
         from spp_scl.runs.train.trainer import train
 
         config = planned.config(self.plan.base)
-        watch = _PrunerWatch(trial, heartbeat, config.selection_metric)
+        watch = PrunerWatch(trial, heartbeat, config.selection_metric)
         run_dir = self.settings.folder / "trials" / key
         started = time.time()
         result = train(
@@ -310,7 +279,7 @@ class Worker:
         from spp_scl.runs.train.grouped_trainer import train_group
 
         configs = [planned.config(self.plan.base) for _, planned, _, _ in members]
-        watches = [_PrunerWatch(trial, heartbeat, config.selection_metric) for (trial, _, _, heartbeat), config in
+        watches = [PrunerWatch(trial, heartbeat, config.selection_metric) for (trial, _, _, heartbeat), config in
                    zip(members, configs)]  # fmt: skip
 
         def finished(index: int, result) -> None:
@@ -360,30 +329,6 @@ class Worker:
             + f"dev {metric} {row['dev'][metric]:.4f} (epoch {result.selected_epoch} of {result.epochs_run}, "
             f"{row['seconds']:.0f} s)"
         )
-
-
-class _PrunerWatch:
-    """train's on_epoch for a sweep trial: reports the best dev metric so far to the trial's pruner each epoch and
-    says stop when the pruner prunes it or another worker took the trial for dead."""
-
-    def __init__(self, trial: optuna.Trial, heartbeat: Heartbeat, metric: str) -> None:
-        self.trial, self.heartbeat, self.metric = trial, heartbeat, metric
-        self.best = -math.inf
-        self.stopped: dict = {}
-
-    def on_epoch(self, epoch: int, dev: dict) -> bool:
-        self.best = max(self.best, dev[self.metric])
-        try:
-            self.trial.report(self.best, epoch)
-            if self.heartbeat.lost:
-                raise UpdateFinishedTrialError("ended by another worker")
-            if self.trial.should_prune():
-                self.stopped["pruned_at"] = epoch
-                return True
-        except UpdateFinishedTrialError:
-            self.stopped["lost"] = True
-            return True
-        return False
 
 
 def open_worker_study(settings: WorkerSettings) -> optuna.Study:
