@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from spp_scl.cache.verify import verify_cache
-from spp_scl.extract import pipeline
+from spp_scl.extract import shard_encoding
 from spp_scl.extract.image_encoder import ImageEncoder
 from spp_scl.extract.images import load_rgb, normalise, resize_and_crop
 from spp_scl.extract.pipeline import CacheMismatch, parts_folder, run
@@ -133,7 +133,7 @@ def test_a_rerun_a_resumed_and_a_multi_process_extraction_write_the_same_views(t
 
     resumed = tmp_path / "resumed.h5"
     written = []
-    save = pipeline.save_shard
+    save = shard_encoding.save_shard
 
     def save_two_then_stop(path, tensors, metadata):
         if len(written) == 2:
@@ -142,7 +142,7 @@ def test_a_rerun_a_resumed_and_a_multi_process_extraction_write_the_same_views(t
         save(path, tensors, metadata)
 
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline, "save_shard", save_two_then_stop)
+        patch.setattr(shard_encoding, "save_shard", save_two_then_stop)
         with pytest.raises(KeyboardInterrupt):
             run(tiny_config(tiny, resumed, views=2))
     assert len(list(parts_folder(resumed).glob("shard-*.safetensors"))) == 2 and not resumed.exists()

@@ -334,7 +334,7 @@ class Predictor:
         read, decoded (on `workers` threads, ahead of the encoders) and scored `batch_size` at a time."""
         from tqdm.auto import tqdm
 
-        from spp_scl.extract.pipeline import prefetch
+        from spp_scl.extract.shard_encoding import prefetch
 
         loaded = prefetch(self._load, as_pairs(pairs), self.workers, depth=2 * self.batch_size)
         with tqdm(total=total, unit="pair", desc="predict", disable=not progress, dynamic_ncols=True) as bar:
