@@ -5,8 +5,8 @@ Float reassociation is the only difference in both comparisons: the grouped trai
 differently from the modules' (runs/train/grouped_trainer.py), and so does a matrix product split over another number
 of threads. On real data both can flip a two-step decision that sits within rounding of its threshold, after
 which a trial follows another trajectory. This measures the two drifts side by side, per trial and epoch, so that
-the grouped trainer's tolerance is stated against one users already live with (README: "same machine, same
-thread count: the same metrics to the last digit").
+the grouped trainer's tolerance is stated against one users already live with (docs/training.md: "same seed, same cache, same
+machine: the same metrics to the last digit").
 
 Three trainings of the same trials (the dataset preset, --lr, --ha-gate, seeds --seeds; every run --epochs
 epochs, no early stopping), each in its own process:

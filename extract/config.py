@@ -76,7 +76,7 @@ class ExtractConfig:
         "exactly as without this option). Cost per record and view measured on MVSA-S (MPNet-base layers 9-12, "
         "EfficientNet-Lite2, 1 thread; a clean record: 0.172 CPU s): text dropout 164 KiB and 0.015 s (41 KiB, "
         "0.009 s with --view-text-layers -1), paraphrase 145 KiB and 0.032 s, RandAugment 122.5 KiB and 0.052 s, "
-        "BatchNorm in train mode 122.5 KiB and 0.122 s (README, 'Augmented views')",
+        "BatchNorm in train mode 122.5 KiB and 0.122 s (docs/cache.md, 'Augmented views')",
         group="views",
     )
     view_splits: list[str] = option(
@@ -145,6 +145,6 @@ EXTRACT_GROUPS = {
     "data": "data",
     "encoders": "encoders",
     "cache": "cache",
-    "views": "augmented views (stored beside the clean features; see README, 'Augmented views')",
+    "views": "augmented views (stored beside the clean features; see docs/cache.md, 'Augmented views')",
     "speed": "speed (does not change the features beyond float rounding)",
 }

@@ -1,6 +1,6 @@
 """The one-time extraction command, kept at the design's path: `python extract/run.py ...` is
 `spp-scl extract ...` (also under `accelerate launch extract/run.py ...`). Needs the project installed
-(`pip install -e .`, which both README commands do)."""
+(`pip install -e .`, which both set-up commands do)."""
 
 import sys
 

@@ -293,7 +293,7 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
 # depths) follow the dataset. "clmlf" alone means MVSA-Single's values; "hfm+clmlf" those of HFM.
 HEAD_PRESETS: dict[str, dict[str, Any]] = {"clmlf": {"head": "clmlf"}, "mdse": {"head": "mdse"}}
 # Beyond the paper: what beat the paper's settings on MVSA-Single dev with the frozen stand-in encoders here, over
-# 5 seeds (README, "Accuracy"). At the paper's lr the heads were still learning after 15 epochs of the 150 asked
+# 5 seeds (docs/results/mvsa-single-accuracy.md). At the paper's lr the heads were still learning after 15 epochs of the 150 asked
 # (0.715 dev accuracy); at 1e-3 they peak by epoch 6-9 (0.750-0.755), so patience ends a run in minutes. The layer
 # gate sees a learned projection of each layer's first-token vector: the paper's gate input, that vector's mean
 # over D, is ~1e-3 for sentence encoders and leaves every layer weight at 0.5 (its gain here is within seed noise;

@@ -5,7 +5,7 @@ place (ATen's _dropout_impl; GPUs use a fused kernel instead). ATen's CPU `berno
 double-precision uniform per element, in the tensor's memory order, from the generator and keeps the element where
 it falls below q: the same draws, in the same order, as `uniform_()` on a float64 tensor of the same layout,
 compared with q. That skips bernoulli_'s per-element path: an image-branch mask (64 x 128 x 7 x 7) takes 1.92 ms
-instead of 2.69 ms at 2 threads (README, Figures; the epoch itself moved within its noise).
+instead of 2.69 ms at 2 threads (docs/benchmarks.md; the epoch itself moved within its noise).
 
 That the two draw alike is a fact of the ATen build, not a documented contract (older builds drew Bernoulli masks
 through MKL). So it is checked once per process on a small draw (`uniform_draws_match_bernoulli`), and where it

@@ -38,7 +38,7 @@ AUTO_GROUP_SIZE = 8
 
 
 def resolve_group_size(group_size: int | None, cache: str | Path, jobs: int = 1, log=None) -> int:
-    """`group_size`, or for None the size measured on the split's storage (README, Figures; MVSA-S, 2-core CPU,
+    """`group_size`, or for None the size measured on the split's storage (docs/benchmarks.md; MVSA-S, 2-core CPU,
     two 1-thread jobs, the same trials grouped and alone, 2026-12-06): groups of AUTO_GROUP_SIZE when the train split
     is read from the file batch by batch (a group reads and gathers each batch once for all its trials: groups of 8
     made 2.30x the trial-epochs per hour of their trials alone, groups of 4 1.89x), alone when

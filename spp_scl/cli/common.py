@@ -19,7 +19,7 @@ def add_config_source(parser: argparse.ArgumentParser, preset_help: str | None =
         choices=sorted(PRESETS),
         help=preset_help
         or "the paper's hyper-parameters for a dataset (table 2); DATASET+clmlf / +mdse for the compared heads; "
-        "mvsa-single+tuned: beyond the paper, what won on MVSA-Single dev here (README, Accuracy)",
+        "mvsa-single+tuned: beyond the paper, what won on MVSA-Single dev here (docs/results/mvsa-single-accuracy.md)",
     )
     parser.add_argument(
         "--config",
@@ -60,7 +60,7 @@ def add_group_size(parser: argparse.ArgumentParser) -> None:
         help="train up to N pending SPP-SCL trials of one architecture as one group in one pass "
         "(runs/train/grouped_trainer.py; each trial bit for bit as trained alone); 1 = every trial alone (default: "
         "groups of 8 when the train split is read from the cache file batch by batch, alone when it fits in "
-        "memory, where groups were no faster: README, Figures)",
+        "memory, where groups were no faster: docs/benchmarks.md)",
     )
 
 

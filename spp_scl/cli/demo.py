@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         args.parser.error(f"--sizes {args.sizes!r}: write three numbers train,dev,test")
     folder = Path(args.dir)
-    print(f"== DEMO (no data configured; see README 'Real data'): generated posts and tiny encoders in {folder}/")
+    print(f"== DEMO (no data configured; see docs/real-data.md): generated posts and tiny encoders in {folder}/")
     prepare_demo(folder, sizes, log=logger.info)
     cache = folder / "cache" / "demo.h5"
     _stage(
@@ -145,6 +145,6 @@ def run(args: argparse.Namespace) -> int:
     print((folder / "compare" / "comparison.md").read_text())
     print(
         f"DEMO done (generated data, not a measurement). Tables: {folder}/tables/table{{3,4,5,6,7}}.md; sweep summary "
-        f"and plots: {folder}/sweep/; comparison: {folder}/compare/comparison.md. For real data see README."
+        f"and plots: {folder}/sweep/; comparison: {folder}/compare/comparison.md. For real data see docs/real-data.md."
     )
     return 0
