@@ -151,7 +151,7 @@ def train_group(
         generators.append(torch.Generator().set_state(torch.get_rng_state()))
         stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
         schedule = torch.optim.lr_scheduler.StepLR(stand_in, step_size=config.lr_step_size, gamma=config.lr_gamma)
-        on_trial_epoch = None if on_epoch is None else (lambda epoch, dev, index=index: on_epoch(index, epoch, dev))
+        on_trial_epoch = None if on_epoch is None else functools.partial(on_epoch, index)
         run_dir = Path(run_dirs[index])
         run = TrialRun(run_dir, cache, config, splits, model, log=log, on_epoch=on_trial_epoch, label=run_dir.name)
         trials.append(_Trial(index, config, run, model, schedule))
@@ -233,7 +233,7 @@ def train_group(
                 finished[position] = None
         for position in finished:
             trial = trials[position]
-            result = trial.run.finish(epoch)
+            result = trial.run.finish()
             outcomes[trial.index] = result
             if on_finish is not None:
                 on_finish(trial.index, result)

@@ -115,4 +115,4 @@ def fit_probe(
     save_head(run_dir, model, config, shapes)
 
     run.best_epoch, run.seconds = best_index, seconds
-    return run.finish(len(config.probe_cs), extra_metrics={"probe_c": config.probe_cs[best_index - 1]})
+    return run.finish(extra_metrics={"probe_c": config.probe_cs[best_index - 1]})

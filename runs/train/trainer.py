@@ -190,7 +190,7 @@ def train(
         seconds = time.perf_counter() - started
         finished = run.end_epoch(epoch, lr, probabilities, layer_weights, seconds, lambda head=evaluated: head)
 
-    result = run.finish(epoch)
+    result = run.finish()
     if report_to:
         accelerator.log(
             {

@@ -8,7 +8,7 @@ call it in the same order:
     run.start_epoch()                                                 # per epoch: the sums start at zero
     run.add_step(report, batch_size, epoch, lr)                       # per iteration: losses checked and summed
     finished = run.end_epoch(epoch, lr, dev_probabilities, ...)       # dev metrics, selection, the log line
-    result = run.finish(epochs_run)                                   # the selected head on dev and test
+    result = run.finish()                                             # the selected head on dev and test
 
 A run folder holds:
     config.json        the resolved config, the cache it trained on (path and fingerprint), versions
@@ -86,7 +86,7 @@ class TrialRun:
         self.prefix = f"{label}: " if label else ""
         self.shapes = head_shapes(splits["train"])
         self.loss_keys = report_keys_for(config)
-        self.best, self.best_epoch, self.seconds = -1.0, 0, []
+        self.best, self.best_epoch, self.seconds, self.epochs_run = -1.0, 0, [], 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_run_config(self.run_dir, cache, config, splits["train"], model, mixed_precision, self.device)
         self.log_path = self.run_dir / "log.jsonl"
@@ -108,6 +108,8 @@ class TrialRun:
         self.steps += 1
 
     def write_line(self, line: dict) -> None:
+        """One epoch's line of log.jsonl (and of the trackers); its epoch is the last one run."""
+        self.epochs_run = line["epoch"]
         with self.log_path.open("a") as handle:
             handle.write(json.dumps(line) + "\n")
         if self.tracker is not None:
@@ -158,7 +160,7 @@ class TrialRun:
             return True
         return epoch >= config.epochs
 
-    def finish(self, epochs_run: int, extra_metrics: dict | None = None) -> TrainResult:
+    def finish(self, extra_metrics: dict | None = None) -> TrainResult:
         """The selected checkpoint, read back from the run folder, on dev and test (under the precision that
         selected it): metrics.json and predictions.csv."""
         config, class_names = self.config, self.splits["train"].class_names
@@ -174,7 +176,7 @@ class TrialRun:
         (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         write_predictions(self.run_dir / "predictions.csv", rows, class_names)
         seconds = float(np.mean(self.seconds)) if self.seconds else 0.0
-        return TrainResult(self.run_dir, metrics, self.best_epoch, epochs_run, seconds)
+        return TrainResult(self.run_dir, metrics, self.best_epoch, self.epochs_run, seconds)
 
 
 def head_shapes(split: CachedSplit) -> dict:

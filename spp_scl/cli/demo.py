@@ -52,7 +52,8 @@ def _stage(name: str, argv: list[str], log_file: Path | None = None) -> None:
 def run(args: argparse.Namespace) -> int:
     from spp_scl.core.extras import require
 
-    require("transformers"), require("optuna")  # the demo extracts, then sweeps
+    for module in ("transformers", "optuna"):  # the demo extracts, then sweeps
+        require(module)
     from spp_scl.extract.demo import prepare_demo
 
     try:
