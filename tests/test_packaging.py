@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import tomllib
 
 from tests.conftest import ROOT_DIR
@@ -21,3 +23,15 @@ def test_every_package_folder_is_installed_under_spp_scl():
             relative = init.parent.relative_to(ROOT_DIR / folder)
             found.add(".".join((name, *relative.parts)))
     assert sorted(setuptools["packages"]) == sorted(found)
+
+
+def test_optuna_beyond_its_public_api_is_used_in_the_adapter_only():
+    """An Optuna upgrade has one module to check (runs/sweep/optuna_adapter.py): a private attribute or module
+    used anywhere else would break unseen behind the version pin."""
+    private = re.compile(r"\._(storage|trial_id|study_id)\b|optuna\.[a-z_.]*\._[a-z]")
+    offenders = []
+    for folder in ("spp_scl", "extract", "cache", "heads", "runs", "bench"):
+        for path in (ROOT_DIR / folder).rglob("*.py"):
+            if path.name != "optuna_adapter.py" and private.search(path.read_text()):
+                offenders.append(str(path.relative_to(ROOT_DIR)))
+    assert offenders == []

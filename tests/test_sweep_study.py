@@ -29,6 +29,7 @@ from spp_scl.core.errors import InputError, Refused
 from spp_scl.heads.config import FIELDS_ADDED_AFTER_KEYS, resolve_config
 from spp_scl.runs.sweep.driver import run_sweep
 from spp_scl.runs.sweep.grid import expand, parse_space
+from spp_scl.runs.sweep.optuna_adapter import trial_id
 from spp_scl.runs.sweep.storage import HEARTBEAT_KEY, open_storage
 from spp_scl.runs.sweep.study import (
     DUPLICATE_KEY,
@@ -161,8 +162,8 @@ def test_a_trial_whose_heartbeat_stopped_on_another_machine_is_retried_after_the
     study = open_study(plan, storage, plan.study_name(), None, None)
     silent, beating = claim_waiting(study), claim_waiting(study)
     for trial, last_beat in ((silent, time.time() - 10), (beating, time.time())):
-        storage.set_trial_system_attr(trial._trial_id, OWNER_KEY, {**this_process(), "host": "elsewhere"})
-        storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_KEY, last_beat)
+        storage.set_trial_system_attr(trial_id(trial), OWNER_KEY, {**this_process(), "host": "elsewhere"})
+        storage.set_trial_system_attr(trial_id(trial), HEARTBEAT_KEY, last_beat)
     assert recover_unfinished(study, grace=4) == [0]  # its owner is elsewhere: only the heartbeat tells
     trials = study.get_trials()
     assert [t.state for t in trials[:2]] == [TrialState.FAIL, TrialState.RUNNING]

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat  # Optuna's heartbeat interface (pinned: optuna>=5,<6)
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import TrialState
 
 from spp_scl.core.errors import InputError
+from spp_scl.runs.sweep.optuna_adapter import BaseHeartbeat, trial_id
 
 JOURNAL_NAME = "optuna.journal"
 HEARTBEAT_KEY = "spp_scl:heartbeat"  # trial system attribute: the time.time() of the worker's last sign of life
@@ -78,7 +78,7 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
             if beat is None and trial.datetime_start is not None:
                 beat = trial.datetime_start.timestamp()
             if beat is not None and now - beat > self.grace_period:
-                stale.append(trial._trial_id)
+                stale.append(trial_id(trial))
         return stale
 
     def get_heartbeat_interval(self) -> int | None:

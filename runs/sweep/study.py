@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from spp_scl.core.errors import Refused
 from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.runs.sweep.grid import expand, point_name
+from spp_scl.runs.sweep.optuna_adapter import storage_of, trial_id_of
 from spp_scl.runs.sweep.worker_identity import owner_is_gone
 from spp_scl.runs.trials.executor import Trial, read_results
 
@@ -284,9 +285,9 @@ def _typed(plan: SweepPlan, name: str, value):
 
 def claim_waiting(study: optuna.Study) -> optuna.Trial | None:
     """Move the first WAITING trial this worker can get to RUNNING: the storage lets one claimant win."""
-    storage = study._storage
+    storage = storage_of(study)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
+        trial_id = trial_id_of(study, trial.number)
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
                 return optuna.Trial(study, trial_id)
@@ -325,7 +326,7 @@ def recover_unfinished(study: optuna.Study, grace: float) -> list[int]:
     this machine no longer exists (kill -9) or that never named an owner within the grace period, then those
     whose heartbeat is stale (Optuna's fail_stale_trials, any machine). Returns the numbers of the trials that
     were running and are now ended (by this call, or by another worker at the same moment)."""
-    storage, ended = study._storage, []
+    storage, ended = storage_of(study), []
     now = time.time()
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in running:
@@ -333,7 +334,7 @@ def recover_unfinished(study: optuna.Study, grace: float) -> list[int]:
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
         if not (owner_is_gone(owner) or (owner is None and now - started > grace)):
             continue
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
+        trial_id = trial_id_of(study, trial.number)
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 retry_unfinished(study, storage.get_trial(trial_id))

@@ -27,6 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from spp_scl.core.errors import EXIT_INTERRUPTED, Diverged, Refused, ToolError
+from spp_scl.runs.sweep.optuna_adapter import set_system_attr, storage_of, stored_trial, trial_id
 from spp_scl.runs.sweep.storage import open_storage
 from spp_scl.runs.sweep.study import (
     DUPLICATE_KEY,
@@ -45,6 +46,7 @@ from spp_scl.runs.sweep.study import (
 )
 from spp_scl.runs.sweep.trial_watch import Heartbeat, PrunerWatch
 from spp_scl.runs.sweep.worker_identity import this_process
+from spp_scl.runs.trials.executor import OpenedSplits, result_row, train_unit
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +127,7 @@ class Worker:
     def __init__(self, settings: WorkerSettings, study: optuna.Study, log=None) -> None:
         self.settings, self.study, self.plan = settings, study, settings.plan
         self.log = log or logger.info
-        self.splits: dict = {}  # opened once per process, per text-layer selection
+        self.splits = OpenedSplits(settings.plan.cache)
         self.trained = 0
         self.repeats = 0  # TPE points in a row that were taken already
 
@@ -187,27 +189,19 @@ class Worker:
                 if prepared is not None:
                     by_key.setdefault(group_key(prepared[1].config(self.plan.base)), []).append(prepared)
             for key, members in by_key.items():
-                if key is not None and len(members) > 1:
-                    self._train_group(members)
-                    continue
-                for trial, planned, key_, heartbeat in members:
-                    try:
-                        self._train(trial, planned, key_, heartbeat)
-                    except Diverged as error:
-                        self._diverged(trial, heartbeat, error)
+                for unit in [members] if key is not None else [[member] for member in members]:
+                    self._train_unit(unit)
         except BaseException:
             for trial, heartbeat in zip(trials, heartbeats):
                 self._give_back(trial, heartbeat)  # only those still running
             raise
 
     def _own(self, trial: optuna.Trial) -> Heartbeat:
-        storage = self.study._storage
-        storage.set_trial_system_attr(trial._trial_id, OWNER_KEY, this_process())
-        return Heartbeat(storage, trial._trial_id, self.settings.heartbeat)
+        set_system_attr(self.study, trial, OWNER_KEY, this_process())
+        return Heartbeat(storage_of(self.study), trial_id(trial), self.settings.heartbeat)
 
     def _prepare(self, trial: optuna.Trial, heartbeat: Heartbeat):
         """(trial, planned, key, heartbeat) of a claimed trial to train, or None when it is a duplicate."""
-        storage = self.study._storage
         overrides = self.plan.overrides(
             {name: trial.suggest_categorical(name, dist.choices) for name, dist in self.plan.distributions().items()}
         )
@@ -220,13 +214,13 @@ class Worker:
         original = duplicate_of(self.study, trial.number, key)
         if original is not None:
             heartbeat.stop()
-            storage.set_trial_system_attr(trial._trial_id, DUPLICATE_KEY, original)
+            set_system_attr(self.study, trial, DUPLICATE_KEY, original)
             self.study.tell(trial, state=TrialState.FAIL)
             self.log(f"trial {trial.number} ({planned.name} seed {seed}) is trial {original}: not trained twice")
             self.repeats += 1
             return None
         self.repeats = 0
-        if self.plan.sampler == "tpe" and "fixed_params" not in storage.get_trial(trial._trial_id).system_attrs:
+        if self.plan.sampler == "tpe" and "fixed_params" not in stored_trial(self.study, trial).system_attrs:
             self._enqueue_other_seeds(overrides)
         return trial, planned, key, heartbeat
 
@@ -240,9 +234,9 @@ class Worker:
         """An unfinished trial is enqueued again for the next run (then the worker stops)."""
         heartbeat.stop()
         try:
-            if self.study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            if stored_trial(self.study, trial).state == TrialState.RUNNING:
                 self.study.tell(trial, state=TrialState.FAIL)
-                retry_unfinished(self.study, self.study._storage.get_trial(trial._trial_id))
+                retry_unfinished(self.study, stored_trial(self.study, trial))
         except Exception:
             pass  # the heartbeat or the owner check retries it instead
 
@@ -253,60 +247,32 @@ class Worker:
                 self.plan.params(overrides), user_attrs=trial_attrs(other, other.key(self.plan.base))
             )
 
-    def _splits(self, config) -> dict:
-        from spp_scl.runs.train.trainer import open_splits
-
-        if config.text_layers_last not in self.splits:
-            self.splits[config.text_layers_last] = open_splits(self.plan.cache, config)
-        return self.splits[config.text_layers_last]
-
-    def _train(self, trial: optuna.Trial, planned, key: str, heartbeat: Heartbeat) -> None:
-        from spp_scl.runs.train.trainer import train
-
-        config = planned.config(self.plan.base)
-        watch = PrunerWatch(trial, heartbeat, config.selection_metric)
-        run_dir = self.settings.folder / "trials" / key
-        started = time.time()
-        result = train(
-            self.plan.cache, config, run_dir, log=lambda *_: None, splits=self._splits(config),
-            on_epoch=watch.on_epoch,
-        )  # fmt: skip
-        self._tell(trial, planned, key, heartbeat, result, watch.stopped, time.time() - started)
-
-    def _train_group(self, members: list[tuple]) -> None:
-        """Claimed trials of one architecture trained as one group; each is told as soon as it finishes, and
-        each reports its own dev metric to its own Optuna trial every epoch (pruned trials leave the group)."""
-        from spp_scl.runs.train.grouped_trainer import train_group
-
+    def _train_unit(self, members: list[tuple]) -> None:
+        """Claimed trials trained as one unit (runs/trials/executor.train_unit: one alone, or several of one
+        architecture as a group); each is told as soon as it finishes, and each reports its own dev metric to its
+        own Optuna trial every epoch (a pruned trial stops, or leaves the group). On Ctrl-C or a bug, _run_claimed
+        enqueues again those not told yet."""
         configs = [planned.config(self.plan.base) for _, planned, _, _ in members]
         watches = [PrunerWatch(trial, heartbeat, config.selection_metric) for (trial, _, _, heartbeat), config in
                    zip(members, configs)]  # fmt: skip
 
-        def finished(index: int, result) -> None:
+        def finished(index: int, result, seconds: float) -> None:
             trial, planned, key, heartbeat = members[index]
-            seconds = result.seconds_per_epoch * result.epochs_run  # its share of the group's time
             self._tell(trial, planned, key, heartbeat, result, watches[index].stopped, seconds)
 
-        # On Ctrl-C or a bug, _run_claimed enqueues again those not told yet.
-        outcomes = train_group(
-            self.plan.cache,
+        outcomes = train_unit(
             configs,
             [self.settings.folder / "trials" / key for _, _, key, _ in members],
-            log=lambda *_: None,
-            splits=self._splits(configs[0]),
+            self.splits,
             on_epoch=lambda index, epoch, dev: watches[index].on_epoch(epoch, dev),
             on_finish=finished,
         )
         for (trial, _, _, heartbeat), outcome in zip(members, outcomes):
             if isinstance(outcome, Diverged):
                 self._diverged(trial, heartbeat, outcome)
-            elif isinstance(outcome, BaseException):
-                raise outcome
 
     def _tell(self, trial: optuna.Trial, planned, key: str, heartbeat: Heartbeat, result, stopped, seconds) -> None:
         """A trained trial: its row in the study and in results.jsonl, its state told."""
-        from spp_scl.runs.trials.executor import result_row
-
         config = planned.config(self.plan.base)
         metric = config.selection_metric
         run_dir = self.settings.folder / "trials" / key

@@ -16,6 +16,7 @@ it finishes, so an interrupted group resumes with its unfinished trials only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from spp_scl.core.errors import Diverged
 from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.runs.trials.parent_watch import exit_with_parent
 
@@ -85,28 +87,46 @@ def read_results(path: Path) -> list[dict]:
     return rows
 
 
-_worker: dict = {}
+class OpenedSplits:
+    """A cache's splits, opened once per process per text-layer selection and reused by every trial it trains."""
+
+    def __init__(self, cache: str | Path) -> None:
+        self.cache = str(cache)
+        self.by_layers: dict = {}
+
+    def for_config(self, config: SPPSCLConfig) -> dict:
+        from spp_scl.runs.train.trainer import open_splits
+
+        if config.text_layers_last not in self.by_layers:
+            self.by_layers[config.text_layers_last] = open_splits(self.cache, config)
+        return self.by_layers[config.text_layers_last]
 
 
-def _init_worker(cache: str, threads: int, devices, parent_pid: int) -> None:
-    exit_with_parent(parent_pid)  # a sweep killed with kill -9 must not leave its workers running
-    import torch
+def train_unit(configs: list[SPPSCLConfig], run_dirs: list, splits: OpenedSplits, on_epoch=None, on_finish=None):
+    """One unit of work, under both schedulers (run_trials' fixed list, a sweep worker's claims): one trial alone
+    (runs/train/trainer.train) or several of one group_key as a group (runs/train/grouped_trainer.train_group).
+    `on_epoch(index, epoch, dev)` returning True stops that trial; `on_finish(index, result, seconds)` is called as
+    each trial finishes, with its wall time alone or its share of the group's time. Returns each trial's
+    TrainResult, or the Diverged error that ended it, in order; any other error is raised."""
+    from spp_scl.runs.train.grouped_trainer import train_group
+    from spp_scl.runs.train.trainer import train
 
-    if devices is not None:  # one GPU per worker, taken from a shared queue
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
-    torch.set_num_threads(threads)
-    _worker["cache"] = cache
-    _worker["splits"] = {}
-
-
-def _splits(cache: str, config: SPPSCLConfig) -> dict:
-    """The cache's splits for `config`, opened once per process (per text-layer selection)."""
-    from spp_scl.runs.train.trainer import open_splits
-
-    splits_by_layers = _worker.setdefault("splits", {})
-    if config.text_layers_last not in splits_by_layers:
-        splits_by_layers[config.text_layers_last] = open_splits(cache, config)
-    return splits_by_layers[config.text_layers_last]
+    quiet = lambda *_: None  # noqa: E731  (the schedulers log one line per finished trial themselves)
+    opened = splits.for_config(configs[0])
+    if len(configs) > 1:
+        finished = None if on_finish is None else lambda i, r: on_finish(i, r, r.seconds_per_epoch * r.epochs_run)
+        return train_group(
+            splits.cache, configs, run_dirs, log=quiet, splits=opened, on_epoch=on_epoch, on_finish=finished
+        )
+    started = time.time()
+    try:
+        hook = on_epoch and functools.partial(on_epoch, 0)
+        result = train(splits.cache, configs[0], run_dirs[0], log=quiet, splits=opened, on_epoch=hook)
+    except Diverged as error:
+        return [error]
+    if on_finish is not None:
+        on_finish(0, result, time.time() - started)
+    return [result]
 
 
 def result_row(trial: Trial, config: SPPSCLConfig, result, seconds: float, run_dir: str) -> dict:
@@ -126,34 +146,31 @@ def result_row(trial: Trial, config: SPPSCLConfig, result, seconds: float, run_d
     }
 
 
-def _run_one(base: dict, trial: Trial, run_dir: str, cache: str | None = None) -> dict:
-    from spp_scl.runs.train.trainer import train
-
-    cache = cache or _worker["cache"]
-    config = trial.config(SPPSCLConfig.from_dict(base))
-    started = time.time()
-    result = train(cache, config, run_dir, log=lambda *_: None, splits=_splits(cache, config))
-    return result_row(trial, config, result, time.time() - started, run_dir)
+_process: dict = {}  # a worker process's OpenedSplits
 
 
-def _run_group(base: dict, trials: list[Trial], run_dirs: list[str], cache: str | None = None, on_row=None):
-    """Trains `trials` as one group; returns their rows (a trial that failed: its error), in order. `on_row(i,
-    row)` is called as each trial finishes. A row's seconds are the trial's share of the group's time."""
-    from spp_scl.runs.train.grouped_trainer import train_group
+def _init_worker(cache: str, threads: int, devices, parent_pid: int) -> None:
+    exit_with_parent(parent_pid)  # a sweep killed with kill -9 must not leave its workers running
+    import torch
 
-    cache = cache or _worker["cache"]
+    if devices is not None:  # one GPU per worker, taken from a shared queue
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
+    torch.set_num_threads(threads)
+    _process["splits"] = OpenedSplits(cache)
+
+
+def _run_unit(base: dict, trials: list[Trial], run_dirs: list[str], splits: OpenedSplits | None = None, on_row=None):
+    """Trains `trials` as one unit; returns their rows (a trial that diverged: its error), in order. `on_row(i,
+    row)` is called as each trial finishes."""
     configs = [trial.config(SPPSCLConfig.from_dict(base)) for trial in trials]
     rows = {}
 
-    def finished(index: int, result) -> None:
-        seconds = result.seconds_per_epoch * result.epochs_run
+    def finished(index: int, result, seconds: float) -> None:
         rows[index] = result_row(trials[index], configs[index], result, seconds, run_dirs[index])
         if on_row is not None:
             on_row(index, rows[index])
 
-    outcomes = train_group(
-        cache, configs, run_dirs, log=lambda *_: None, splits=_splits(cache, configs[0]), on_finish=finished
-    )
+    outcomes = train_unit(configs, run_dirs, splits or _process["splits"], on_finish=finished)
     return [rows.get(index, outcome) for index, outcome in enumerate(outcomes)]
 
 
@@ -217,8 +234,6 @@ def run_trials(
     pending = [t for t in trials if t.key(base) not in done]
     if len(pending) < len(trials):
         log(f"{len(trials) - len(pending)} of {len(trials)} trials already in {results}")
-    if jobs <= 1:
-        _worker.clear()  # a previous dataset's splits (tables, compare) no longer count against the memory budget
     group_size = resolve_group_size(group_size, cache, jobs, log if pending else None)
     base_dict = base.to_dict()
     # On a terminal only (tqdm's disable=None): logs keep one line per finished trial and no bar redraws.
@@ -247,32 +262,25 @@ def run_trials(
     groups, alone = plan_groups(base, pending, group_size, jobs)
     if groups:
         log(f"{sum(len(g) for g in groups)} trials in {len(groups)} group(s) of one architecture, {len(alone)} alone")
-    errors = []
+    units = groups + [[trial] for trial in alone]
 
-    def record_group(members: list[Trial], rows: list) -> None:
+    def record_unit(members: list[Trial], rows: list) -> None:
+        """The unit's finished trials are recorded; a trial that diverged then stops the run."""
         for trial, row in zip(members, rows):
-            if isinstance(row, Exception):
-                errors.append(row)
-            elif trial.key(base) not in done:
+            if not isinstance(row, Exception) and trial.key(base) not in done:
                 record(trial, row)
+        errors = [row for row in rows if isinstance(row, Exception)]
+        if errors:
+            raise errors[0]
 
     def run_dirs(members: list[Trial]) -> list[str]:
         return [str(runs_dir / trial.key(base)) for trial in members]
 
     if jobs <= 1:
-        _worker.clear()
-        _worker["splits"] = {}
-        for members in groups:
-            rows = _run_group(
-                base_dict,
-                members,
-                run_dirs(members),
-                cache=str(cache),
-                on_row=lambda index, row, members=members: record(members[index], row),
-            )
-            record_group(members, rows)
-        for trial in alone:
-            record(trial, _run_one(base_dict, trial, str(runs_dir / trial.key(base)), cache=str(cache)))
+        splits = OpenedSplits(cache)
+        for members in units:
+            on_row = lambda index, row, members=members: record(members[index], row)  # noqa: E731
+            record_unit(members, _run_unit(base_dict, members, run_dirs(members), splits, on_row))
     elif pending:
         import multiprocessing
 
@@ -287,13 +295,8 @@ def run_trials(
         with ProcessPoolExecutor(
             jobs, mp_context=context, initializer=_init_worker, initargs=(str(cache), threads, devices, os.getpid())
         ) as pool:
-            futures = {pool.submit(_run_group, base_dict, g, run_dirs(g)): g for g in groups}
-            futures.update({pool.submit(_run_one, base_dict, t, str(runs_dir / t.key(base))): [t] for t in alone})
+            futures = {pool.submit(_run_unit, base_dict, members, run_dirs(members)): members for members in units}
             for future in as_completed(futures):
-                members = futures[future]
-                rows = future.result()
-                record_group(members, rows if isinstance(rows, list) else [rows])
+                record_unit(futures[future], future.result())
     bar.close()
-    if errors:  # the group's other trials are recorded; the first failure stops the run, as alone
-        raise errors[0]
     return [done[t.key(base)] for t in trials]
