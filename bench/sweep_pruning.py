@@ -34,6 +34,7 @@ from spp_scl.runs.sweep.driver import run_sweep
 from spp_scl.runs.sweep.grid import parse_space
 from spp_scl.runs.sweep.study import SweepPlan
 from spp_scl.runs.sweep.worker import Pruning
+from spp_scl.runs.trials.statistics import spread_cell
 
 AXES = ["tau=0.05,0.07,0.1", "theta=0.5,0.667,0.8", "lambda=3,5,8"]
 
@@ -130,7 +131,7 @@ def main() -> None:
         "chosen": {"exhaustive": exhaustive["best"]["name"], "pruned": pruned["best"]["name"]},
         "pruned_choice_rank_in_exhaustive": exhaustive_rank.get(pruned["best"]["name"]),
         f"{args.eval_seeds}_seed_dev_{metric}": {"exhaustive": best_e, "pruned": best_p},
-        "within_one_std": best_p["dev_mean"] >= best_e["dev_mean"] - best_e["dev_std"],
+        "within_one_std": best_p["dev_mean"] >= best_e["dev_mean"] - (best_e["dev_std"] or 0.0),  # None: one seed
         "pruned_trials": pruned["pruned"],
         "replay": replays,
     }
@@ -150,10 +151,10 @@ def main() -> None:
         f"{args.eval_seeds}-seed dev {metric} of the choice |",
         "|---|---|---|---|---|---|",
         f"| exhaustive | {timings['exhaustive'] / 60:.1f} min | {spent['exhaustive']['total']} | "
-        f"{exhaustive['best']['name']} | 1 | {best_e['dev_mean']:.4f} +- {best_e['dev_std']:.4f} |",
+        f"{exhaustive['best']['name']} | 1 | {spread_cell(best_e['dev'][metric])} |",
         f"| pruned ({report['pruner']}) | {timings['pruned'] / 60:.1f} min | {spent['pruned']['total']} "
         f"({len(pruned['pruned'])} trials pruned) | {pruned['best']['name']} | "
-        f"{report['pruned_choice_rank_in_exhaustive']} | {best_p['dev_mean']:.4f} +- {best_p['dev_std']:.4f} |",
+        f"{report['pruned_choice_rank_in_exhaustive']} | {spread_cell(best_p['dev'][metric])} |",
     ]
     if axis_order:
         spent_axis = axis_order["study"]["epochs"]

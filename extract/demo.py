@@ -15,6 +15,9 @@ import json
 import random
 from pathlib import Path
 
+# What every output of the built-in demo says in its title and JSON (`--data-note`), so that its tables, set beside
+# the paper's MVSA numbers, are never read as a measurement on MVSA.
+DEMO_STAMP = "DEMO: generated data, not MVSA"
 CLASS_NAMES = ["positive", "neutral", "negative"]
 SENTIMENT_WORDS = {0: ["happy", "great", "love"], 1: ["okay", "plain", "usual"], 2: ["sad", "awful", "hate"]}
 SENTIMENT_COLOURS = {0: (230, 160, 30), 1: (128, 128, 128), 2: (30, 60, 200)}

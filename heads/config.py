@@ -24,7 +24,7 @@ Fusion = Literal["cmf-bank", "cmf-batch", "concat"]
 Modality = Literal["both", "text", "image"]
 HeadKind = Literal["spp-scl", "clmlf", "mdse", "probe"]
 SelectionMetric = Literal["f1_weighted", "f1_macro", "accuracy"]
-Precision = Literal["float32", "bfloat16"]
+Precision = Literal["float32", "bfloat16", "float16"]
 TrainViews = Literal["clean", "epoch", "forward"]
 ViewParts = Literal["both", "text", "image"]
 TextPooling = Literal["lstm", "lstm+mean"]
@@ -114,7 +114,8 @@ class SPPSCLConfig:
         "float32",
         "bfloat16 = autocast of the matrix products to bfloat16 in training and evaluation, where it is fast: a GPU, "
         "or a CPU with AVX512-BF16 or AMX (elsewhere refused: bfloat16 GEMMs run tens of times slower than "
-        "float32); weights, optimiser and the LSTM recurrence stay float32",
+        "float32); float16 = the same with float16 and a loss scale, on a GPU only (for GPUs without bfloat16); "
+        "weights, optimiser and the LSTM recurrence stay float32",
     )
     weight_average: float = option(
         0.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -30,6 +31,16 @@ def test_run_all_demo_end_to_end_in_reduced_size(tmp_path):
     assert (demo / "sweep" / "sweep_tau_theta.png").is_file()
     comparison = (demo / "compare" / "comparison.md").read_text()
     assert "CLMLF" in comparison and "MDSE" in comparison
+    # Every table and summary of the demo says what its data are, in its title and its JSON.
+    stamp = "DEMO: generated data, not MVSA"
+    assert comparison.startswith(f"# [{stamp}]") and (demo / "sweep" / "summary.md").read_text().startswith(
+        f"# [{stamp}]"
+    )
+    for number in (3, 4, 5, 6, 7):
+        assert (demo / "tables" / f"table{number}.md").read_text().startswith(f"## [{stamp}]")
+    for record in ("compare/comparison.json", "sweep/summary.json", "tables/tables.json"):
+        assert json.loads((demo / record).read_text())["data_note"] == stamp
+    assert "Best point by dev" in result.stdout
     # A second run finds every step done and redoes none of them.
     again = subprocess.run(["bash", str(ROOT_DIR / "run_all.sh")], env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0

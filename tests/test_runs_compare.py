@@ -135,15 +135,24 @@ def test_compare_command_writes_its_table_and_resumes(tmp_path, capsys):
     assert "skipping hfm" in capsys.readouterr().err
     table = (out / "comparison.md").read_text()
     lines = [line for line in table.splitlines() if line.startswith("| ")]
-    assert len(lines) == 1 + len(METHODS)
-    assert "## mvsa-single: test split; F1 is weighted" in table
-    clmlf_row = next(line for line in lines if line.startswith("| CLMLF-style"))
+    assert "## mvsa-single: test split; the paper's F1 is weighted" in table
+    header = next(line for line in lines if line.startswith("| method |"))
+    main_rows = [line for line in lines if line.count("|") == header.count("|") and not line.startswith("| method")]
+    assert len(main_rows) == len(METHODS)
+    clmlf_row = next(line for line in main_rows if line.startswith("| CLMLF-style"))
     assert "| 0.7378 | 0.7291 |" in clmlf_row  # CLMLF without DBCL (its table 3), what the CLMLF-style head is
     cells = [cell.strip() for cell in clmlf_row.strip("|").split("|")]
-    assert cells[1] == "2" and "+-" in cells[2] and int(cells[6].replace(",", "")) > 0
-    summary = json.loads((out / "comparison.json").read_text())["datasets"][0]
+    # seeds; accuracy, weighted F1, macro F1 as mean +- std [interval] (or +- n/a); paper's two; parameters
+    assert cells[1] == "2" and all("+-" in cell for cell in cells[2:5]) and int(cells[7].replace(",", "")) > 0
+    assert "Paired tests of **SPP-SCL (cmf-bank fusion" in table and "scipy.stats.binomtest" in table
+    record = json.loads((out / "comparison.json").read_text())
+    assert record["data_note"] is None and not table.startswith("# [")
+    summary = record["datasets"][0]
     keys = [method["key"] for method in summary["methods"]]
     assert keys == [method.key for method in METHODS]
+    clmlf = summary["methods"][keys.index("clmlf")]
+    assert [entry["seed"] for entry in clmlf["per_seed"]] == [42, 43] and clmlf["per_class_f1"]
+    assert set(summary["tests"]) == {method.label for method in METHODS[1:]}  # SPP-SCL against each other row
     results = (out / "mvsa-single" / "results.jsonl").read_text().splitlines()
     assert len(results) == 2 * len(METHODS)
     assert main(argv) == 0  # a second run finds every trial done

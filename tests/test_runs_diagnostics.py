@@ -63,6 +63,10 @@ def test_report_builds_from_a_small_run(tiny, tmp_path_factory, capsys):
     run_dir = tiny_run(tiny, tmp_path_factory)
     assert spp_scl(["report", str(run_dir)]) == 0
     report = (run_dir / "report.md").read_text()
+    assert (
+        "Collapse check (predictions covering one class, or macro F1 at or below the majority-class level): dev"
+        in report
+    )
     for heading in (
         "# Run report",
         "## Metrics",

@@ -3,6 +3,7 @@ Markdown tables, the plots."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,10 @@ def test_summary_selects_on_dev_only():
     assert summary["best"]["name"] == "b"
     assert summary["best"]["test"]["accuracy"]["mean"] == pytest.approx(0.62)
     assert summary["best"]["test"]["accuracy"]["std"] == pytest.approx(0.0282842712, rel=1e-6)
+    assert summary["best"]["test"]["accuracy"]["ci95"] == pytest.approx(
+        [0.62 - 12.7062047 * 0.02, 0.62 + 12.7062047 * 0.02]
+    )
+    assert summary["tests"]["a"]["seeds"]["f1_weighted"]["mean_difference"] == pytest.approx(0.03)
 
 
 def test_table_writer_against_a_hand_made_results_file():
@@ -86,12 +91,21 @@ def test_table_writer_against_a_hand_made_results_file():
         for seed, acc in zip((1, 2), accuracies)
     ]
     text = render_table(4, {"mvsa-single": rows}, seeds=2)
-    assert "### mvsa-single (dev split; ours: mean +- std over 2 seeds" in text
     assert (
-        "| SPP-SCL (two-step, intra + inter, CMF, HA over all cached layers) | 0.8100 +- 0.0141 | "
-        "0.8000 +- 0.0141 | 0.8133 | 0.8015 |"
+        "### mvsa-single (dev split; ours over 2 seeds, dev-selected checkpoints; the paper's F1 is weighted)" in text
+    )
+    # mean +- std [95% t interval]: 0.81 +- 0.0141, half width t(0.975, 1) * 0.0141 / sqrt(2) = 12.706 * 0.01
+    assert (
+        "| SPP-SCL (two-step, intra + inter, CMF, HA over all cached layers) | 2 | 0.8100 +- 0.0141 [0.6829, 0.9371] | "
+        "0.8000 +- 0.0141 [0.6729, 0.9271] | 0.0000 +- n/a | 0.8133 | 0.8015 |  |"
     ) in text
-    assert "| one-step (all losses summed) | 0.7000 +- 0.0000 | 0.6900 +- 0.0000 | 0.7956 | 0.7684 |" in text
+    # Two seeds with the same value: no spread to show, so n/a rather than +- 0.0000.
+    assert (
+        "| one-step (all losses summed) | 2 | 0.7000 +- n/a | 0.6900 +- n/a | 0.0000 +- n/a | 0.7956 | 0.7684 |" in text
+    )
+    assert "paired t-test over matched seeds (scipy.stats.ttest_rel)" in text
+    # No run folders here: the test over items cannot be made, and says so.
+    assert text.count("| n/a |") >= 1 and "| one-step (all losses summed) | +0.1100 |" in text
     assert PAPER["HA last 2"]["mvsa-single"] == (0.8222, 0.8181)
     assert [label for label, _, _ in table_rows([4, 5])][1:] == [
         "one-step (all losses summed)",
@@ -148,7 +162,12 @@ def test_tables_command_writes_each_table(small_cache, tmp_path):
     assert result.returncode == 0, result.stderr
     table4, table6 = (tmp_path / "table4.md").read_text(), (tmp_path / "table6.md").read_text()
     assert "one-step (all losses summed)" in table4 and "| 0.7956 | 0.7684 |" in table4
-    assert "(test split; ours: mean +- std over 2 seeds" in table4
+    assert "(test split; ours over 2 seeds" in table4 and "Paired tests of **SPP-SCL (two-step" in table4
+    record = json.loads((tmp_path / "tables.json").read_text())
+    rows = record["datasets"]["mvsa-single"]["rows"]
+    full = rows["SPP-SCL (two-step, intra + inter, CMF, HA over all cached layers)"]
+    assert full["seeds"] == [42, 43] and set(full["per_seed"][0]["per_class_f1"]) == {"class0", "class1", "class2"}
+    assert record["data_note"] is None and not table4.startswith("## [")
     # The cache holds 2 layers: HA over the last 3 cannot be trained and is left out, the last 1 is there.
     assert "HA over the last 3 layers" not in table6 and "HA over the last 1 layer" in table6
     # full, one-step, HA over the last 2 and the last 1, two seeds each

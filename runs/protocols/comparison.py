@@ -3,7 +3,8 @@
 Papers compare methods trained on different features with different checkpoint rules. Here every method
 is a head of the same trainer: identical frozen features, splits, optimiser schedule, dev-only selection
 and seeds. This module holds the compared methods (as config overrides of one base config), turns them
-into trials for spp_scl.runs.trials.executor.run_trials, and renders the Markdown table (ours beside spp_scl.runs.protocols.paper_tables.PAPER).
+into trials for spp_scl.runs.trials.executor.run_trials, and renders the Markdown table (ours beside
+spp_scl.runs.protocols.paper_tables.PAPER), with SPP-SCL's paired tests against every other method.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 
 from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.runs.protocols.paper_tables import PAPER
-from spp_scl.runs.sweep.grid import mean_std
 from spp_scl.runs.trials.executor import Trial
+from spp_scl.runs.trials.seed_summary import HEADLINE, compare_rows
+from spp_scl.runs.trials.seed_tables import SPREAD_NOTE, flags_cell, per_seed_lines, tests_footer
+from spp_scl.runs.trials.statistics import describe, spread_cell, stamped
 
 
 @dataclass(frozen=True)
@@ -95,67 +98,81 @@ def trainable_parameters(row: dict) -> int | None:
     return json.loads(path.read_text()).get("trainable_parameters")
 
 
+def reference_label(methods: list[ComparedMethod]) -> str | None:
+    """The row every other is tested against: SPP-SCL (the batch-independent fusion, else the paper-faithful one)."""
+    for key in ("spp-scl", "spp-scl-faithful"):
+        for method in methods:
+            if method.key == key:
+                return method.label
+    return methods[0].label if methods else None
+
+
 def summarise_dataset(dataset: str, methods: list[ComparedMethod], rows: list[dict]) -> dict:
-    """Per method: the split reported, mean and std of accuracy and F1 over seeds, paper numbers,
-    parameter count and seconds per epoch."""
+    """Per method: the split reported, accuracy, weighted and macro F1 over seeds (spread, interval, per seed, per
+    class, collapse: spp_scl.runs.trials.seed_summary), paper numbers, parameter count, seconds per epoch; and
+    SPP-SCL's paired tests against every other method."""
     split = "test" if rows and all(row.get("test") for row in rows) else "dev"
-    f1 = f1_key(dataset)
-    summary = {"dataset": dataset, "split": split, "f1": f1, "methods": []}
-    for method in methods:
-        mine = [row for row in rows if row["name"] == method.label]
-        if not mine:
-            continue
-        paper = PAPER.get(method.paper_row, {}).get(dataset)
+    groups = {method.label: [row for row in rows if row["name"] == method.label] for method in methods}
+    present = [method for method in methods if groups[method.label]]
+    compared = compare_rows({m.label: groups[m.label] for m in present}, reference_label(present), split)
+    summary = {"dataset": dataset, "split": split, "f1": f1_key(dataset), "reference": compared["reference"]}
+    summary["methods"] = []
+    for method in present:
+        mine = groups[method.label]
         parameters = {trainable_parameters(row) for row in mine} - {None}
         summary["methods"].append(
             {
                 "key": method.key,
                 "label": method.label,
-                "seeds": [row["seed"] for row in mine],
-                "accuracy": mean_std([row[split]["accuracy"] for row in mine]),
-                "f1": mean_std([row[split][f1] for row in mine]),
-                "paper": paper,
+                **compared["rows"][method.label],
+                "paper": PAPER.get(method.paper_row, {}).get(dataset),
                 "trainable_parameters": parameters.pop() if len(parameters) == 1 else None,
-                "seconds_per_epoch": mean_std([row["seconds_per_epoch"] for row in mine]),
-                "epochs_run": mean_std([row["epochs_run"] for row in mine]),
-                "selected_epoch": mean_std([row["selected_epoch"] for row in mine]),
+                "seconds_per_epoch": describe([row["seconds_per_epoch"] for row in mine]),
+                "epochs_run": describe([row["epochs_run"] for row in mine]),
+                "selected_epoch": describe([row["selected_epoch"] for row in mine]),
             }
         )
+    summary["tests"] = compared["tests"]
     return summary
 
 
-def render_comparison(summaries: list[dict], base_note: str) -> str:
-    """One Markdown table per dataset; `base_note` says under which protocol (epochs, batch, jobs) ours ran."""
+def render_comparison(summaries: list[dict], base_note: str, data_note: str | None = None) -> str:
+    """One Markdown table per dataset, its per-seed table and its paired tests; `base_note` says under which
+    protocol (epochs, batch, jobs) ours ran; `data_note` (the demo's stamp) heads the title."""
+    title = stamped("SPP-SCL and the methods it is compared with, on the same cached features", data_note)
     lines = [
-        "# SPP-SCL and the methods it is compared with, on the same cached features",
+        f"# {title}",
         "",
-        f"Ours: mean +- std over seeds, checkpoint selected on dev only. {base_note}",
+        f"Ours: checkpoint selected on dev only. {base_note}",
         "Paper: the numbers reported in the SPP-SCL paper (each method trained its own way, on its own "
         "features). Seconds per epoch include the dev pass.",
+        "",
+        SPREAD_NOTE,
         "",
     ]
     for summary in summaries:
         split, f1 = summary["split"], summary["f1"]
         reason = "" if split == "test" else " (the cache has no test split)"
+        paper_f1 = "macro" if f1 == "f1_macro" else "weighted"
         lines += [
-            f"## {summary['dataset']}: {split} split{reason}; F1 is {'macro' if f1 == 'f1_macro' else 'weighted'}",
+            f"## {summary['dataset']}: {split} split{reason}; the paper's F1 is {paper_f1}",
             "",
-            "| method | seeds | ours accuracy | ours F1 | paper accuracy | paper F1 | trainable parameters "
-            "| seconds per epoch | selected epoch |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| method | seeds | ours accuracy | ours weighted F1 | ours macro F1 | paper accuracy | paper F1 "
+            "| trainable parameters | seconds per epoch | selected epoch | flags |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method in summary["methods"]:
             paper = method["paper"]
             parameters = method["trainable_parameters"]
+            cells = " | ".join(spread_cell(method[key]) for key in HEADLINE)
             lines.append(
-                f"| {method['label']} | {len(method['seeds'])} | {_pm(method['accuracy'])} | {_pm(method['f1'])} | "
+                f"| {method['label']} | {len(method['seeds'])} | {cells} | "
                 f"{f'{paper[0]:.4f}' if paper else '-'} | {f'{paper[1]:.4f}' if paper else '-'} | "
                 f"{f'{parameters:,}' if parameters is not None else '-'} | "
-                f"{method['seconds_per_epoch'][0]:.1f} | {method['selected_epoch'][0]:.1f} |"
+                f"{method['seconds_per_epoch']['mean']:.1f} | {method['selected_epoch']['mean']:.1f} | "
+                f"{flags_cell(method)} |"
             )
-        lines.append("")
+        compared = {"split": split, "reference": summary["reference"], "tests": summary["tests"]}
+        compared["rows"] = {method["label"]: method for method in summary["methods"]}
+        lines += ["", *tests_footer(compared), "", *per_seed_lines(compared), ""]
     return "\n".join(lines)
-
-
-def _pm(mean_and_std: tuple[float, float]) -> str:
-    return f"{mean_and_std[0]:.4f} +- {mean_and_std[1]:.4f}"

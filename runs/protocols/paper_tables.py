@@ -1,14 +1,19 @@
 """The paper's tables 3-7 as configurations of one trainer, and the Markdown that sets ours beside the paper's.
 
 Each row is (our label, config overrides, the paper's row name). The paper's numbers (accuracy, F1; F1 is
-weighted for MVSA, macro for HFM) are those of ../shared/docs/spp-scl.md.
+weighted for MVSA, macro for HFM) are those of ../shared/docs/spp-scl.md. Ours: accuracy, weighted and macro F1 over
+seeds with their 95% intervals, and the full model's paired tests against every other row (tables.json holds the
+per-seed and per-class values).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from spp_scl.runs.sweep.grid import mean_std
+from spp_scl.runs.trials.seed_summary import HEADLINE, compare_rows
+from spp_scl.runs.trials.seed_tables import SPREAD_NOTE, flags_cell, per_seed_lines, tests_footer
+from spp_scl.runs.trials.statistics import spread_cell, stamped
 
 PAPER = {  # (accuracy, F1) per dataset and row
     "SPP-SCL": {"mvsa-single": (0.8133, 0.8015), "mvsa-multiple": (0.7871, 0.7753), "hfm": (0.9469, 0.9450)},
@@ -79,42 +84,72 @@ def _f1_key(dataset: str) -> str:
     return "f1_macro" if dataset == "hfm" else "f1_weighted"
 
 
-def _cell(values: list[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.4f} +- {std:.4f}"
-
-
-def render_table(number: int, results: dict[str, list[dict]], seeds: int) -> str:
-    """`results`: {dataset: result rows (one per trial, with 'name', 'dev', 'test')}."""
-    title, rows = TABLES[number]
-    lines = [f"## Table {number}: {title}", ""]
+def summarise_tables(results: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per dataset: every row over its seeds and the full model's paired tests against each other row
+    (spp_scl.runs.trials.seed_summary.compare_rows), on the test split when every trial has one, else dev."""
+    summaries = {}
     for dataset, trial_rows in results.items():
-        split = "test" if all(r.get("test") for r in trial_rows) else "dev"
-        f1 = _f1_key(dataset)
+        split = "test" if trial_rows and all(r.get("test") for r in trial_rows) else "dev"
+        groups: dict[str, list[dict]] = {}
+        for row in trial_rows:
+            groups.setdefault(row["name"], []).append(row)
+        summaries[dataset] = compare_rows(groups, FULL[0], split)
+    return summaries
+
+
+def render_table(
+    number: int,
+    results: dict[str, list[dict]],
+    seeds: int,
+    data_note: str | None = None,
+    summaries: dict[str, dict] | None = None,
+) -> str:
+    """`results`: {dataset: result rows (one per trial, with 'name', 'seed', 'dev', 'test', 'run_dir')};
+    `summaries`: summarise_tables(results), when the caller has it already."""
+    title, rows = TABLES[number]
+    summaries = summaries if summaries is not None else summarise_tables(results)
+    lines = [f"## {stamped(f'Table {number}: {title}', data_note)}", "", SPREAD_NOTE, ""]
+    for dataset, compared in summaries.items():
+        split, f1 = compared["split"], _f1_key(dataset)
+        labels = [label for label, _, _ in rows if label in compared["rows"]]
         lines += [
-            f"### {dataset} ({split} split; ours: mean +- std over {seeds} seeds, dev-selected checkpoints; "
-            f"F1 is {'macro' if f1 == 'f1_macro' else 'weighted'})",
+            f"### {dataset} ({split} split; ours over {seeds} seeds, dev-selected checkpoints; "
+            f"the paper's F1 is {'macro' if f1 == 'f1_macro' else 'weighted'})",
             "",
-            "| configuration | ours accuracy | ours F1 | paper accuracy | paper F1 |",
-            "|---|---|---|---|---|",
+            "| configuration | seeds | ours accuracy | ours weighted F1 | ours macro F1 | paper accuracy | paper F1 "
+            "| flags |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for label, _, paper_name in rows:
-            mine = [r for r in trial_rows if r["name"] == label]
+            if label not in compared["rows"]:
+                continue
+            mine = compared["rows"][label]
             paper = PAPER.get(paper_name, {}).get(dataset)
             paper_cells = (f"{paper[0]:.4f}", f"{paper[1]:.4f}") if paper else ("-", "-")
-            if mine:
-                lines.append(
-                    f"| {label} | {_cell([r[split]['accuracy'] for r in mine])} | "
-                    f"{_cell([r[split][f1] for r in mine])} | {paper_cells[0]} | {paper_cells[1]} |"
-                )
-        lines.append("")
+            cells = " | ".join(spread_cell(mine[key]) for key in HEADLINE)
+            lines.append(
+                f"| {label} | {len(mine['seeds'])} | {cells} | {paper_cells[0]} | {paper_cells[1]} | "
+                f"{flags_cell(mine)} |"
+            )
+        footer = tests_footer(compared, labels)
+        lines += ["", *footer, *([""] if footer else []), *per_seed_lines(compared, labels), ""]
     return "\n".join(lines)
 
 
-def write_tables(numbers: list[int], results: dict[str, list[dict]], seeds: int, folder: Path) -> list[Path]:
+def write_tables(
+    numbers: list[int], results: dict[str, list[dict]], seeds: int, folder: Path, data_note: str | None = None
+) -> list[Path]:
+    """table<N>.md for each asked table, and tables.json: per dataset every row's statistics and tests."""
+    summaries = summarise_tables(results)
     written = []
     for number in numbers:
         path = folder / f"table{number}.md"
-        path.write_text(render_table(number, results, seeds))
+        path.write_text(render_table(number, results, seeds, data_note, summaries))
         written.append(path)
+    record = {
+        "data_note": data_note,
+        "tables": {str(number): [label for label, _, _ in TABLES[number][1]] for number in numbers},
+        "datasets": summaries,
+    }
+    (folder / "tables.json").write_text(json.dumps(record, indent=1))
     return written

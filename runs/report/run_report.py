@@ -12,6 +12,7 @@ from pathlib import Path
 
 from spp_scl.runs.predict.run_folder import RunFolder
 from spp_scl.runs.report.diagnostics import DISTANCE_KINDS
+from spp_scl.runs.trials.statistics import collapse_reason
 
 CONFIG_FIELDS = (
     "preset",
@@ -62,6 +63,14 @@ def _metrics_section(metrics: dict, class_names: list[str]) -> list[str]:
             for s in splits
         ],
     )
+    checks = [(s, collapse_reason(metrics[s]["confusion_matrix"])) for s in splits if "confusion_matrix" in metrics[s]]
+    if checks:
+        lines += [
+            "",
+            "Collapse check (predictions covering one class, or macro F1 at or below the majority-class level): "
+            + "; ".join(f"{s} **collapsed**: {reason}" if reason else f"{s} ok" for s, reason in checks)
+            + ".",
+        ]
     lines += ["", "Per class (precision / recall / F1, support):", ""]
     lines += _table(
         ["class", *splits],
@@ -156,7 +165,8 @@ def _training_section(log: list[dict], theta: float) -> list[str]:
 def write_report(run_dir: str | Path, diagnostics: dict | None = None) -> Path:
     """Write `<run>/report.md` from the run's files and the diagnostics (read from diagnostics/diagnostics.json
     when not given)."""
-    run = RunFolder(run_dir)
+    run = RunFolder(run_dir)  # a finished run only
+    run.check_fingerprint_record()  # the encoders' settings described below are those the head trained with
     if diagnostics is None:
         path = run.path / "diagnostics" / "diagnostics.json"
         diagnostics = json.loads(path.read_text()) if path.is_file() else None

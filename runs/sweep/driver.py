@@ -79,10 +79,12 @@ def run_sweep(
     pruning: Pruning | None = None,
     log=None,
     group_size: int | None = None,
+    data_note: str | None = None,
 ) -> dict:
     """Run (or join, or resume) the sweep's study until it is finished; returns the summary (also written). Grid
     and random sweeps train up to `group_size` waiting trials of one architecture as one group (1 = one at a
-    time; None = spp_scl.runs.trials.executor.resolve_group_size; a group's trials are bit for bit those trained alone)."""
+    time; None = spp_scl.runs.trials.executor.resolve_group_size; a group's trials are bit for bit those trained alone).
+    `data_note` ("DEMO: generated data, not MVSA" for the demo) goes into the summary's title and JSON."""
     log = log or logger.info
     pruning = pruning or Pruning()
     folder = Path(folder)
@@ -118,7 +120,7 @@ def run_sweep(
         Worker(settings, study, log).run()
     else:
         run_worker_processes(settings, jobs)
-    summary = study_summary(study, plan, storage, pruning)
+    summary = {"data_note": data_note, **study_summary(study, plan, storage, pruning)}
     export_results(study, plan, folder / "results.jsonl")
     from spp_scl.runs.sweep.optuna_plots import plot_study
     from spp_scl.runs.sweep.plots import plot_sweep

@@ -1,7 +1,8 @@
 """Sweeps over config fields: grid or random points, N seeds each, and the summary that picks a point.
 
 The summary chooses the point with the best mean dev metric; only then does it look at that point's test
-metrics (mean +- std over seeds). Test numbers never steer any choice.
+metrics (mean +- std and 95% interval over seeds). Test numbers never steer any choice. It also tests the best point
+against every other one on dev (paired over seeds and over items), so that a choice within seed noise shows as one.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import itertools
 import json
 import random
-import statistics
 from pathlib import Path
 
 from spp_scl.core.options import canonical_field, parse_field_value, parse_field_values
 from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.runs.trials.executor import Trial
+from spp_scl.runs.trials.seed_summary import HEADLINE, HEADLINE_NAMES, compare_rows, summarise_row
+from spp_scl.runs.trials.seed_tables import SPREAD_NOTE, flags_cell, per_seed_lines, tests_footer
+from spp_scl.runs.trials.statistics import spread_cell, stamped
 
 
 def split_assignment(spec: str, option: str, form: str) -> tuple[str, str]:
@@ -78,71 +81,80 @@ def point_name(point: dict) -> str:
     return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()) or "base"
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return (
-        (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
-        if values
-        else (float("nan"), float("nan"))
-    )
-
-
 def summarise(rows: list[dict], metric: str) -> dict:
-    """Points ranked by mean dev `metric`; the best point's dev and test as mean +- std over its seeds."""
+    """Points ranked by mean dev `metric`; each point's dev metrics over its seeds (spread, per seed, per class,
+    collapse) and the best point's paired tests against every other point on dev; the best point's dev and test
+    as the same statistics (spp_scl.runs.trials.seed_summary). Test numbers never steer the choice."""
     points: dict[str, list[dict]] = {}
     for row in rows:
         points.setdefault(row["name"], []).append(row)
     ranked = []
     for name, point_rows in points.items():
-        dev_mean, dev_std = mean_std([r["dev"][metric] for r in point_rows])
+        dev = summarise_row(point_rows, "dev")
         ranked.append(
             {
                 "name": name,
                 "overrides": point_rows[0]["overrides"],
                 "seeds": len(point_rows),
-                "dev_mean": dev_mean,
-                "dev_std": dev_std,
+                "dev_mean": dev[metric]["mean"],
+                "dev_std": dev[metric]["std"],
+                "dev": dev,
             }
         )
     ranked.sort(key=lambda p: -p["dev_mean"])  # dev only
     if not ranked:
-        return {"metric": metric, "points": [], "best": None}
+        return {"metric": metric, "points": [], "best": None, "tests": None}
     best_rows = points[ranked[0]["name"]]
     best = {"name": ranked[0]["name"], "overrides": ranked[0]["overrides"], "seeds": [r["seed"] for r in best_rows]}
     for split in ("dev", "test"):
         if all(r.get(split) for r in best_rows):
-            best[split] = {
-                key: dict(zip(("mean", "std"), mean_std([r[split][key] for r in best_rows])))
-                for key in ("accuracy", "f1_weighted", "f1_macro")
-            }
-    return {"metric": metric, "points": ranked, "best": best}
+            best[split] = summarise_row(best_rows, split)
+    # The best point against every other on dev: whether the choice stands out from seed noise at all.
+    tests = compare_rows({point["name"]: points[point["name"]] for point in ranked}, ranked[0]["name"], "dev")
+    return {"metric": metric, "points": ranked, "best": best, "tests": tests["tests"]}
 
 
 def write_summary(summary: dict, folder: Path) -> None:
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     metric = summary["metric"]
+    title = stamped(f"Sweep summary (selection by mean dev {metric})", summary.get("data_note"))
     lines = [
-        f"# Sweep summary (selection by mean dev {metric})",
+        f"# {title}",
         "",
-        f"| rank | point | seeds | dev {metric} (mean +- std) |",
-        "|---|---|---|---|",
+        SPREAD_NOTE,
+        "",
+        "| rank | point | seeds | " + " | ".join(f"dev {HEADLINE_NAMES[key]}" for key in HEADLINE) + " | flags |",
+        "|---|---|---|" + "---|" * len(HEADLINE) + "---|",
     ]
     for rank, point in enumerate(summary["points"], 1):
-        lines.append(
-            f"| {rank} | {point['name']} | {point['seeds']} | {point['dev_mean']:.4f} +- {point['dev_std']:.4f} |"
-        )
-    lines += _study_lines(summary)
+        cells = " | ".join(spread_cell(point["dev"][key]) for key in HEADLINE)
+        lines.append(f"| {rank} | {point['name']} | {point['seeds']} | {cells} | {flags_cell(point['dev'])} |")
     best = summary["best"]
     if best:
         lines += ["", f"Best point by dev: **{best['name']}** (seeds {best['seeds']})", ""]
         for split in ("dev", "test"):
             if split in best:
                 values = best[split]
+                flags = flags_cell(values)
                 lines.append(
                     f"- {split}: "
-                    + ", ".join(f"{key} {values[key]['mean']:.4f} +- {values[key]['std']:.4f}" for key in values)
+                    + ", ".join(f"{HEADLINE_NAMES[key]} {spread_cell(values[key])}" for key in HEADLINE)
+                    + (f"; {flags}" if flags else "")
                 )
         if "test" not in best:
             lines.append("- test: the cache has no test split")
+        dev = {"split": "dev", "rows": {point["name"]: point["dev"] for point in summary["points"]}}
+        lines += ["", *per_seed_lines(dev)]
+        if "test" in best:
+            lines += ["", *per_seed_lines({"split": "test", "rows": {best["name"]: best["test"]}})]
+        if summary.get("tests"):
+            lines += ["", *tests_footer({"split": "dev", "reference": best["name"], "tests": summary["tests"]})]
+            lines += [
+                "",
+                "The best point was chosen on these same dev results, so the tests lean its way: a difference that "
+                "does not hold even here is within seed and item noise.",
+            ]
+    lines += _study_lines(summary)
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from spp_scl.core.extras import require
 from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.heads.head_kinds import training_step_for
 from spp_scl.heads.input_noise import attach_input_noise
-from spp_scl.heads.precision import autocast, check_precision
+from spp_scl.heads.precision import autocast, check_precision, scaled_for
 from spp_scl.runs.train.checkpoint import build_head
 from spp_scl.runs.train.divergence import check_weights
 from spp_scl.runs.train.trial_run import TrainResult, TrialRun, head_shapes, predict
@@ -66,15 +65,13 @@ def tracker_values(line: dict) -> dict:
     return values
 
 
-def accelerator_for(cpu: bool, mixed_precision: str, report_to: tuple[str, ...], run_dir: Path):
-    """Accelerate's Accelerator where it does something here (mixed precision, experiment trackers), else None:
-    plain PyTorch on one device, which needs no extra package."""
-    if mixed_precision == "no" and not report_to:
+def trackers_for(cpu: bool, report_to: tuple[str, ...], run_dir: Path):
+    """Accelerate's Accelerator as the front of the experiment trackers, or None without trackers. Training itself
+    is plain PyTorch on one device (precision is config.precision), which needs no extra package."""
+    if not report_to:
         return None
     accelerate = require("accelerate")
-    return accelerate.Accelerator(
-        cpu=cpu, mixed_precision=mixed_precision, log_with=list(report_to) or None, project_dir=run_dir / "trackers"
-    )
+    return accelerate.Accelerator(cpu=cpu, log_with=list(report_to), project_dir=run_dir / "trackers")
 
 
 def train(
@@ -82,7 +79,6 @@ def train(
     config: SPPSCLConfig,
     run_dir: str | Path,
     *,
-    mixed_precision: str = "no",
     cpu: bool = False,
     in_memory: bool | None = None,
     log=None,
@@ -119,11 +115,9 @@ def train(
             f"training runs in one process, but this is one of {processes} (accelerate launch or torchrun): "
             "run `spp-scl train` directly; to use several devices, run a sweep's trials side by side (--jobs)"
         )
-    accelerator = accelerator_for(cpu, mixed_precision, report_to, run_dir)
-    device = (
-        accelerator.device if accelerator else torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
-    )
-    check_precision(config.precision, device)  # bfloat16 only where it is fast
+    trackers = trackers_for(cpu, report_to, run_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+    check_precision(config.precision, device)  # bfloat16 only where it is fast, float16 on a GPU
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -143,30 +137,26 @@ def train(
         fused=device.type in ("cpu", "cuda"),
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
-    if accelerator:
-        model, optimizer = accelerator.prepare(model, optimizer)
-    else:
-        model.to(device)
-    head = accelerator.unwrap_model(model) if accelerator else model  # the module itself, outside any wrapper
-    average = weight_average(head, config.weight_average)  # None unless asked for
+    stepper = scaled_for(config.precision, optimizer, device)  # loss-scaled under float16
+    backward = getattr(stepper, "backward", None)  # None: the step calls loss.backward() itself
+    model.to(device)
+    average = weight_average(model, config.weight_average)  # None unless asked for
     shuffle = torch.Generator().manual_seed(config.seed)
-    backward = accelerator.backward if accelerator else None  # None: the step calls loss.backward() itself
 
-    tracker = (lambda line, epoch: accelerator.log(tracker_values(line), step=epoch)) if report_to else None
+    tracker = (lambda line, epoch: trackers.log(tracker_values(line), step=epoch)) if trackers else None
     run = TrialRun(
         run_dir,
         cache,
         config,
         splits,
         model,
-        mixed_precision=mixed_precision,
         device=device,
         log=log,
         on_epoch=on_epoch,
         tracker=tracker,
     )
-    if report_to:
-        accelerator.init_trackers(run_dir.name, config=tracker_config(config))
+    if trackers:
+        trackers.init_trackers(run_dir.name, config=tracker_config(config))
     epoch, finished = 0, False
     while not finished:
         epoch += 1
@@ -176,14 +166,14 @@ def train(
         for batch in feed.batches(config.batch_size, shuffle):
             if len(batch) < 2:  # BatchNorm cannot normalise a batch of one in train mode
                 continue
-            with accelerator.autocast() if accelerator else nullcontext(), autocast(config.precision, device):
-                report = step(model, feed.inputs(batch, device), optimizer, config, backward=backward)
+            with autocast(config.precision, device):
+                report = step(model, feed.inputs(batch, device), stepper, config, backward=backward)
             run.add_step(report, len(batch), epoch, optimizer.param_groups[0]["lr"])
-            update_average(average, head)
+            update_average(average, model)
         lr = optimizer.param_groups[0]["lr"]
         check_weights(model, epoch, lr)  # before the dev pass: non-finite weights are never selected
         scheduler.step()
-        evaluated = evaluated_head(head, average)
+        evaluated = evaluated_head(model, average)
         layer_weights = []
         with autocast(config.precision, device):
             _, _, probabilities = predict(evaluated, dev_split, config.batch_size, device, layer_weights)
@@ -191,8 +181,8 @@ def train(
         finished = run.end_epoch(epoch, lr, probabilities, layer_weights, seconds, lambda head=evaluated: head)
 
     result = run.finish()
-    if report_to:
-        accelerator.log(
+    if trackers:
+        trackers.log(
             {
                 f"selected/{split}_{key}": result.metrics[split][key]
                 for split in ("dev", "test")
@@ -201,5 +191,5 @@ def train(
             },
             step=epoch,
         )
-        accelerator.end_training()
+        trackers.end_training()
     return result

@@ -74,7 +74,6 @@ class TrialRun:
         splits: dict[str, CachedSplit],
         model: nn.Module,
         *,
-        mixed_precision: str = "no",
         device="cpu",
         log: Callable[[str], None] | None = None,
         on_epoch: Callable[[int, dict], bool] | None = None,
@@ -88,7 +87,7 @@ class TrialRun:
         self.loss_keys = report_keys_for(config)
         self.best, self.best_epoch, self.seconds, self.epochs_run = -1.0, 0, [], 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_run_config(self.run_dir, cache, config, splits["train"], model, mixed_precision, self.device)
+        write_run_config(self.run_dir, cache, config, splits["train"], model, self.device)
         self.log_path = self.run_dir / "log.jsonl"
         self.log_path.write_text("")
         self.start_epoch()
@@ -238,7 +237,7 @@ def write_predictions(path: Path, rows: dict[str, tuple], class_names: list[str]
 
 
 def write_run_config(
-    run_dir: Path, cache, config: SPPSCLConfig, train_split: CachedSplit, model: nn.Module, mixed_precision, device
+    run_dir: Path, cache, config: SPPSCLConfig, train_split: CachedSplit, model: nn.Module, device
 ) -> None:
     """config.json: the resolved config, the cache (path and fingerprint), the head's shapes, the environment."""
     record = {
@@ -247,7 +246,6 @@ def write_run_config(
         "cache_fingerprint": train_split.attrs["fingerprint"],
         "head": head_shapes(train_split),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "mixed_precision": mixed_precision,
         "device": str(device),
         "environment": environment(),
     }

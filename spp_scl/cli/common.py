@@ -74,6 +74,15 @@ def run_dataset_trials(args: argparse.Namespace, cache, base: SPPSCLConfig, tria
     )
 
 
+def add_data_note(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-note",
+        metavar="TEXT",
+        help="a note on the data for every output's title and JSON (data_note); the built-in demo passes "
+        "'DEMO: generated data, not MVSA', so that its tables are never read as measured on MVSA",
+    )
+
+
 def add_named_caches(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache",

@@ -6,7 +6,8 @@
 
 A third of the generated labels show only in the text (a sentiment word), a third only in the image (a colour),
 a third only in both together (a cue word and a cue shape whose combination decides). It is a demo of the
-wiring, not a measurement. Rerunning skips every finished step. Each stage's output goes to DIR/<stage>.log.
+wiring, not a measurement, and every table and summary it writes says "DEMO: generated data, not MVSA" in its
+title and JSON. Rerunning skips every finished step. Each stage's output goes to DIR/<stage>.log.
 """
 
 from __future__ import annotations
@@ -49,12 +50,20 @@ def _stage(name: str, argv: list[str], log_file: Path | None = None) -> None:
         raise ToolError(f"demo stage '{name}' failed with status {status}" + (f"; see {log_file}" if log_file else ""))
 
 
+def best_point_lines(summary_md: str) -> str:
+    """The sweep summary's paragraph on the best point: its name and its dev and test figures."""
+    lines = summary_md.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Best point by dev")), len(lines))
+    end = next((i for i in range(start + 2, len(lines)) if not lines[i].startswith("- ")), len(lines))
+    return "\n".join(lines[start:end]).rstrip()
+
+
 def run(args: argparse.Namespace) -> int:
     from spp_scl.core.extras import require
 
     for module in ("transformers", "optuna"):  # the demo extracts, then sweeps
         require(module)
-    from spp_scl.extract.demo import prepare_demo
+    from spp_scl.extract.demo import DEMO_STAMP, prepare_demo
 
     try:
         sizes = dict(zip(("train", "dev", "test"), (int(n) for n in args.sizes.split(",")), strict=True))
@@ -91,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         "batch_size=32",
         "--jobs",
         str(args.jobs),
+        "--data-note",  # every table and summary says it in its title and JSON
+        DEMO_STAMP,
     ]
     _stage(
         "sweep tau x theta x lambda (2 x 2 x 2, 1 seed) on dev",
@@ -112,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         ],
         folder / "sweep.log",
     )
-    print("".join((folder / "sweep" / "summary.md").read_text().splitlines(keepends=True)[-4:]).rstrip())
+    print(best_point_lines((folder / "sweep" / "summary.md").read_text()))
     _stage(
         f"the paper's tables 3-7 from the sweep's best point ({args.seeds} seeds)",
         [

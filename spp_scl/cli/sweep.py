@@ -12,8 +12,9 @@ The sweep is an Optuna study (default storage: optuna.journal in --out; --storag
 Redis or a journal file elsewhere). Each (point, seed) is one trial, trained exactly once however many workers
 share the study; a worker killed at any time (kill -9 included) loses only its unfinished trial, which the
 next worker retries. Writes into --out: results.jsonl (one line per finished trial: config, seed, dev and test
-metrics, epochs, time), trials/<key>/ (each trial's run folder), summary.md and summary.json (best point by mean
-dev metric; its test metrics as mean +- std over seeds; pruned trials listed apart), PNG plots (ours and
+metrics, epochs, time), trials/<key>/ (each trial's run folder), summary.md and summary.json (points ranked by mean
+dev metric, each with accuracy, weighted and macro F1 as mean +- std and 95% interval over seeds; the best point's
+paired tests against the others on dev; its test metrics the same way; pruned trials listed apart), PNG plots (ours and
 Optuna's contour, importances and per-epoch curves), study.json (which study in which storage).
 Watch a running sweep: optuna-dashboard OUT/optuna.journal (pip install -e .[dashboard]).
 """
@@ -24,7 +25,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from spp_scl.cli.common import add_config_source, add_group_size, add_set, base_config, existing_file
+from spp_scl.cli.common import (
+    add_config_source,
+    add_data_note,
+    add_group_size,
+    add_set,
+    base_config,
+    existing_file,
+)
 from spp_scl.core.errors import InputError
 
 HELP = "sweep config fields (grid or random points, N seeds), select on dev"
@@ -87,6 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="a running trial's sign of life; after 4 missed, its trial is retried by another worker (default 30)",
     )
+    add_data_note(parser)
 
 
 def sweep_space(args: argparse.Namespace) -> tuple:
@@ -135,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         heartbeat=args.heartbeat,
         pruning=pruning,
         group_size=args.group_size,
+        data_note=args.data_note,
     )
     print((out / "summary.md").read_text())
     print("plots: " + ", ".join(str(out / name) for name in summary.get("figures", [])))

@@ -3,9 +3,10 @@
     spp-scl tables --cache mvsa-single=cache/files/mvsa-single.h5 --tables 4,5,6,7 --seeds 5
     spp-scl tables --cache mvsa-single=... --base mvsa-single=runs/out/.../sweep/summary.json   # the sweep's best
 
-The dataset name picks the preset. Writes --out/table<N>.md (ours as mean +- std over seeds beside the paper's
-numbers; the test split when the cache has one, else dev), and per dataset results.jsonl and trials/ (rerunning
-skips finished trials).
+The dataset name picks the preset. Writes --out/table<N>.md (ours beside the paper's numbers: accuracy, weighted and
+macro F1 as mean +- std and 95% interval over seeds, a per-seed table, the full model's paired tests against each
+row; the test split when the cache has one, else dev), --out/tables.json (the same with per-class F1), and per
+dataset results.jsonl and trials/ (rerunning skips finished trials).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from spp_scl.cli.common import add_group_size, add_named_caches, add_set, run_dataset_trials
+from spp_scl.cli.common import add_data_note, add_group_size, add_named_caches, add_set, run_dataset_trials
 from spp_scl.core.errors import InputError
 
 HELP = "the paper's tables 3-7 (ablations), N seeds per row"
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_set(parser)
     parser.add_argument("--jobs", type=int, default=1, help="trials in parallel")
     add_group_size(parser)
+    add_data_note(parser)
     parser.add_argument("--out", default="runs/out/tables")
 
 
@@ -91,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
             f"{dataset}: {len(trials)} trials ({len(trials) // args.seeds} configurations x {args.seeds} seeds)"
         )
         results[dataset] = run_dataset_trials(args, cache, base, trials, out / dataset)
-    for path in write_tables(numbers, results, args.seeds, out):
+    out.mkdir(parents=True, exist_ok=True)
+    for path in write_tables(numbers, results, args.seeds, out, args.data_note):
         print(path.read_text())
     logger.info(f"tables written to {out}")
     return 0

@@ -16,6 +16,7 @@ log.jsonl (per epoch; the record), model.safetensors + head.json, metrics.json, 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from spp_scl.cli.common import add_config_source, base_config, existing_file, parse_trackers
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", required=True, help="a cache file written by `spp-scl extract`")
     add_config_source(parser)
     parser.add_argument("--out", help="run folder (default runs/out/<cache name>/<preset>-<fusion or head>-seed<seed>)")
-    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
+    # Deprecated (0.11): config.precision (--precision float32|bfloat16|float16) is the one precision setting.
+    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     parser.add_argument(
         "--report-to",
@@ -61,11 +63,17 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(error, InputError):
             raise
         args.parser.error(str(error))
+    if args.mixed_precision not in (None, "no"):
+        precision = {"fp16": "float16", "bf16": "bfloat16"}[args.mixed_precision]
+        print(
+            f"warning: --mixed-precision is deprecated and goes in 0.12: use --precision {precision}", file=sys.stderr
+        )
+        config = config.replace(precision=precision)
     cache = existing_file(args.cache, "--cache")
     from spp_scl.runs.train.trainer import train
 
     run_dir = Path(args.out) if args.out else default_run_dir(args.cache, config)
-    result = train(cache, config, run_dir, mixed_precision=args.mixed_precision, cpu=args.cpu, report_to=args.report_to)
+    result = train(cache, config, run_dir, cpu=args.cpu, report_to=args.report_to)
     for split in ("dev", "test"):
         if split in result.metrics:
             m = result.metrics[split]
