@@ -3,10 +3,13 @@ temporary folder and loaded through the same from_pretrained(folder) path a hub 
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
 
+from spp_scl.cache.synthetic import write_synthetic_cache
 from spp_scl.extract.config import ExtractConfig
 from spp_scl.extract.demo import make_demo_dataset, make_tiny_image_encoder, make_tiny_text_encoder
 
@@ -21,6 +24,22 @@ def tiny(tmp_path_factory):
         "data": str(make_demo_dataset(base / "data", {"train": 40, "dev": 12, "test": 12}, seed=3)),
         "base": base,
     }
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(tmp_path_factory):
+    """`synthetic_cache(sizes, **settings)`: a generated cache (spp_scl.cache.synthetic), built once per test session
+    for each set of settings, so test files asking for the same one share it. Read-only: a test that changes a cache
+    builds its own in tmp_path."""
+    folder, built = tmp_path_factory.mktemp("synthetic"), {}
+
+    def build(sizes: dict, **settings):
+        key = json.dumps([sizes, settings], sort_keys=True)
+        if key not in built:
+            built[key] = write_synthetic_cache(folder / f"cache{len(built)}.h5", sizes, **settings)
+        return built[key]
+
+    return build
 
 
 def tiny_config(tiny, out, **overrides) -> ExtractConfig:

@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-from spp_scl.cache.synthetic import write_synthetic_cache
 from spp_scl.heads.config import resolve_config
 from spp_scl.runs.train.trainer import train
 from tests.conftest import ROOT_DIR
@@ -22,9 +21,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return write_synthetic_cache(
-        tmp_path_factory.mktemp("bench") / "cache.h5",
+def cache(synthetic_cache):
+    return synthetic_cache(
         {"train": 40, "dev": 12, "test": 12},
         layers=4,
         dim=16,

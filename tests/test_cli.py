@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from spp_scl.cache.synthetic import write_synthetic_cache
 from spp_scl.cli import VERBS, build_parser
 from spp_scl.cli.compare import base_configs
 from spp_scl.cli.sweep import sweep_space
@@ -152,9 +151,8 @@ def test_help_lists_every_verb_and_the_exit_statuses():
 
 
 @pytest.fixture(scope="module")
-def small_cache(tmp_path_factory):
-    return write_synthetic_cache(
-        tmp_path_factory.mktemp("cli") / "small.h5",
+def small_cache(synthetic_cache):
+    return synthetic_cache(
         {"train": 48, "dev": 16, "test": 16},
         layers=2,
         dim=16,

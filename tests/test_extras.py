@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from spp_scl.cache.synthetic import write_synthetic_cache
 from spp_scl.core.errors import EXIT_MISSING_EXTRA
 from spp_scl.core.extras import EXTRAS
 
@@ -39,9 +38,8 @@ def run_without_extras(argv, cwd):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return write_synthetic_cache(
-        tmp_path_factory.mktemp("extras") / "cache.h5",
+def cache(synthetic_cache):
+    return synthetic_cache(
         {"train": 32, "dev": 12, "test": 12},
         layers=2,
         dim=16,

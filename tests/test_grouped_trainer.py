@@ -31,9 +31,8 @@ from spp_scl.runs.train.view_feed import feature_inputs
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return write_synthetic_cache(
-        tmp_path_factory.mktemp("grouped") / "cache.h5",
+def cache(synthetic_cache):
+    return synthetic_cache(
         {"train": 66, "dev": 24, "test": 24},  # 66 = 4 batches of 16 and a batch of 2
         layers=3,
         dim=16,

@@ -28,9 +28,8 @@ SMALL = {
 
 
 @pytest.fixture(scope="module")
-def learnable(tmp_path_factory):
-    return write_synthetic_cache(
-        tmp_path_factory.mktemp("syn") / "cache.h5",
+def learnable(synthetic_cache):
+    return synthetic_cache(
         {"train": 192, "dev": 72, "test": 72},
         layers=4,
         dim=32,

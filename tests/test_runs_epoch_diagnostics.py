@@ -8,16 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from spp_scl.cache.synthetic import write_synthetic_cache
 from spp_scl.heads.config import resolve_config
 from spp_scl.runs.train.checkpoint import load_head
 from spp_scl.runs.train.trainer import open_splits, train
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return write_synthetic_cache(
-        tmp_path_factory.mktemp("diag") / "c.h5",
+def cache(synthetic_cache):
+    return synthetic_cache(
         {"train": 64, "dev": 24},
         layers=3,
         dim=16,

@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from spp_scl.cache.synthetic import write_synthetic_cache
 from spp_scl.heads.config import resolve_config
 from spp_scl.runs.protocols.paper_tables import PAPER, render_table, table_rows
 from spp_scl.runs.sweep.grid import expand, parse_space, summarise
@@ -18,9 +17,8 @@ from spp_scl.runs.trials.executor import Trial, read_results, run_trials
 
 
 @pytest.fixture(scope="module")
-def small_cache(tmp_path_factory):
-    return write_synthetic_cache(
-        tmp_path_factory.mktemp("sweep") / "cache.h5",
+def small_cache(synthetic_cache):
+    return synthetic_cache(
         {"train": 64, "dev": 32, "test": 32},
         layers=2,
         dim=16,

@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 
-from spp_scl.cache.synthetic import write_synthetic_cache
 from spp_scl.heads.config import resolve_config
 from spp_scl.runs.train.checkpoint import load_head
 from spp_scl.runs.train.trainer import open_splits, train
@@ -19,9 +18,8 @@ from spp_scl.runs.train.trial_run import predict
 
 
 @pytest.fixture(scope="module")
-def learnable(tmp_path_factory):
-    return write_synthetic_cache(
-        tmp_path_factory.mktemp("syn") / "cache.h5",
+def learnable(synthetic_cache):
+    return synthetic_cache(
         {"train": 192, "dev": 72, "test": 72},
         layers=4,
         dim=32,

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import spp_scl.runs.train.trainer as trainer
-from spp_scl.cache.synthetic import write_synthetic_cache
 from spp_scl.heads.config import resolve_config
 from spp_scl.runs.train.checkpoint import load_head
 from spp_scl.runs.train.trainer import open_splits, train
@@ -19,9 +18,8 @@ from spp_scl.runs.train.trial_run import predict
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return write_synthetic_cache(
-        tmp_path_factory.mktemp("syn") / "cache.h5",
+def cache(synthetic_cache):
+    return synthetic_cache(
         {"train": 96, "dev": 40},
         layers=2,
         dim=16,

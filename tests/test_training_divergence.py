@@ -15,9 +15,8 @@ from spp_scl.runs.train.trainer import train
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return write_synthetic_cache(
-        tmp_path_factory.mktemp("syn") / "cache.h5",
+def cache(synthetic_cache):
+    return synthetic_cache(
         {"train": 48, "dev": 16},
         layers=2,
         dim=16,
