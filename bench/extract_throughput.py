@@ -1,12 +1,15 @@
 """Extraction throughput against the bare encoder forward, and cache bytes against the float16 states.
 
 The paper's architectures (BERT-base, ResNet-50) with random weights (timing does not depend on the weights),
-on the first N records of a real split folder (default ../shared/data/mvsa-single), at the same batch sizes:
+on the first N records of a real split folder (default ../shared/data/mvsa-single), at the same batch sizes
+(--text-encoder / --image-encoder: model folders used instead of the paper's architectures, e.g. the tiny
+ones of spp_scl.extract.demo for a smoke test):
 - bare: tokenised texts (length-sorted batches, as the pipeline does) and preprocessed pixel tensors made
   beforehand, only the two models' forward passes timed;
 - pipeline: spp_scl.extract.pipeline.run end to end (decoding, preprocessing, tokenising, writing shards, the HDF5).
 
     .venv/bin/python -m bench.extract_throughput [--records 192] [--data ../shared/data/mvsa-single]
+        [--text-encoder FOLDER] [--image-encoder FOLDER]
 """
 
 from __future__ import annotations
@@ -26,25 +29,33 @@ from spp_scl.extract.pipeline import ExtractConfig, run
 from spp_scl.extract.text_encoder import TextEncoder
 
 
-def build_models(folder: Path, vocab: Path | None) -> tuple[Path, Path]:
+def build_models(folder: Path, vocab: Path | None, text: bool = True, image: bool = True) -> tuple[Path, Path]:
+    """Folders of a random BERT-base and a random ResNet-50 (only those asked for are written)."""
     from transformers import BertConfig, BertModel, ResNetConfig, ResNetModel
 
     from spp_scl.extract.demo import IMAGENET_MEAN, IMAGENET_STD, write_wordpiece_tokenizer
 
-    text, image = folder / "bert-base-random", folder / "resnet-50-random"
-    write_wordpiece_tokenizer(text, "BertTokenizer")
-    if vocab is not None:  # bert-base-uncased's own vocabulary, so that texts split into realistic token counts
-        shutil.copy(vocab, text / "vocab.txt")
-    vocab_size = len((text / "vocab.txt").read_text().splitlines())
+    text_dir, image_dir = folder / "bert-base-random", folder / "resnet-50-random"
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=vocab_size)).save_pretrained(text)
-    ResNetModel(ResNetConfig()).save_pretrained(image)  # the default config is ResNet-50
-    (image / "preprocessor_config.json").write_text(
-        json.dumps(
-            {"crop_pct": 0.875, "size": {"shortest_edge": 224}, "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD}
+    if text:
+        write_wordpiece_tokenizer(text_dir, "BertTokenizer")
+        if vocab is not None:  # bert-base-uncased's own vocabulary, so that texts split into realistic token counts
+            shutil.copy(vocab, text_dir / "vocab.txt")
+        vocab_size = len((text_dir / "vocab.txt").read_text().splitlines())
+        BertModel(BertConfig(vocab_size=vocab_size)).save_pretrained(text_dir)
+    if image:
+        ResNetModel(ResNetConfig()).save_pretrained(image_dir)  # the default config is ResNet-50
+        (image_dir / "preprocessor_config.json").write_text(
+            json.dumps(
+                {
+                    "crop_pct": 0.875,
+                    "size": {"shortest_edge": 224},
+                    "image_mean": IMAGENET_MEAN,
+                    "image_std": IMAGENET_STD,
+                }
+            )
         )
-    )
-    return text, image
+    return text_dir, image_dir
 
 
 def main() -> None:
@@ -57,12 +68,16 @@ def main() -> None:
         default=str(Path.home() / ".cache/real-encoders/all-MiniLM-L6-v2/vocab.txt"),
         help="a bert-base-uncased vocab.txt (MiniLM-L6 uses it); the demo vocabulary if absent",
     )
+    parser.add_argument("--text-encoder", help="a BERT model folder timed instead of a random BERT-base")
+    parser.add_argument("--image-encoder", help="a ResNet model folder timed instead of a random ResNet-50")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:
         vocab = Path(args.vocab) if Path(args.vocab).is_file() else None
-        text_dir, image_dir = build_models(work, vocab)
+        built_text, built_image = build_models(work, vocab, not args.text_encoder, not args.image_encoder)
+        text_dir = Path(args.text_encoder) if args.text_encoder else built_text
+        image_dir = Path(args.image_encoder) if args.image_encoder else built_image
         records = json.loads((Path(args.data) / "train.json").read_text())[: args.records]
         (work / "data").mkdir()
         (work / "data" / "train.json").write_text(json.dumps(records))
