@@ -21,8 +21,11 @@ from spp_scl.core.errors import InputError, Refused
 from spp_scl.extract.image_encoder import is_plugin, plugin_source_file, plugin_source_sha256
 
 FEATURE_DTYPES = ("float16", "float32")
-MAX_TOKENS = 1 << 16
-MAX_SIDE = 1 << 13  # image resize and crop, in pixels
+# Bounds on the sizes a run folder sets, so that a tampered one cannot make predict allocate without bound: the
+# longest text encoders read 8,192 tokens (BERT 512), and image encoders take 224 to 896 pixels a side (a 1,024
+# pixel float image is 12 MiB; an 8,192 pixel one, 805 MiB per image, before the encoder's own activations).
+MAX_TOKENS = 1 << 13
+MAX_SIDE = 1 << 10  # image resize and crop, in pixels
 
 
 class PluginRefused(Refused):
@@ -125,7 +128,8 @@ def choose_encoders(
             )
         from spp_scl.cache.layout import read_attrs
 
-        provenance = read_attrs(run.cache).get("provenance", {})
+        # the cache must still be the one the run trained on, or its encoders would be other ones
+        provenance = read_attrs(run.require_cache("choosing the encoders")).get("provenance", {})
         provenance = provenance if isinstance(provenance, dict) else {}
         for role, given, uses in (("text", text_given, uses_text), ("image", image_given, uses_image)):
             recorded = provenance.get(f"{role}_encoder")

@@ -24,6 +24,7 @@ the same whatever is predicted with it. This needs the run's cache at predict ti
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -36,6 +37,11 @@ from spp_scl.extract.records import text_problem
 from spp_scl.runs.predict.encoder_choice import check_head_against_fingerprint, checked_fingerprint, choose_encoders
 from spp_scl.runs.predict.pair_files import Pair, PairResult
 from spp_scl.runs.predict.run_folder import RunFolder, RunFolderError
+
+NON_FINITE = (
+    "the head's class probabilities for this pair are not finite (NaN or infinity): its features or the run's "
+    "weights are out of range; not predicted"
+)
 
 
 class EncoderMismatch(Refused, RunFolderError):
@@ -154,6 +160,8 @@ class Predictor:
         check_head_against_fingerprint(fingerprint, self.class_names, self.run.text_layers, config_file)
         for member in self.members[1:]:
             check_ensemble_member(member, self.run, fingerprint)
+        for member in self.members:  # after the fields' own checks, which name a bad value more precisely
+            member.check_fingerprint_record()
         self.models = [member.trained_head(self.device) for member in self.members]
         self.model = self.models[0]
         self.uses_text = any(getattr(model, "uses_text", True) for model in self.models)
@@ -322,6 +330,9 @@ class Predictor:
                 results.append(PairResult(pair.id, error=problem))
                 continue
             p = next(probabilities)
+            if not all(math.isfinite(value) for value in p):  # never served, and never NaN in a JSON line
+                results.append(PairResult(pair.id, error=NON_FINITE))
+                continue
             results.append(
                 PairResult(
                     pair.id, self.class_names[max(range(len(p)), key=p.__getitem__)], dict(zip(self.class_names, p))

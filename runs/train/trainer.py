@@ -15,7 +15,7 @@ import torch
 
 from spp_scl.cache.reader import CachedSplit
 from spp_scl.core.allocator import keep_freed_memory
-from spp_scl.core.errors import InputError, Refused
+from spp_scl.core.errors import Diverged, InputError, Refused
 from spp_scl.core.extras import require
 from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.heads.head_kinds import training_step_for
@@ -23,6 +23,10 @@ from spp_scl.heads.input_noise import attach_input_noise
 from spp_scl.heads.precision import autocast, check_precision, scaled_for
 from spp_scl.runs.train.checkpoint import build_head
 from spp_scl.runs.train.divergence import check_weights
+from spp_scl.runs.train.non_finite import check_batch_inputs
+from spp_scl.runs.train.resume import EpochStates
+from spp_scl.runs.train.run_lock import run_lock
+from spp_scl.runs.train.stop_signals import stop_requested
 from spp_scl.runs.train.trial_run import TrainResult, TrialRun, head_shapes, predict
 from spp_scl.runs.train.view_feed import TrainingFeed
 from spp_scl.runs.train.weight_average import evaluated_head, update_average, weight_average
@@ -95,7 +99,26 @@ def train(
     there); True stops training as patience does: the selected weights are evaluated and the run is complete.
 
     Training runs in one process on one device (a trial is small; sweeps run trials side by side instead):
-    under `accelerate launch` with several processes it refuses rather than train the same run N times."""
+    under `accelerate launch` with several processes it refuses rather than train the same run N times.
+    One training per run folder: another one into `run_dir` is refused (Refused, naming it) while this one runs."""
+    with run_lock(run_dir):
+        return _train_in_locked_folder(
+            cache,
+            config,
+            Path(run_dir),
+            cpu=cpu,
+            in_memory=in_memory,
+            log=log,
+            splits=splits,
+            report_to=report_to,
+            on_epoch=on_epoch,
+        )
+
+
+def _train_in_locked_folder(
+    cache, config: SPPSCLConfig, run_dir: Path, *, cpu, in_memory, log, splits, report_to, on_epoch
+) -> TrainResult:
+    """train(), with its run folder locked."""
     if config.head == "probe":  # fitted in closed form, not by gradient steps
         from spp_scl.runs.train.probe import fit_probe
 
@@ -107,6 +130,11 @@ def train(
     splits = splits or open_splits(cache, config, in_memory)
     if "train" not in splits or "dev" not in splits:
         raise InputError(f"{cache} needs a train and a dev split to train and select on; it has {sorted(splits)}")
+    if config.batch_size < 2:  # every batch would be skipped (below): an exit 0 that trained nothing
+        raise InputError(
+            f"batch size {config.batch_size} trains nothing: a batch of one record is skipped (BatchNorm needs 2); "
+            "use --batch-size 2 or more"
+        )
     train_split, dev_split = splits["train"], splits["dev"]
     # WORLD_SIZE: torchrun and accelerate launch set it in every process they start.
     processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
@@ -157,7 +185,11 @@ def train(
     )
     if trackers:
         trackers.init_trackers(run_dir.name, config=tracker_config(config))
-    epoch, finished = 0, False
+    # Ctrl-C or SIGTERM in `spp-scl train`: the state of the last finished epoch is saved, and a rerun resumes.
+    not_resumable = "trackers" if trackers else "float16 loss scaling" if stepper is not optimizer else None
+    parts = (model, optimizer, scheduler, average, shuffle, feed, run)
+    states = EpochStates(run_dir, config, run.cache_fingerprint_sha256, device, parts, not_resumable, log)
+    epoch, finished = states.take_up(), False
     while not finished:
         epoch += 1
         started = time.perf_counter()
@@ -168,8 +200,14 @@ def train(
                 continue
             with autocast(config.precision, device):
                 report = step(model, feed.inputs(batch, device), stepper, config, backward=backward)
-            run.add_step(report, len(batch), epoch, optimizer.param_groups[0]["lr"])
+            try:
+                run.add_step(report, len(batch), epoch, optimizer.param_groups[0]["lr"])
+            except Diverged:
+                check_batch_inputs(batch, "train", cache)  # a non-finite input is the cache's fault, not the rate's
+                raise
             update_average(average, model)
+            if stop_requested():  # between two steps: the state kept at the last epoch's end is whole
+                raise states.stopped()
         lr = optimizer.param_groups[0]["lr"]
         check_weights(model, epoch, lr)  # before the dev pass: non-finite weights are never selected
         scheduler.step()
@@ -179,6 +217,10 @@ def train(
             _, _, probabilities = predict(evaluated, dev_split, config.batch_size, device, layer_weights)
         seconds = time.perf_counter() - started
         finished = run.end_epoch(epoch, lr, probabilities, layer_weights, seconds, lambda head=evaluated: head)
+        if not finished:
+            states.keep(epoch)
+            if stop_requested():
+                raise states.stopped()
 
     result = run.finish()
     if trackers:

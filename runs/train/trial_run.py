@@ -11,11 +11,16 @@ call it in the same order:
     result = run.finish()                                             # the selected head on dev and test
 
 A run folder holds:
-    config.json        the resolved config, the cache it trained on (path and fingerprint), versions
+    config.json        the resolved config, the cache it trained on (path, fingerprint and its sha256), versions
     log.jsonl          one line per epoch: losses, how often step two ran, learning rate, dev metrics, seconds
     model.safetensors  the selected weights, with head.json (config and shapes to rebuild the head)
     metrics.json       {"selected_epoch", "dev": {...}, "test": {...}}: accuracy, F1s, per class, confusion
     predictions.csv    split, id, label, prediction, one probability column per class, for dev and test
+    finished.json      the sha256 of the weights, head.json and metrics.json the training finished with
+
+A run is finished when metrics.json is there: a TrialRun removes it (and the other results) before it writes
+anything, and writes it last (runs/train/finished_run.py), so predict and report never take a stopped, failed or
+half-rewritten folder for a result.
 """
 
 from __future__ import annotations
@@ -33,12 +38,17 @@ import torch
 from torch import nn
 
 from spp_scl.cache.reader import CachedSplit
+from spp_scl.core.errors import InputError
+from spp_scl.extract.fingerprint import sha256_json
 from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.heads.head_kinds import report_keys_for
 from spp_scl.heads.precision import autocast
 from spp_scl.runs.train.checkpoint import load_head, save_head
 from spp_scl.runs.train.divergence import check_losses
+from spp_scl.runs.train.finished_run import clear_finished, write_metrics_last
 from spp_scl.runs.train.metrics import classification_metrics
+from spp_scl.runs.train.non_finite import check_probabilities
+from spp_scl.runs.train.resume import discard as discard_resume_state
 from spp_scl.runs.train.view_feed import feature_inputs
 
 logger = logging.getLogger(__name__)
@@ -87,7 +97,10 @@ class TrialRun:
         self.loss_keys = report_keys_for(config)
         self.best, self.best_epoch, self.seconds, self.epochs_run = -1.0, 0, [], 0
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.cache = cache
+        clear_finished(self.run_dir)  # before anything else changes: never finished while it is being rewritten
         write_run_config(self.run_dir, cache, config, splits["train"], model, self.device)
+        self.cache_fingerprint_sha256 = sha256_json(splits["train"].attrs["fingerprint"])
         self.log_path = self.run_dir / "log.jsonl"
         self.log_path.write_text("")
         self.start_epoch()
@@ -127,6 +140,12 @@ class TrialRun:
         gives the module to save), the log line; whether the trial is finished: patience, then the caller's hook
         (told of the last epoch too), then the last epoch."""
         config, metric, dev_split = self.config, self.config.selection_metric, self.splits["dev"]
+        if not self.steps:  # every batch was skipped: nothing trained, and an exit 0 would say it did
+            raise InputError(
+                f"epoch {epoch} trained nothing: no batch of the {len(self.splits['train'])} training records had "
+                f"2 or more records (batch size {config.batch_size}; BatchNorm needs 2): use --batch-size 2 or more"
+            )
+        check_probabilities(dev_probabilities, dev_split, "dev", self.cache, epoch)  # never counted when not finite
         dev = classification_metrics(dev_split.labels, dev_probabilities.argmax(1), dev_split.class_names)
         self.seconds.append(seconds)
         improved = dev[metric] > self.best
@@ -171,9 +190,12 @@ class TrialRun:
             if name in self.splits:
                 with autocast(config.precision, self.device):
                     rows[name] = predict(selected, self.splits[name], config.batch_size, self.device)
+                check_probabilities(rows[name][2], self.splits[name], name, self.cache, None)
                 metrics[name] = classification_metrics(rows[name][1], rows[name][2].argmax(1), class_names)
-        (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
         write_predictions(self.run_dir / "predictions.csv", rows, class_names)
+        # metrics.json last: the folder is finished from then on (runs/train/finished_run.py)
+        write_metrics_last(self.run_dir, json.dumps(metrics, indent=1), self.best_epoch, self.epochs_run)
+        discard_resume_state(self.run_dir)
         seconds = float(np.mean(self.seconds)) if self.seconds else 0.0
         return TrainResult(self.run_dir, metrics, self.best_epoch, self.epochs_run, seconds)
 
@@ -244,6 +266,8 @@ def write_run_config(
         "config": config.to_dict(),
         "cache": str(Path(cache).resolve()),
         "cache_fingerprint": train_split.attrs["fingerprint"],
+        # What predict and report check the field against: an edited fingerprint would change preprocessing.
+        "cache_fingerprint_sha256": sha256_json(train_split.attrs["fingerprint"]),
         "head": head_shapes(train_split),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "device": str(device),

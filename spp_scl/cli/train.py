@@ -10,7 +10,10 @@ values are: the field's default, then the preset's (or the --config run's), then
 given. Training runs in one process on one device (the GPU when there is one): `accelerate launch` with
 several processes is refused; a sweep runs trials side by side instead. A run folder holds config.json,
 log.jsonl (per epoch; the record), model.safetensors + head.json, metrics.json, predictions.csv, and with
---report-to the trackers' files in trackers/.
+--report-to the trackers' files in trackers/; metrics.json is written last, and a folder without it is refused by
+predict and report. One training per --out at a time (a second is refused, status 4). Ctrl-C or SIGTERM stops
+between two steps and keeps the state of the last finished epoch in <out>/resume/: the same command resumes from
+there to the run an uninterrupted training writes (status 130; the message says when a rerun restarts instead).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import sys
 from pathlib import Path
 
 from spp_scl.cli.common import add_config_source, base_config, existing_file, parse_trackers
-from spp_scl.core.errors import InputError
+from spp_scl.core.errors import EXIT_INTERRUPTED, InputError
 from spp_scl.core.options import add_dataclass_options, dataclass_values
 from spp_scl.heads.config import SPPSCLConfig
 
@@ -73,7 +76,15 @@ def run(args: argparse.Namespace) -> int:
     from spp_scl.runs.train.trainer import train
 
     run_dir = Path(args.out) if args.out else default_run_dir(args.cache, config)
-    result = train(cache, config, run_dir, cpu=args.cpu, report_to=args.report_to)
+    from spp_scl.runs.train.stop_signals import TrainingInterrupted, stop_on_signals
+
+    try:
+        with stop_on_signals():  # Ctrl-C and SIGTERM stop between two steps; the last epoch's state is kept
+            result = train(cache, config, run_dir, cpu=args.cpu, report_to=args.report_to)
+    except KeyboardInterrupt as stop:  # "a rerun resumes" holds for train only when a state was saved: say which
+        restarts = "nothing to resume from: a rerun restarts from epoch 1"
+        print(f"interrupted; {stop if isinstance(stop, TrainingInterrupted) else restarts}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     for split in ("dev", "test"):
         if split in result.metrics:
             m = result.metrics[split]

@@ -28,7 +28,7 @@ EXIT_CODES = {
     EXIT_DIVERGED: "training diverged: non-finite loss or weights (nothing is saved or selected)",
     EXIT_MISSING_EXTRA: "an optional dependency is missing: the message names the extra to install",
     EXIT_CRASH: "an unexpected error (a bug): the traceback is printed above the error line",
-    EXIT_INTERRUPTED: "interrupted (Ctrl-C); a rerun resumes",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C; SIGTERM in train); a rerun resumes (train: when its message says so)",
 }
 
 
