@@ -24,6 +24,7 @@ Fusion = Literal["cmf-bank", "cmf-batch", "concat"]
 Modality = Literal["both", "text", "image"]
 HeadKind = Literal["spp-scl", "clmlf", "mdse", "probe"]
 SelectionMetric = Literal["f1_weighted", "f1_macro", "accuracy"]
+Selection = Literal["dev", "folds", "authors"]
 Precision = Literal["float32", "bfloat16", "float16"]
 TrainViews = Literal["clean", "epoch", "forward"]
 ViewParts = Literal["both", "text", "image"]
@@ -44,7 +45,7 @@ CLMLF_LAYERS: dict[str, tuple[int, int]] = {"mvsa-single": (3, 2), "mvsa-multipl
 
 # Config fields added after trial keys and sweep studies were first written (SPPSCLConfig.identity leaves them out
 # at their default). Every new field goes here; tests/test_heads_config.py fails on one that is not.
-FIELDS_ADDED_AFTER_KEYS: tuple[str, ...] = ("text_pooling",)
+FIELDS_ADDED_AFTER_KEYS: tuple[str, ...] = ("text_pooling", "selection", "folds", "fold")
 
 
 def option(default: Any, help: str) -> Any:
@@ -123,6 +124,14 @@ class SPPSCLConfig:
         "iteration; dev selection, checkpoints and predictions use the average (runs/train/weight_average.py); 0 = off",
     )
     patience: int | None = option(None, "stop after this many epochs without a better dev metric; none = never")
+    selection: Selection = option(
+        "dev",
+        "how the checkpoint is chosen: dev = the best epoch on the dev split (test is only evaluated); folds = "
+        "k-fold over train+dev, the best epoch on the held-out part (`folds`, `fold`; test is never opened); "
+        "authors = the authors' protocol, a checkpoint every 5 epochs and the best on TEST (optimistic)",
+    )
+    folds: int = option(5, "k of selection folds: stratified parts of train+dev, drawn once per cache")
+    fold: int = option(0, "selection folds: the held-out part, 0 to folds - 1 (the others train)")
     selection_metric: SelectionMetric = option(
         "f1_weighted",
         "the dev metric that selects the checkpoint (the papers': weighted F1 for MVSA, macro F1 for HFM)",
@@ -205,6 +214,10 @@ class SPPSCLConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.fold < self.folds or self.folds < 2:
+            raise ValueError(f"fold must be in 0..folds - 1 and folds >= 2, got fold {self.fold} of {self.folds}")
+        if self.selection not in ("dev", "folds", "authors"):
+            raise ValueError(f"selection must be dev, folds or authors, got {self.selection!r}")
         if self.selection_metric not in ("accuracy", "f1_weighted", "f1_macro"):
             raise ValueError(
                 f"selection_metric must be accuracy, f1_weighted or f1_macro, got {self.selection_metric!r}"

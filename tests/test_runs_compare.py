@@ -134,7 +134,7 @@ def test_compare_command_writes_its_table_and_resumes(tmp_path, capsys):
     assert "skipping hfm" in capsys.readouterr().err
     table = (out / "comparison.md").read_text()
     lines = [line for line in table.splitlines() if line.startswith("| ")]
-    assert "## mvsa-single: test split; the paper's F1 is weighted" in table
+    assert "## mvsa-single: test split, dev-selected checkpoints; the paper's F1 is weighted" in table
     header = next(line for line in lines if line.startswith("| method |"))
     main_rows = [line for line in lines if line.count("|") == header.count("|") and not line.startswith("| method")]
     assert len(main_rows) == len(METHODS)

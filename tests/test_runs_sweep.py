@@ -90,7 +90,8 @@ def test_table_writer_against_a_hand_made_results_file():
     ]
     text = render_table(4, {"mvsa-single": rows}, seeds=2)
     assert (
-        "### mvsa-single (dev split; ours over 2 seeds, dev-selected checkpoints; the paper's F1 is weighted)" in text
+        "### mvsa-single (dev split (the cache has no test split), dev-selected checkpoints; ours over 2 seeds; "
+        "the paper's F1 is weighted)" in text
     )
     # mean +- std [95% t interval]: 0.81 +- 0.0141, half width t(0.975, 1) * 0.0141 / sqrt(2) = 12.706 * 0.01
     assert (
@@ -160,7 +161,10 @@ def test_tables_command_writes_each_table(small_cache, tmp_path):
     assert result.returncode == 0, result.stderr
     table4, table6 = (tmp_path / "table4.md").read_text(), (tmp_path / "table6.md").read_text()
     assert "one-step (all losses summed)" in table4 and "| 0.7956 | 0.7684 |" in table4
-    assert "(test split; ours over 2 seeds" in table4 and "Paired tests of **SPP-SCL (two-step" in table4
+    assert (
+        "(test split, dev-selected checkpoints; ours over 2 seeds" in table4
+        and "Paired tests of **SPP-SCL (two-step" in table4
+    )
     record = json.loads((tmp_path / "tables.json").read_text())
     rows = record["datasets"]["mvsa-single"]["rows"]
     full = rows["SPP-SCL (two-step, intra + inter, CMF, HA over all cached layers)"]

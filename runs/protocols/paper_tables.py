@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from spp_scl.runs.trials.seed_summary import HEADLINE, compare_rows
+from spp_scl.runs.trials.seed_summary import HEADLINE, compare_rows, reported_split
 from spp_scl.runs.trials.seed_tables import SPREAD_NOTE, flags_cell, per_seed_lines, tests_footer
 from spp_scl.runs.trials.statistics import spread_cell, stamped
 
@@ -89,11 +89,11 @@ def summarise_tables(results: dict[str, list[dict]]) -> dict[str, dict]:
     (spp_scl.runs.trials.seed_summary.compare_rows), on the test split when every trial has one, else dev."""
     summaries = {}
     for dataset, trial_rows in results.items():
-        split = "test" if trial_rows and all(r.get("test") for r in trial_rows) else "dev"
+        split, split_note = reported_split(trial_rows)
         groups: dict[str, list[dict]] = {}
         for row in trial_rows:
             groups.setdefault(row["name"], []).append(row)
-        summaries[dataset] = compare_rows(groups, FULL[0], split)
+        summaries[dataset] = {**compare_rows(groups, FULL[0], split), "split_note": split_note}
     return summaries
 
 
@@ -110,10 +110,10 @@ def render_table(
     summaries = summaries if summaries is not None else summarise_tables(results)
     lines = [f"## {stamped(f'Table {number}: {title}', data_note)}", "", SPREAD_NOTE, ""]
     for dataset, compared in summaries.items():
-        split, f1 = compared["split"], _f1_key(dataset)
+        f1 = _f1_key(dataset)
         labels = [label for label, _, _ in rows if label in compared["rows"]]
         lines += [
-            f"### {dataset} ({split} split; ours over {seeds} seeds, dev-selected checkpoints; "
+            f"### {dataset} ({compared['split_note']}; ours over {seeds} seeds; "
             f"the paper's F1 is {'macro' if f1 == 'f1_macro' else 'weighted'})",
             "",
             "| configuration | seeds | ours accuracy | ours weighted F1 | ours macro F1 | paper accuracy | paper F1 "

@@ -70,6 +70,9 @@ GROUP_FIELDS = (
     "precision",
     "betas",
     "eps",
+    "selection",  # trials of one group read one train split: one fold
+    "folds",
+    "fold",
 )
 
 
@@ -80,7 +83,9 @@ def ungroupable_reason(config: SPPSCLConfig) -> str | None:
     if config.text_pooling != "lstm":
         return "the LSTM skip (text pooling lstm+mean)"
     if config.precision != "float32":
-        return "bfloat16 precision"
+        return f"{config.precision} precision"
+    if config.selection == "authors":
+        return "the authors' selection (a test pass every 5 epochs)"
     if config.train_views != "clean":
         return "stored views"
     if config.input_dropout > 0 or config.input_noise > 0:

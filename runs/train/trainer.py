@@ -44,8 +44,23 @@ def open_splits(cache: str | Path, config: SPPSCLConfig, in_memory: bool | None 
 
     with open_cache(cache) as file:
         present = [split for split in ("train", "dev", "test") if split in file and len(file[split]["ids"])]
+    if config.selection == "folds":
+        present = [split for split in present if split != "test"]  # never opened under k-fold selection
     layers = list(range(-config.text_layers_last, 0)) if config.text_layers_last else None
-    return {split: CachedSplit(cache, split, layers=layers, in_memory=in_memory, token_dtype=None) for split in present}
+    splits = {
+        split: CachedSplit(cache, split, layers=layers, in_memory=in_memory, token_dtype=None) for split in present
+    }
+    return for_selection(splits, config)
+
+
+def for_selection(splits: dict, config: SPPSCLConfig) -> dict:
+    """The splits `config` trains and selects on: the cache's own, or under selection folds its fold of train+dev
+    (spp_scl/cache/folds.py), with no test split."""
+    if config.selection != "folds":
+        return splits
+    from spp_scl.cache.folds import fold_splits
+
+    return fold_splits(splits, config.folds, config.fold)
 
 
 def tracker_config(config: SPPSCLConfig) -> dict:

@@ -53,6 +53,8 @@ from spp_scl.runs.train.view_feed import feature_inputs
 
 logger = logging.getLogger(__name__)
 
+AUTHORS_EVERY = 5  # the authors' code saves a checkpoint every 5 epochs and reports a hand-picked one
+
 # The two-step rule's quantities, averaged over the iterations in which the rule was evaluated.
 RULE_KEYS = {
     "below_mean_count": "rule_c",
@@ -148,9 +150,10 @@ class TrialRun:
         check_probabilities(dev_probabilities, dev_split, "dev", self.cache, epoch)  # never counted when not finite
         dev = classification_metrics(dev_split.labels, dev_probabilities.argmax(1), dev_split.class_names)
         self.seconds.append(seconds)
-        improved = dev[metric] > self.best
+        score = dev[metric] if config.selection != "authors" else self._authors_score(epoch, selected_head)
+        improved = score is not None and score > self.best
         if improved:
-            self.best, self.best_epoch = dev[metric], epoch
+            self.best, self.best_epoch = score, epoch
             save_head(self.run_dir, selected_head(), config, self.shapes)
         line = {
             "epoch": epoch,
@@ -170,13 +173,29 @@ class TrialRun:
             f"step two {line['step_two_rate']:.0%}  dev acc {dev['accuracy']:.4f} {metric} {dev[metric]:.4f}  "
             f"(best {self.best:.4f} @ {self.best_epoch})  {seconds:.1f}s"
         )
-        if config.patience is not None and epoch - self.best_epoch >= config.patience:
+        # The authors train every epoch (no patience); patience stops the other protocols.
+        if config.patience is not None and config.selection != "authors" and epoch - self.best_epoch >= config.patience:
             self.log(f"{self.prefix}early stop: no better dev {metric} for {config.patience} epochs")
             return True
         if self.on_epoch is not None and self.on_epoch(epoch, dev):
             self.log(f"{self.prefix}stopped after epoch {epoch} by the caller (a sweep's pruner)")
             return True
         return epoch >= config.epochs
+
+    def _authors_score(self, epoch: int, selected_head: Callable[[], nn.Module]) -> float | None:
+        """The authors' protocol (config.selection "authors"): a checkpoint every AUTHORS_EVERY epochs, scored on
+        the TEST split; None between checkpoints. Optimistic by construction: it selects on the split it reports."""
+        if "test" not in self.splits:
+            raise InputError(f"{self.cache}: selection authors picks its checkpoint on the test split; there is none")
+        if epoch % AUTHORS_EVERY and epoch < self.config.epochs:
+            return None
+        with autocast(self.config.precision, self.device):
+            _, labels, probabilities = predict(
+                selected_head(), self.splits["test"], self.config.batch_size, self.device
+            )
+        check_probabilities(probabilities, self.splits["test"], "test", self.cache, epoch)
+        test = classification_metrics(labels, probabilities.argmax(1), self.splits["test"].class_names)
+        return test[self.config.selection_metric]
 
     def finish(self, extra_metrics: dict | None = None) -> TrainResult:
         """The selected checkpoint, read back from the run folder, on dev and test (under the precision that
@@ -185,6 +204,8 @@ class TrialRun:
         selected, _, _ = load_head(self.run_dir, self.device)
         rows = {}
         metrics = {"selected_epoch": self.best_epoch, "selection_metric": config.selection_metric}
+        if config.selection != "dev":  # the protocol beside the numbers (authors: selected on test, optimistic)
+            metrics["selection"] = config.selection
         metrics.update(extra_metrics or {})
         for name in ("dev", "test"):
             if name in self.splits:

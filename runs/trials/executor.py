@@ -74,6 +74,14 @@ class Trial:
         return base.replace(**self.overrides, seed=self.seed)
 
 
+def over_folds(trials: list[Trial], folds: int | None) -> list[Trial]:
+    """Each trial once per fold of k-fold selection over train+dev (spp_scl/cache/folds.py); as given for None."""
+    if not folds:
+        return trials
+    selected = {"selection": "folds", "folds": folds}
+    return [Trial(t.name, {**t.overrides, **selected, "fold": fold}, t.seed) for t in trials for fold in range(folds)]
+
+
 def read_results(path: Path) -> list[dict]:
     """The finished trials of a results file; a last line cut short by a kill is ignored."""
     if not path.exists():
@@ -95,11 +103,12 @@ class OpenedSplits:
         self.by_layers: dict = {}
 
     def for_config(self, config: SPPSCLConfig) -> dict:
-        from spp_scl.runs.train.trainer import open_splits
+        """The splits `config` trains on; the folds of k-fold selection share the opened train and dev."""
+        from spp_scl.runs.train.trainer import for_selection, open_splits
 
         if config.text_layers_last not in self.by_layers:
-            self.by_layers[config.text_layers_last] = open_splits(self.cache, config)
-        return self.by_layers[config.text_layers_last]
+            self.by_layers[config.text_layers_last] = open_splits(self.cache, config.replace(selection="dev"))
+        return for_selection(self.by_layers[config.text_layers_last], config)
 
 
 def train_unit(configs: list[SPPSCLConfig], run_dirs: list, splits: OpenedSplits, on_epoch=None, on_finish=None):

@@ -28,6 +28,30 @@ HEADLINE = ("accuracy", "f1_weighted", "f1_macro")
 HEADLINE_NAMES = {"accuracy": "accuracy", "f1_weighted": "weighted F1", "f1_macro": "macro F1"}
 
 
+def fold_of(row: dict) -> int | None:
+    """The held-out part of a trial under k-fold selection, None for a trial selected on the cache's dev split."""
+    config = row.get("config") or {}
+    return config.get("fold", 0) if config.get("selection") == "folds" else None
+
+
+def reported_split(rows: list[dict]) -> tuple[str, str]:
+    """(the split a table reports, how to say it): test when every trial has it; under k-fold selection the
+    held-out parts ("dev" in each fold's run), which together are train+dev; else dev."""
+    if rows and all(fold_of(row) is not None for row in rows):
+        folds = rows[0]["config"]["folds"]
+        return "dev", f"held-out parts of {folds}-fold selection over train+dev; the test split never opened"
+    if rows and all(row.get("test") for row in rows):
+        return "test", "test split, dev-selected checkpoints"
+    return "dev", "dev split (the cache has no test split), dev-selected checkpoints"
+
+
+def unit(row: dict):
+    """What pairs two rows' trials: the seed, or under k-fold selection "seed/fold" (every variant sees the same
+    folds: spp_scl/cache/folds.py), so a paired test over folds and seeds matches like with like."""
+    fold = fold_of(row)
+    return row["seed"] if fold is None else f"{row['seed']}/{fold}"
+
+
 def run_split_metrics(row: dict, split: str) -> dict | None:
     """The split's full metrics (per class, confusion matrix) from the row's run folder, None when it is gone."""
     path = Path(row["run_dir"]) / "metrics.json" if row.get("run_dir") else None
@@ -59,12 +83,12 @@ def summarise_row(rows: list[dict], split: str) -> dict:
     """One row's seeds on `split`: the per-seed values (headline metrics, per-class F1, collapse), and over seeds
     each headline metric's and each class's F1 as spp_scl.runs.trials.statistics.describe gives them."""
     per_seed = []
-    for row in sorted(rows, key=lambda r: r["seed"]):
+    for row in sorted(rows, key=lambda r: (r["seed"], fold_of(r) or 0)):
         headline = row.get(split) or {}
         full = run_split_metrics(row, split)
         per_seed.append(
             {
-                "seed": row["seed"],
+                "seed": unit(row),
                 **{key: headline.get(key) for key in HEADLINE},
                 "per_class_f1": {name: values["f1"] for name, values in full["per_class"].items()} if full else None,
                 "collapsed": collapse_reason(full["confusion_matrix"]) if full else None,
@@ -83,7 +107,19 @@ def summarise_row(rows: list[dict], split: str) -> dict:
 
 
 def ensemble_correctness(rows: list[dict], split: str) -> tuple[list[str], np.ndarray] | None:
-    """(ids, whether the rows' seed ensemble is right on each), None when a run folder's predictions are gone."""
+    """(ids, whether the rows' seed ensemble is right on each), None when a run folder's predictions are gone. Under
+    k-fold selection, each fold's seed ensemble on its held-out part, the folds joined: every record of train+dev
+    once."""
+    folds = sorted({fold_of(row) for row in rows}, key=lambda fold: -1 if fold is None else fold)
+    if folds != [None]:
+        parts = [_one_ensemble([row for row in rows if fold_of(row) == fold], split) for fold in folds]
+        if any(part is None for part in parts):
+            return None
+        return [item for ids, _ in parts for item in ids], np.concatenate([correct for _, correct in parts])
+    return _one_ensemble(rows, split)
+
+
+def _one_ensemble(rows: list[dict], split: str) -> tuple[list[str], np.ndarray] | None:
     loaded = [run_split_predictions(row, split) for row in rows]
     if not loaded or any(entry is None for entry in loaded):
         return None
@@ -111,8 +147,8 @@ def paired_tests(reference_rows: list[dict], other_rows: list[dict], split: str)
     """The reference row against another: the paired t-test over matched seeds for each headline metric, and the
     exact McNemar test over items on the seed ensembles."""
 
-    def by_seed(rows: list[dict], key: str) -> dict[int, float]:
-        return {row["seed"]: row[split][key] for row in rows if row.get(split)}
+    def by_seed(rows: list[dict], key: str) -> dict:
+        return {unit(row): row[split][key] for row in rows if row.get(split)}
 
     return {
         "seeds": {key: paired_seed_test(by_seed(reference_rows, key), by_seed(other_rows, key)) for key in HEADLINE},

@@ -41,20 +41,25 @@ def add_set(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _group_size(text: str) -> int:
-    try:
-        size = int(text)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of trials, at least 1; got {text!r}")
-    return size
+def whole_number(what: str, minimum: int):
+    """An argparse type: a whole number of at least `minimum`, or an error naming `what` is expected."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, at least {minimum}; got {text!r}")
+        return value
+
+    return parse
 
 
 def add_group_size(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--group-size",
-        type=_group_size,
+        type=whole_number("a whole number of trials", 1),
         default=None,
         metavar="N",
         help="train up to N pending SPP-SCL trials of one architecture as one group in one pass "
@@ -64,11 +69,24 @@ def add_group_size(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_dataset_trials(args: argparse.Namespace, cache, base: SPPSCLConfig, trials: list, folder: Path) -> list[dict]:
-    """spp_scl.runs.trials.executor.run_trials for one dataset's trials, into folder/results.jsonl and folder/trials, with the
-    verb's --jobs and --group-size."""
-    from spp_scl.runs.trials.executor import run_trials
+def add_folds(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--folds",
+        type=whole_number("a number of folds", 2),
+        default=None,
+        metavar="K",
+        help="k-fold selection: every trial once per fold of K stratified folds over train+dev, its checkpoint "
+        "selected and scored on the held-out part; the test split is never opened; tables pair rows fold by fold "
+        "(default: select on the cache's dev split)",
+    )
 
+
+def run_dataset_trials(args: argparse.Namespace, cache, base: SPPSCLConfig, trials: list, folder: Path) -> list[dict]:
+    """spp_scl.runs.trials.executor.run_trials for one dataset's trials (once per fold with --folds), into
+    folder/results.jsonl and folder/trials, with the verb's --jobs and --group-size."""
+    from spp_scl.runs.trials.executor import over_folds, run_trials
+
+    trials = over_folds(trials, getattr(args, "folds", None))
     return run_trials(
         cache, base, trials, folder / "results.jsonl", folder / "trials", jobs=args.jobs, group_size=args.group_size
     )

@@ -18,7 +18,7 @@ import json
 import logging
 from pathlib import Path
 
-from spp_scl.cli.common import add_data_note, add_group_size, add_named_caches, add_set, run_dataset_trials
+from spp_scl.cli.common import add_data_note, add_folds, add_group_size, add_named_caches, add_set, run_dataset_trials
 from spp_scl.core.errors import InputError
 
 HELP = "SPP-SCL beside the compared heads and each modality alone, N seeds each"
@@ -35,6 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_set(parser)
     parser.add_argument("--jobs", type=int, default=1, help="trials in parallel (timings are per job when > 1)")
     add_group_size(parser)
+    add_folds(parser)
+    parser.add_argument(
+        "--protocols",
+        default="dev",
+        metavar="dev,authors",
+        help="selection protocols side by side: dev (the default: the best dev epoch) and authors (the authors' "
+        "code: a checkpoint every 5 epochs, the best on test; optimistic, its rows say so)",
+    )
     add_data_note(parser)
     parser.add_argument("--out", default="runs/out/compare")
 
@@ -56,12 +64,16 @@ def run(args: argparse.Namespace) -> int:
         select_methods,
         summarise_dataset,
         views_note,
+        with_protocols,
     )
     from spp_scl.runs.sweep.grid import parse_named
 
     try:
         caches = parse_named(args.cache, "cache")
         methods = select_methods(args.methods)
+        with_protocols(methods, args.protocols)  # an unknown protocol is an option error before anything trains
+        if args.folds and "authors" in args.protocols:
+            raise ValueError("--protocols authors picks checkpoints on the test split, which --folds never opens")
         if args.seeds < 1:
             raise ValueError("--seeds must be >= 1")
         bases = base_configs(args, caches)
@@ -78,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             logger.warning(f"skipping {dataset}: no cache at {cache}")
             continue
         base = bases[dataset]
-        trained = methods_for(methods, base)  # their names say DBCL / augmentations when trained on views
+        trained = with_protocols(methods_for(methods, base), args.protocols)  # names say DBCL, views, protocol
         trials = comparison_trials(trained, base, args.seeds)
         logger.info(f"{dataset}: {len(trials)} trials ({len(methods)} methods x {args.seeds} seeds)")
         rows = run_dataset_trials(args, cache, base, trials, out / dataset)

@@ -16,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from spp_scl.cli.common import add_data_note, add_group_size, add_named_caches, add_set, run_dataset_trials
+from spp_scl.cli.common import add_data_note, add_folds, add_group_size, add_named_caches, add_set, run_dataset_trials
 from spp_scl.core.errors import InputError
 
 HELP = "the paper's tables 3-7 (ablations), N seeds per row"
@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_set(parser)
     parser.add_argument("--jobs", type=int, default=1, help="trials in parallel")
     add_group_size(parser)
+    add_folds(parser)
     add_data_note(parser)
     parser.add_argument("--out", default="runs/out/tables")
 
