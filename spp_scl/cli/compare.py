@@ -92,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
         base = bases[dataset]
         trained = with_protocols(methods_for(methods, base), args.protocols)  # names say DBCL, views, protocol
         trials = comparison_trials(trained, base, args.seeds)
-        logger.info(f"{dataset}: {len(trials)} trials ({len(methods)} methods x {args.seeds} seeds)")
+        folds = f" x {args.folds} folds" if args.folds else ""
+        logger.info(
+            f"{dataset}: {len(trials) * (args.folds or 1)} trials ({len(trained)} rows x {args.seeds} seeds{folds})"
+        )
         rows = run_dataset_trials(args, cache, base, trials, out / dataset)
         summaries.append(summarise_dataset(dataset, trained, rows))
         notes.append(f"{dataset}: {base.epochs} epochs, batch {base.batch_size}, lr {base.lr:g}, {views_note(base)}")
