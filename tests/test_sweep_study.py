@@ -1,7 +1,7 @@
 """Sweeps on an Optuna study: several workers on one study train each (point, seed) once; a worker killed with
 kill -9 and started again ends with the summary of an uninterrupted sweep; three workers on a real PostgreSQL
 server; pruning stops points that cannot learn at the first rung; bad storages, other settings and a damaged
-journal are one-line errors that lose nothing."""
+journal are one-line errors (refusals: test_sweep_refusals.py)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from spp_scl.cache.synthetic import write_synthetic_cache
-from spp_scl.core.errors import InputError, Refused
-from spp_scl.heads.config import FIELDS_ADDED_AFTER_KEYS, resolve_config
+from spp_scl.core.errors import InputError
+from spp_scl.heads.config import resolve_config
 from spp_scl.runs.sweep.driver import run_sweep
 from spp_scl.runs.sweep.grid import expand, parse_space
 from spp_scl.runs.sweep.optuna_adapter import trial_id
@@ -37,13 +36,11 @@ from spp_scl.runs.sweep.study import (
     RETRY_KEY,
     SweepPlan,
     claim_waiting,
-    digest,
-    jsonable,
     open_study,
     recover_unfinished,
     retry_unfinished,
 )
-from spp_scl.runs.sweep.worker import Pruning, WorkerSettings, open_worker_study
+from spp_scl.runs.sweep.worker import Pruning
 from spp_scl.runs.sweep.worker_identity import owner_is_gone, this_process
 from spp_scl.runs.train.trainer import train
 
@@ -55,27 +52,18 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TRAINED = re.compile(r"^trial (\d+) .+ seed \d+: (pruned at epoch \d+, )?dev ", re.MULTILINE)
 
 
-def tiny_cache(path: Path, seed: int) -> Path:
-    return write_synthetic_cache(
-        path,
-        {"train": 64, "dev": 32, "test": 32},
-        layers=2,
-        dim=16,
-        map_shape=(8, 2, 2),
-        mean_tokens=6,
-        signal=0.8,
-        seed=seed,
-    )
+SIZES = {"train": 64, "dev": 32, "test": 32}
+SETTINGS = dict(layers=2, dim=16, map_shape=(8, 2, 2), mean_tokens=6, signal=0.8)
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tiny_cache(tmp_path_factory.mktemp("study") / "cache.h5", seed=2)
+def cache(synthetic_cache):
+    return synthetic_cache(SIZES, **SETTINGS, seed=2)
 
 
 @pytest.fixture(scope="module")
-def other_cache(tmp_path_factory):
-    return tiny_cache(tmp_path_factory.mktemp("study-other") / "cache.h5", seed=3)
+def other_cache(synthetic_cache):
+    return synthetic_cache(SIZES, **SETTINGS, seed=3)
 
 
 def base_config(**changes):
@@ -333,7 +321,7 @@ def test_random_and_tpe_train_the_asked_number_of_distinct_points(cache, tmp_pat
     assert tpe["study"]["trials"]["complete"] == 6
 
 
-def test_storage_urls_that_cannot_be_used_are_one_line_errors(tmp_path):
+def test_storage_urls_that_cannot_be_used_are_one_line_errors(cache, tmp_path):
     for url, cause in (
         ("postgresql://someone:secret@127.0.0.1:1/sweeps", "cannot open the database"),
         ("mysql://someone:secret@127.0.0.1:1/sweeps", "cannot open the database"),
@@ -344,9 +332,8 @@ def test_storage_urls_that_cannot_be_used_are_one_line_errors(tmp_path):
             open_storage(url, tmp_path, 5)
         message = str(raised.value)
         assert cause in message and "secret" not in message and "\n" not in message, message
-    tiny = tiny_cache(tmp_path / "c.h5", seed=5)
     result = subprocess.run(
-        [*sweep_command(tiny, tmp_path / "out"), "--storage", "postgresql://someone:secret@127.0.0.1:1/x"],
+        [*sweep_command(cache, tmp_path / "out"), "--storage", "postgresql://someone:secret@127.0.0.1:1/x"],
         capture_output=True,
         text=True,
         env=ENV,
@@ -358,69 +345,3 @@ def test_storage_urls_that_cannot_be_used_are_one_line_errors(tmp_path):
         .startswith("error: --storage postgresql://someone:***@127.0.0.1:1/x: cannot open the database:")
     )
     assert not (tmp_path / "out" / "optuna.journal").exists()
-
-
-def test_a_study_of_another_cache_or_axes_is_refused_and_nothing_is_lost(cache, other_cache, tmp_path):
-    base = base_config(epochs=1)
-    quiet = {"heartbeat": 1, "log": lambda *_: None}
-    run_sweep(plan_for(cache, ["theta=0.5,0.8"], base=base), tmp_path / "sweep", **quiet)
-    kept = {name: (tmp_path / "sweep" / name).read_bytes() for name in ("results.jsonl", "summary.json")}
-    with pytest.raises(Refused, match=r"holds the sweep of study .* \(another cache \(fingerprint"):
-        run_sweep(plan_for(other_cache, ["theta=0.5,0.8"], base=base), tmp_path / "sweep", **quiet)
-    with pytest.raises(Refused, match=r"axis theta: \[0.5, 0.8\] vs \[0.5, 0.9\]"):
-        run_sweep(plan_for(cache, ["theta=0.5,0.9"], base=base), tmp_path / "sweep", **quiet)
-    with pytest.raises(Refused, match=r"epochs: 1 vs 2"):
-        run_sweep(plan_for(cache, ["theta=0.5,0.8"], base=base_config(epochs=2)), tmp_path / "sweep", **quiet)
-    assert kept == {name: (tmp_path / "sweep" / name).read_bytes() for name in kept}
-    shutil.copytree(tmp_path / "sweep", tmp_path / "moved")  # a sweep folder moved elsewhere is still the same sweep
-    messages = []
-    run_sweep(plan_for(cache, ["theta=0.5,0.8"], base=base), tmp_path / "moved", heartbeat=1, log=messages.append)
-    assert "2 of 2 trials already in the study" in messages[0] and not TRAINED.search("\n".join(messages))
-    # A shared storage holds many studies: a named study made from another cache is refused by its own record.
-    shared = f"journal:{tmp_path / 'shared.journal'}"
-    run_sweep(plan_for(cache, ["theta=0.5,0.8"], base=base), tmp_path / "a", shared, "mine", **quiet)
-    with pytest.raises(Refused, match=r"the study mine was made from other settings \(another cache"):
-        run_sweep(plan_for(other_cache, ["theta=0.5,0.8"], base=base), tmp_path / "b", shared, "mine", **quiet)
-
-
-def test_a_worker_whose_code_makes_other_trials_is_refused(cache, tmp_path):
-    """A worker process of another version (here: another base config) never touches the study."""
-    plan = plan_for(cache, ["theta=0.5,0.8"], base=base_config(epochs=1))
-    run_sweep(plan, tmp_path, heartbeat=1, log=lambda *_: None)
-    before = (tmp_path / "optuna.journal").read_bytes()
-    other = plan_for(cache, ["theta=0.5,0.8"], base=base_config(epochs=1, dropout=0.3))
-    with pytest.raises(Refused, match=r"than this worker's \(dropout: 0.2 vs 0.3\)"):
-        open_worker_study(WorkerSettings(other, tmp_path, None, plan.study_name(), heartbeat=1))
-    assert (tmp_path / "optuna.journal").read_bytes() == before
-
-
-def test_a_study_made_before_a_config_field_existed_keeps_its_name(cache):
-    """A field added to the config later (at its default) changes neither the study name nor the trial keys: a
-    sweep folder written by the earlier version resumes after an upgrade instead of training everything again."""
-    plan = plan_for(cache, ["theta=0.5,0.8"])
-    earlier = {k: v for k, v in plan.base.to_dict().items() if k not in FIELDS_ADDED_AFTER_KEYS and k != "seed"}
-    identity = {"cache_fingerprint": plan.fingerprint, "space": jsonable(plan.space), "base": jsonable(earlier)}
-    assert plan.study_name() == f"{cache.stem}-{digest(identity)[:12]}"
-    changed = plan_for(cache, ["theta=0.5,0.8"], base=base_config(text_pooling="lstm+mean"))
-    assert changed.study_name() != plan.study_name()
-
-
-def test_a_damaged_journal_is_refused_and_the_export_rebuilds_the_study(cache, tmp_path):
-    plan = plan_for(cache, ["theta=0.5,0.8"], base=base_config(epochs=1))
-    summary = run_sweep(plan, tmp_path, heartbeat=1, log=lambda *_: None)
-    journal, results = tmp_path / "optuna.journal", (tmp_path / "results.jsonl").read_bytes()
-    journal.write_bytes(journal.read_bytes() + b'{"op_code": 6, "trial_i')  # a writer killed mid-line
-    messages = []
-    assert run_sweep(plan, tmp_path, heartbeat=1, log=messages.append)["points"] == summary["points"]
-    assert journal.read_bytes().endswith(b"\n") and not TRAINED.search("\n".join(messages))
-    lines = journal.read_bytes().splitlines(keepends=True)
-    damaged = b"".join([*lines[:3], b"\x00\x07 not a record\n", *lines[3:]])
-    journal.write_bytes(damaged)
-    with pytest.raises(InputError, match=r"optuna.journal: line 4 is not an Optuna journal record"):
-        run_sweep(plan, tmp_path, heartbeat=1, log=lambda *_: None)
-    assert journal.read_bytes() == damaged and (tmp_path / "results.jsonl").read_bytes() == results
-    journal.rename(tmp_path / "damaged.journal")  # what the message says to do
-    messages = []
-    rebuilt = run_sweep(plan, tmp_path, heartbeat=1, log=messages.append)
-    assert "imported 2 finished trials from" in "\n".join(messages) and not TRAINED.search("\n".join(messages))
-    assert rebuilt["points"] == summary["points"] and rebuilt["best"] == summary["best"]
