@@ -2,8 +2,8 @@
 
 The lock is `fcntl.flock` on the lock file: the kernel releases it when the holder exits, however it exits (kill -9
 included), so a lock file left behind never blocks a later run. The file holds the holder's pid, host and start
-time, which a refused run names. extract/output_lock.py is the extraction's own copy of this rule; `train` takes
-this one on its run folder (runs/train/run_lock.py).
+time, which a refused run names. Extraction takes it on its output (extract/output_lock.py), and `train` on its
+run folder (runs/train/run_lock.py).
 """
 
 from __future__ import annotations
