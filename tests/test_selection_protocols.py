@@ -99,6 +99,15 @@ def test_compare_sets_the_authors_protocol_beside_dev_for_the_same_seeds(cache, 
     (test,) = summary["tests"].values()
     assert test["seeds"]["accuracy"]["seeds"] == [42, 43]  # the inflation, paired seed by seed
     assert "[authors' protocol: checkpoint picked on test, optimistic]" in (out / "comparison.md").read_text()
+    assert (out / "comparison-mvsa-single.png").read_bytes().startswith(b"\x89PNG")  # the table as a figure
+
+
+def test_a_figure_tick_keeps_the_protocol_of_its_row():
+    from spp_scl.runs.protocols.figures import short_label
+
+    authors = "SPP-SCL (cmf-bank fusion, batch-independent) [authors' protocol: checkpoint picked on test, optimistic]"
+    assert short_label(authors) == "SPP-SCL [authors]"
+    assert short_label("SPP-SCL (cmf-bank fusion, batch-independent)") == "SPP-SCL"
 
 
 def test_authors_protocol_with_folds_is_refused(cache, tmp_path, capsys):

@@ -161,6 +161,7 @@ def test_tables_write_json_with_per_seed_values_and_the_stamp(rows, tmp_path):
     assert len(dataset["rows"][FULL[0]]["per_seed"]) == 3 and "negative" in dataset["rows"][FULL[0]]["per_class_f1"]
     assert "one-step (all losses summed)" in dataset["tests"]
     assert not render_table(4, results, 3).startswith("## [")  # without a note, no stamp
+    assert (tmp_path / "table4-mvsa-single.png").read_bytes().startswith(b"\x89PNG")  # each table as a figure
 
 
 def test_sweep_summary_tests_the_best_point_and_carries_the_stamp(rows, tmp_path):

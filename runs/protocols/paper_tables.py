@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from spp_scl.runs.protocols.figures import bar_figure
 from spp_scl.runs.trials.seed_summary import HEADLINE, compare_rows, reported_split
 from spp_scl.runs.trials.seed_tables import SPREAD_NOTE, flags_cell, per_seed_lines, tests_footer
 from spp_scl.runs.trials.statistics import spread_cell, stamped
@@ -139,13 +140,19 @@ def render_table(
 def write_tables(
     numbers: list[int], results: dict[str, list[dict]], seeds: int, folder: Path, data_note: str | None = None
 ) -> list[Path]:
-    """table<N>.md for each asked table, and tables.json: per dataset every row's statistics and tests."""
+    """table<N>.md and table<N>-<dataset>.png for each asked table, and tables.json: per dataset every row's
+    statistics and tests."""
     summaries = summarise_tables(results)
     written = []
     for number in numbers:
         path = folder / f"table{number}.md"
         path.write_text(render_table(number, results, seeds, data_note, summaries))
         written.append(path)
+        title, rows = TABLES[number]
+        for dataset, compared in summaries.items():  # the same rows as a figure: bars, seeds, intervals
+            figure_title = stamped(f"Table {number}: {title}, {dataset}", data_note)
+            labels = [label for label, _, _ in rows]
+            written.append(bar_figure(compared, figure_title, folder / f"table{number}-{dataset}.png", labels))
     record = {
         "data_note": data_note,
         "tables": {str(number): [label for label, _, _ in TABLES[number][1]] for number in numbers},

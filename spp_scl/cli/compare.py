@@ -66,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
         views_note,
         with_protocols,
     )
+    from spp_scl.runs.protocols.figures import bar_figure
     from spp_scl.runs.sweep.grid import parse_named
+    from spp_scl.runs.trials.statistics import stamped
 
     try:
         caches = parse_named(args.cache, "cache")
@@ -107,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
     (out / "comparison.md").write_text(render_comparison(summaries, note, args.data_note))
     record = {"data_note": args.data_note, "protocol": note, "datasets": summaries}
     (out / "comparison.json").write_text(json.dumps(record, indent=1))
+    for summary in summaries:  # the table as a figure: bars, every seed (and fold), 95% intervals
+        compared = {"split": summary["split"], "rows": {method["label"]: method for method in summary["methods"]}}
+        title = stamped(f"{summary['dataset']}: SPP-SCL and the compared heads", args.data_note)
+        bar_figure(compared, title, out / f"comparison-{summary['dataset']}.png")
     print((out / "comparison.md").read_text())
     logger.info(f"written to {out / 'comparison.md'}")
     return 0
