@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 
 import numpy as np
 
-from spp_scl.core.errors import InputError
+from spp_scl.core.errors import InputError, ToolError
 
 ATTRS_KEY = "attrs_sha256"
 DATASET_KEY = "sha256"
@@ -68,8 +69,9 @@ class ContentHash:
         return self.digest.hexdigest()
 
 
-def dataset_sha256(dataset) -> str:
-    """The content hash of an h5py dataset, read in blocks of rows (fletcher32 is checked on the way)."""
+def dataset_sha256(dataset, on_block=None) -> str:
+    """The content hash of an h5py dataset, read in blocks of rows (fletcher32 is checked on the way);
+    `on_block(first_row, block)` sees each block as it is read (a check that costs no second read)."""
     content = ContentHash()
     if dataset.shape and dataset.shape[0]:
         row_bytes = max(1, dataset.dtype.itemsize * int(np.prod(dataset.shape[1:], dtype=np.int64)))
@@ -78,15 +80,35 @@ def dataset_sha256(dataset) -> str:
         for start in range(0, dataset.shape[0], step):
             block = dataset.asstr()[start : start + step] if strings else dataset[start : start + step]
             content.update(block)
+            if on_block is not None:
+                on_block(start, block)
     return content.hexdigest()
 
 
 def damaged(path, what: str, error: Exception) -> CacheDamaged:
     """The one-line error for a part of a cache file that cannot be read (a failed fletcher32 check, say)."""
-    reason = str(error).split(" (")[0]
+    reason = str(error.args[0] if isinstance(error, KeyError) and error.args else error).split(" (")[0]
     return CacheDamaged(
         f"{path}: {what} cannot be read ({reason}): the file is damaged; rebuild it with `spp-scl extract --force`"
     )
+
+
+# What h5py raises for a file whose metadata is damaged (object headers, heaps, B-trees, string encodings): an
+# object that cannot be opened is a KeyError, a link that cannot be followed a RuntimeError, a read an OSError, a
+# damaged string a UnicodeDecodeError or TypeError, a damaged shape or type a ValueError.
+H5_READ_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError, UnicodeDecodeError)
+
+
+@contextmanager
+def damage_as_error(path, what: str = "its layout"):
+    """Inside it, h5py's errors on a damaged file are the one-line CacheDamaged naming the file; the tool's own
+    errors (a missing split, say) pass as they are."""
+    try:
+        yield
+    except ToolError:
+        raise
+    except H5_READ_ERRORS as error:
+        raise damaged(path, what, error) from None
 
 
 class CheckedDataset:

@@ -24,7 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from spp_scl.cache.checksums import ATTRS_KEY, DATASET_KEY, CacheDamaged, ContentHash, attrs_sha256
+from spp_scl.cache.checksums import ATTRS_KEY, DATASET_KEY, CacheDamaged, ContentHash, attrs_sha256, damage_as_error
 
 SPLIT_ARRAYS = ("ids", "labels", "text_lengths", "token_offsets", "image_maps", "first_token", "token_states")
 FORMAT_VERSION = 2  # 2: sha256 per dataset and of the attributes, fletcher32 on the feature arrays
@@ -187,9 +187,11 @@ def open_cache(path: Path) -> h5py.File:
 
 def read_attrs(path: Path) -> dict:
     """The file attributes, JSON ones decoded. From format 2 on they are checked against `attrs_sha256`."""
-    with open_cache(path) as file:
+    with open_cache(path) as file, damage_as_error(path, "the file attributes"):
         raw = dict(file.attrs.items())
-    if int(raw.get("format_version", 1)) >= 2 and raw.get(ATTRS_KEY) != attrs_sha256(raw):
+        # Inside: the hash sorts the keys, and damaged keys (bytes beside str) fail the sort.
+        intact = int(raw.get("format_version", 1)) < 2 or raw.get(ATTRS_KEY) == attrs_sha256(raw)
+    if not intact:
         raise CacheDamaged(f"{path}: the file attributes do not match their checksum (the file is damaged)")
     attrs = {}
     for key, value in raw.items():
@@ -208,8 +210,14 @@ def is_verifiable(attrs: dict) -> bool:
     return int(attrs.get("format_version", 1)) >= 2
 
 
+def split_sizes(path: Path) -> dict[str, int]:
+    """The records of each split the cache holds (train, dev, test, in that order)."""
+    with open_cache(path) as file, damage_as_error(path, "its splits"):
+        return {split: len(file[split]["ids"]) for split in ("train", "dev", "test") if split in file}
+
+
 def read_skipped(path: Path) -> list[dict]:
-    with open_cache(path) as file:
+    with open_cache(path) as file, damage_as_error(path, "the list of skipped records"):
         return [json.loads(s) for s in file["skipped"].asstr()[:]] if "skipped" in file else []
 
 

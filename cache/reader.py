@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 import torch
 
-from spp_scl.cache.checksums import CheckedDataset, check_small_datasets, damaged
+from spp_scl.cache.checksums import CheckedDataset, check_small_datasets, damage_as_error, damaged
 from spp_scl.cache.layout import is_verifiable, open_cache, read_attrs
 from spp_scl.core.errors import InputError
 
@@ -76,7 +76,7 @@ def feature_bytes(group: h5py.Group) -> int:
 def fits_in_memory(path: str | Path, split: str = "train", processes: int = 1, budget: int | None = None) -> bool:
     """Whether `processes` processes can each hold the split in memory within `budget` (default
     `memory_budget()`): a prediction of what their CachedSplit(in_memory=None) will decide."""
-    with open_cache(path) as file:
+    with open_cache(path) as file, damage_as_error(path):
         if split not in file:
             return True
         needed = feature_bytes(file[split]) * max(processes, 1)
@@ -115,6 +115,10 @@ class CachedSplit:
         except IndexError:
             raise ValueError(f"layers {layers}: the cache holds {len(positions)} layers {self.cached_layers}") from None
         self.layers = [self.cached_layers[i] for i in self.layer_index]
+        with damage_as_error(self.path, f"the {split} split"):  # metadata too damaged for h5py: one line
+            self._open(split, in_memory)
+
+    def _open(self, split: str, in_memory: bool | None) -> None:
         self._file = open_cache(self.path)
         if split not in self._file:
             available = [name for name in self._file if isinstance(self._file[name], h5py.Group)]
@@ -277,7 +281,7 @@ def cache_summary(path: str | Path) -> dict:
         "dtype": attrs["dtype"],
         "splits": {},
     }
-    with open_cache(path) as file:
+    with open_cache(path) as file, damage_as_error(path):
         for split in ("train", "dev", "test"):
             if split not in file:
                 continue

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spp_scl.cache.checksums import CheckedDataset, check_small_datasets, damaged
+from spp_scl.cache.checksums import CheckedDataset, check_small_datasets, damage_as_error, damaged
 from spp_scl.cache.layout import is_verifiable, open_cache, read_attrs
 from spp_scl.cache.reader import FeatureBatch, _converted, _host_tensor, memory_budget
 from spp_scl.cache.view_layout import VIEW_GROUP
@@ -43,6 +43,10 @@ class SplitViews:
         self.text_layers: list[int] = attrs["text_layers"]
         # For each layer slot the split serves, its position among the view layers (None: not stored in views).
         self.slots = [self.text_layers.index(layer) if layer in self.text_layers else None for layer in split.layers]
+        with damage_as_error(split.path, f"the {split.split} views"):  # metadata too damaged for h5py: one line
+            self._open(split, in_memory)
+
+    def _open(self, split, in_memory: bool | None) -> None:
         file = open_cache(split.path)
         group = file[split.split][VIEW_GROUP]
         if is_verifiable(split.attrs) and self.text_views:
@@ -145,7 +149,7 @@ def views_summary(path: str | Path) -> dict | None:
         return None
     described = attrs["fingerprint"].get("views", {})
     summary = {**stored, "kinds": _kinds(described), "bytes": {}}
-    with open_cache(Path(path)) as file:
+    with open_cache(Path(path)) as file, damage_as_error(path):
         for split in stored["splits"]:
             if split in file and VIEW_GROUP in file[split]:
                 group = file[split][VIEW_GROUP]

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from spp_scl.cache.checksums import CacheDamaged
-from spp_scl.cache.layout import is_verifiable, open_cache, read_attrs, read_skipped, skip_reason_counts
+from spp_scl.cache.layout import is_verifiable, read_attrs, read_skipped, skip_reason_counts, split_sizes
 from spp_scl.core.allocator import keep_freed_memory
 from spp_scl.core.errors import InputError, Refused
 from spp_scl.core.spreadsheet import spreadsheet_safe
@@ -43,6 +43,7 @@ from spp_scl.extract.records import BadInput, Dataset, cache_name, class_notes, 
 from spp_scl.extract.shard_encoding import extract_shards, plan_shards, storage_dtype
 from spp_scl.extract.shards import shard_path, shard_problem
 from spp_scl.extract.text_encoder import TextEncoder
+from spp_scl.extract.view_budget import check_view_budget
 from spp_scl.extract.views import make_view_plan
 
 logger = logging.getLogger(__name__)
@@ -165,8 +166,7 @@ def write_skipped_report(cache: Path, skipped: list[dict]) -> None:
 
 
 def _summary(cache: Path, seconds: float, up_to_date: bool, notes: list[str]) -> Summary:
-    with open_cache(cache) as file:
-        records = {split: len(file[split]["ids"]) for split in ("train", "dev", "test") if split in file}
+    records = split_sizes(cache)
     return Summary(cache, records, read_skipped(cache), cache.stat().st_size, seconds, up_to_date, notes)
 
 
@@ -266,6 +266,8 @@ def _run_locked(config: ExtractConfig, state, dataset: Dataset, cache: Path, sta
                 "--force rebuilds it with them"
             ]
         return _summary(cache, time.time() - started, True, notes)
+    if views is not None:
+        check_view_budget(views, dataset, text, image, config, cache, parts)
     plan = {
         "shard_size": config.shard_size,
         "image_batch_size": config.image_batch_size,

@@ -8,6 +8,7 @@ run with an error naming the file and the record. Checks that need the image dec
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -122,8 +123,12 @@ def text_problem(text: object, allow_non_english: bool) -> str | None:
 
 
 def image_path(root: Path, relative: str) -> Path | None:
-    """The image's resolved path, or None when `relative` would reach outside `root`."""
-    candidate = (root / relative).resolve()
+    """The image's resolved path, or None when `relative` would reach outside `root`. A symbolic link loop (an
+    image linked to itself) is an OSError like any unusable path; Python 3.11's resolve() raises RuntimeError."""
+    try:
+        candidate = (root / relative).resolve()
+    except RuntimeError as error:
+        raise OSError(errno.ELOOP, str(error)) from None
     return candidate if candidate.is_relative_to(root.resolve()) else None
 
 

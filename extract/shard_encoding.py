@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from spp_scl.extract.config import ExtractConfig
+from spp_scl.extract.finite_check import check_finite
 from spp_scl.extract.image_encoder import ImageEncoder
 from spp_scl.extract.images import ImageProblem, load_pixels, load_rgb, to_pixels
 from spp_scl.extract.records import BadInput, Dataset, Record
@@ -123,6 +124,7 @@ def extract_shard(
         "ids": json.dumps([records[row].id for row in kept]),
         "skipped": json.dumps(skipped),
     }
+    rows = []
     if views is not None:
         rows = [row for row in kept if row in view_inputs]
         view_tensors, view_metadata = views.shard_views(
@@ -138,6 +140,7 @@ def extract_shard(
         )
         tensors.update(view_tensors)
         metadata.update(view_metadata, view_records=json.dumps([first_index + row for row in rows]))
+    check_finite(tensors, records, kept, rows, config.dtype)
     return tensors, metadata
 
 

@@ -17,6 +17,7 @@ ce_weight, intra_loss, inter_loss, embed_dim, lstm_hidden, image_reduced_channel
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -29,6 +30,9 @@ Precision = Literal["float32", "bfloat16", "float16"]
 TrainViews = Literal["clean", "epoch", "forward"]
 ViewParts = Literal["both", "text", "image"]
 TextPooling = Literal["lstm", "lstm+mean"]
+# Widths of the head's layers: past this, one weight matrix takes gigabytes (the encoders' own are 768-2048).
+LAYER_WIDTHS = ("embed_dim", "lstm_hidden", "image_reduced_channels", "fusion_hidden", "model_dim", "feedforward_dim")
+MAX_LAYER_WIDTH = 16384
 FUSION_KINDS: tuple[str, ...] = get_args(Fusion)
 MODALITIES: tuple[str, ...] = get_args(Modality)
 HEAD_KINDS: tuple[str, ...] = get_args(HeadKind)
@@ -214,6 +218,7 @@ class SPPSCLConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self._check_bounds()
         if not 0 <= self.fold < self.folds or self.folds < 2:
             raise ValueError(f"fold must be in 0..folds - 1 and folds >= 2, got fold {self.fold} of {self.folds}")
         if self.selection not in ("dev", "folds", "authors"):
@@ -232,6 +237,22 @@ class SPPSCLConfig:
             raise ValueError(
                 f"input_dropout must be in [0, 1) and input_noise >= 0, got {self.input_dropout} and {self.input_noise}"
             )
+
+    def _check_bounds(self) -> None:
+        """Values the optimiser or the allocator would stop on later, with a traceback or after gigabytes."""
+        for name in ("lr", "weight_decay"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if not all(0.0 <= beta < 1.0 for beta in self.betas):
+            raise ValueError(f"betas must be in [0, 1), got {self.betas!r}")
+        if not math.isfinite(self.temperature):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
+        for name in LAYER_WIDTHS:
+            if getattr(self, name) > MAX_LAYER_WIDTH:
+                raise ValueError(
+                    f"{name} must be at most {MAX_LAYER_WIDTH} (a layer that wide takes gigabytes), got "
+                    f"{getattr(self, name)}"
+                )
 
     def _check_token_head(self) -> None:
         if self.modality != "both":

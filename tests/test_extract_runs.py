@@ -26,19 +26,27 @@ pytestmark = pytest.mark.slow  # end to end: processes, extractions or many epoc
 
 SLOW_PLUGIN = '''
 import os, time, torch
+from pathlib import Path
 class SlowNet(torch.nn.Module):
-    """A small conv net that sleeps in each forward, so that a test can stop an extraction part-way."""
+    """A small conv net that a test can hold at a given forward pass, so that it stops an extraction part-way
+    at the same place however busy the machine is (no race between the extraction and the test's clock)."""
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
         self.conv = torch.nn.Conv2d(3, 5, 4, stride=4)
+        self.calls = 0
 
     def forward(self, pixels):
         log = os.environ.get("SLOW_PLUGIN_LOG")
         if log:
             with open(log, "a") as handle:
                 handle.write(f"{len(pixels)}\\n")
-        time.sleep(float(os.environ.get("SLOW_PLUGIN_SLEEP", "0")))
+        self.calls += 1
+        hold = os.environ.get("SLOW_PLUGIN_HOLD_AFTER")  # "N:FILE": after N passes, say so in FILE and wait
+        if hold and self.calls > int(hold.split(":")[0]):
+            Path(hold.split(":", 1)[1]).touch()
+            while True:  # until the test stops the process
+                time.sleep(0.05)
         return self.conv(pixels)
 
 def build():
@@ -52,6 +60,19 @@ def plugin(tmp_path_factory):
     path = tmp_path_factory.mktemp("plugin") / "slow_plugin.py"
     path.write_text(SLOW_PLUGIN)
     return f"{path}:build"
+
+
+def _held_after(process: subprocess.Popen, held: Path, parts: Path, shards: int) -> list[Path]:
+    """Wait (generously: a busy machine is slow, never wrong) until the extraction is held with `shards` shards
+    written; the finished shards."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        finished = sorted(parts.glob("shard-*.safetensors"))
+        if held.exists() and len(finished) >= shards:
+            return finished
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"the extraction was not held after {shards} shards (exit {process.poll()})")
 
 
 def _cli(tiny, out, plugin, *extra):
@@ -96,7 +117,8 @@ def test_stopped_extraction_resumes_to_the_same_file(tiny, plugin, tmp_path, sto
     run(tiny_config(tiny, reference, image_encoder=plugin, shard_size=8, image_batch_size=4, text_batch_size=4))
     out = tmp_path / "resumed.h5"
     parts = parts_folder(out)
-    env = {**os.environ, "SLOW_PLUGIN_SLEEP": "0.4"}  # about 0.8 s per shard: time to stop it part-way
+    held = tmp_path / "held"
+    env = {**os.environ, "SLOW_PLUGIN_HOLD_AFTER": f"6:{held}"}  # 2 passes a shard: held in the 4th of 8 shards
     # A test run started in the background (`cmd &` in a script) inherits SIGINT ignored, and so would the
     # extraction: give it the default disposition, as an interactive Ctrl-C finds it.
     process = subprocess.Popen(
@@ -106,20 +128,18 @@ def test_stopped_extraction_resumes_to_the_same_file(tiny, plugin, tmp_path, sto
         stderr=subprocess.STDOUT,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.time() + 120
-    while len(list(parts.glob("shard-*.safetensors"))) < 3 and time.time() < deadline and process.poll() is None:
-        time.sleep(0.02)
+    _held_after(process, held, parts, 3)
     process.send_signal(stop)
-    process.wait(timeout=60)
+    process.wait(timeout=300)
     finished = sorted(parts.glob("shard-*.safetensors"))
-    assert 3 <= len(finished) < 8 and not out.exists(), (
+    assert len(finished) == 3 and not out.exists(), (
         f"the run was meant to be stopped part-way: {len(finished)} shards, exit {process.returncode}, "
         f"output: {process.stdout.read().decode()[-2000:]}"
     )
 
     log = tmp_path / "forward_calls.txt"
     env = {**os.environ, "SLOW_PLUGIN_LOG": str(log)}
-    result = subprocess.run(_cli(tiny, out, plugin), env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(_cli(tiny, out, plugin), env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     assert f"resuming: {len(finished)} of 8 shards" in result.stderr  # messages go to stderr, results to stdout
     # Only the unfinished shards' images went through the encoder again (64 records, 8 per shard).
@@ -165,20 +185,18 @@ def test_changed_split_file_is_refused(tiny, tmp_path):
 
 
 def test_unfinished_extraction_with_other_settings_is_refused(tiny, plugin, tmp_path):
-    out = tmp_path / "cache.h5"
+    out, held = tmp_path / "cache.h5", tmp_path / "held"
     process = subprocess.Popen(
         _cli(tiny, out, plugin),
-        env={**os.environ, "SLOW_PLUGIN_SLEEP": "0.15"},
+        env={**os.environ, "SLOW_PLUGIN_HOLD_AFTER": f"2:{held}"},  # held in the second shard
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     parts = parts_folder(out)
-    deadline = time.time() + 120
-    while not list(parts.glob("shard-*.safetensors")) and time.time() < deadline:
-        time.sleep(0.02)
+    _held_after(process, held, parts, 1)
     process.kill()
     process.wait()
-    result = subprocess.run(_cli(tiny, out, plugin, "--max-length", "10"), capture_output=True, text=True)
+    result = subprocess.run(_cli(tiny, out, plugin, "--max-length", "10"), capture_output=True, text=True, timeout=900)
     assert result.returncode == 4  # refused (spp_scl.core.errors.EXIT_REFUSED)
     assert "was made with other settings" in result.stderr and "text.max_length" in result.stderr
     assert list(parts.glob("shard-*.safetensors")), "the refused run must not delete finished work"
@@ -263,6 +281,8 @@ def test_several_processes_give_the_same_cache(tiny, tmp_path):
         "2",
         "--num_machines",
         "1",
+        "--main_process_port",  # a free port, not 29500: test runs side by side would race for that one
+        "0",
         "--mixed_precision",
         "no",
         "--dynamo_backend",
@@ -287,7 +307,7 @@ def test_several_processes_give_the_same_cache(tiny, tmp_path):
         "--no-progress",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert_same_cache(single, double)
 

@@ -159,13 +159,15 @@ def test_a_rerun_a_resumed_and_a_multi_process_extraction_write_the_same_views(t
         "2",
         "--num_machines",
         "1",
+        "--main_process_port",  # a free port, not 29500: test runs side by side would race for that one
+        "0",
     ]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT_DIR / "extract" / "run.py")]
     command += ["--data", tiny["data"], "--dataset", "mvsa-single", "--text-encoder", tiny["text"]]
     command += ["--image-encoder", tiny["image"], "--out", str(double), "--shard-size", "16", "--text-batch-size", "8"]
     command += ["--image-batch-size", "8", "--no-progress", "--views", "2"]
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path
+        command, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert_same_cache(with_views, double)

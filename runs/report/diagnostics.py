@@ -26,6 +26,7 @@ import torch
 
 from spp_scl.runs.predict.run_folder import RunFolder
 from spp_scl.runs.report.plots import plot_confusion, plot_curves, plot_distance_distributions, plot_tsne, tsne_2d
+from spp_scl.runs.report.run_files import read_log, read_metrics
 
 DISTANCE_KINDS = ("IID", "TTD", "ITD")
 DIAGNOSTICS_FOLDER = "diagnostics"
@@ -198,9 +199,8 @@ def run_diagnostics(
         plot_tsne(panels, run.class_names, folder / "tsne_fused.png")
         pictures["tsne"] = f"{DIAGNOSTICS_FOLDER}/tsne_fused.png"
         log("t-SNE drawn")
-    metrics_path = run.path / "metrics.json"
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
+    metrics = read_metrics(run.path / "metrics.json", run.class_names)  # checked: one line when not train's
+    if metrics is not None:
         matrices = [
             (
                 f"{split} (selected epoch {metrics.get('selected_epoch')})",
@@ -212,10 +212,9 @@ def run_diagnostics(
         if matrices:
             plot_confusion(matrices, run.class_names, folder / "confusion.png")
             pictures["confusion"] = f"{DIAGNOSTICS_FOLDER}/confusion.png"
-    log_path = run.path / "log.jsonl"
-    if log_path.is_file() and log_path.read_text().strip():
-        lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-        selected = json.loads(metrics_path.read_text()).get("selected_epoch") if metrics_path.is_file() else None
+    lines = read_log(run.path / "log.jsonl")
+    if lines:
+        selected = metrics.get("selected_epoch") if metrics is not None else None
         plot_curves(lines, selected, run.config.selection_metric, folder / "curves.png", theta=run.config.theta)
         pictures["curves"] = f"{DIAGNOSTICS_FOLDER}/curves.png"
     (folder / "diagnostics.json").write_text(json.dumps(result, indent=1))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from spp_scl.runs.predict.run_folder import RunFolder
 from spp_scl.runs.report.diagnostics import DISTANCE_KINDS
+from spp_scl.runs.report.run_files import read_log, read_metrics
 from spp_scl.runs.trials.statistics import collapse_reason
 
 CONFIG_FIELDS = (
@@ -170,17 +171,12 @@ def write_report(run_dir: str | Path, diagnostics: dict | None = None) -> Path:
     if diagnostics is None:
         path = run.path / "diagnostics" / "diagnostics.json"
         diagnostics = json.loads(path.read_text()) if path.is_file() else None
-    metrics_path = run.path / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    metrics = read_metrics(run.path / "metrics.json", run.class_names)  # checked: one line when not train's
     config = run.config.to_dict()
     fingerprint = run.fingerprint
-    log_path = run.path / "log.jsonl"
-    epochs_run = sum(1 for line in log_path.read_text().splitlines() if line.strip()) if log_path.is_file() else 0
-    seconds = (
-        [json.loads(line).get("seconds", 0.0) for line in log_path.read_text().splitlines() if line.strip()]
-        if log_path.is_file()
-        else []
-    )
+    log = read_log(run.path / "log.jsonl")
+    epochs_run = len(log)
+    seconds = [line.get("seconds", 0.0) for line in log]
 
     lines = [
         f"# Run report: {run.path.name}",
@@ -206,7 +202,6 @@ def write_report(run_dir: str | Path, diagnostics: dict | None = None) -> Path:
         ]
     lines += ["## Metrics", ""]
     lines += _metrics_section(metrics, run.class_names) if metrics else ["No metrics.json: the run did not finish."]
-    log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
     lines += _training_section(log, run.config.theta)
     if diagnostics:
         pictures = diagnostics["pictures"]

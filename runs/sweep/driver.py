@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from spp_scl.core.errors import EXIT_INPUT, EXIT_REFUSED, InputError, Refused, ToolError
+from spp_scl.core.errors import InputError, Refused
 from spp_scl.core.storage import write_atomically
 from spp_scl.runs.sweep.grid import summarise, write_summary
 from spp_scl.runs.sweep.storage import JOURNAL_NAME, StudyStorage, open_storage
@@ -34,7 +34,8 @@ from spp_scl.runs.sweep.study import (
     differences,
     open_study,
 )
-from spp_scl.runs.sweep.worker import Pruning, Worker, WorkerSettings, worker_process
+from spp_scl.runs.sweep.worker import Pruning, Worker, WorkerSettings
+from spp_scl.runs.sweep.worker_exits import guarded_worker_process, workers_error
 from spp_scl.runs.trials.executor import resolve_group_size
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def run_worker_processes(settings: WorkerSettings, jobs: int) -> None:
     level = logging.getLogger("runs").getEffectiveLevel()
     processes = [
         context.Process(
-            target=worker_process,
+            target=guarded_worker_process,
             args=(replace(settings, threads=threads, device=index % gpus if gpus else None), os.getpid(), level),
             name=f"sweep-worker-{index}",
         )
@@ -155,13 +156,9 @@ def run_worker_processes(settings: WorkerSettings, jobs: int) -> None:
         process.start()
     for process in processes:
         process.join()
-    failed = [p for p in processes if p.exitcode != 0]
-    if failed:
-        codes = ", ".join(f"{p.name} {p.exitcode}" for p in failed)
-        error = Refused if any(p.exitcode == EXIT_REFUSED for p in failed) else InputError
-        if any(p.exitcode not in (EXIT_INPUT, EXIT_REFUSED) for p in failed):
-            error = ToolError
-        raise error(f"sweep workers stopped (exit status {codes}; their messages are above); a rerun resumes")
+    error = workers_error([(process.name, process.exitcode) for process in processes])
+    if error is not None:  # a killed worker is not "bad input": runs/sweep/worker_exits.py
+        raise error
 
 
 def ranked_rows(study: optuna.Study, plan: SweepPlan) -> list[dict]:

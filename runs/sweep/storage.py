@@ -8,14 +8,14 @@ each running trial's worker writes the time into a system attribute every interv
 (Optuna's own) then works the same on both.
 
 A URL that cannot be used (unknown form, missing driver, no server, a damaged journal file) is one line naming
-the URL (password hidden) and the cause: `InputError`.
+the URL (password hidden, runs/sweep/storage_url.py) and the cause: `InputError`. The journal file's lock is
+runs/sweep/journal_lock.py's, which a holder's death cannot turn into a wait for ever.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -24,11 +24,13 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from spp_scl.core.errors import InputError
+from spp_scl.runs.sweep.journal_lock import MIN_GRACE, JournalLock
 from spp_scl.runs.sweep.optuna_adapter import BaseHeartbeat, trial_id
+from spp_scl.runs.sweep.storage_url import StorageUrl, read_storage_url, scrub
 
 JOURNAL_NAME = "optuna.journal"
 HEARTBEAT_KEY = "spp_scl:heartbeat"  # trial system attribute: the time.time() of the worker's last sign of life
@@ -39,6 +41,9 @@ RDB_SCHEMES = {
     "sqlite": "sqlite",
 }
 DRIVERS = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL", "redis": "redis"}
+# Optuna 5's journal operations (JournalOperation, 0-10; pinned optuna>=5,<6): another code is refused by line,
+# as Optuna's replay would stop on it with a bare AssertionError.
+JOURNAL_OP_CODES = range(11)
 
 
 @dataclass
@@ -46,10 +51,11 @@ class StudyStorage:
     storage: optuna.storages.BaseStorage
     shown: str  # the URL with its password hidden, for messages and the summary
     dashboard: str  # what to give `optuna-dashboard`
+    url: StorageUrl | None = None  # a server's URL: what scrubs its password from driver messages
 
 
 def hide_password(url: str) -> str:
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return read_storage_url(url).shown
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
@@ -88,14 +94,13 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self.stale_callback
 
 
-def check_journal_file(path: Path) -> None:
+def check_journal_file(path: Path, lock: JournalLock) -> None:
     """Refuse a journal file with a line that is not a journal record (the file is left as it is: finished
     trials are also in results.jsonl, and moving the journal away lets a rerun rebuild the study from it).
     A last line cut short (a writer killed mid-write) is dropped under the journal's own lock first, so the
     next record does not glue onto it."""
     if not path.exists() or path.stat().st_size == 0:
         return
-    lock = JournalFileSymlinkLock(str(path))
     lock.acquire()
     try:
         data = path.read_bytes()
@@ -111,6 +116,12 @@ def check_journal_file(path: Path) -> None:
             record = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
             record = None
+        if isinstance(record, dict) and "op_code" in record and record["op_code"] not in JOURNAL_OP_CODES:
+            raise InputError(
+                f"{path}: line {number} is a journal record of an unknown kind (op_code {record['op_code']!r}: "
+                f"another Optuna version, or damage); nothing was changed. Finished trials are also in "
+                f"results.jsonl beside it: move the journal away and rerun to rebuild the study from them"
+            )
         if not isinstance(record, dict) or "op_code" not in record:
             raise InputError(
                 f"{path}: line {number} is not an Optuna journal record (the file is damaged); nothing was "
@@ -121,22 +132,26 @@ def check_journal_file(path: Path) -> None:
 
 def open_storage(url: str | None, folder: Path, heartbeat: int, stale_callback: Callable | None = None) -> StudyStorage:
     """The storage named by `url` (None: `folder/optuna.journal`), with a heartbeat every `heartbeat` seconds and
-    a trial stale after 4 heartbeats without a sign of life."""
+    a trial stale after 4 heartbeats without a sign of life. A journal's lock left by a dead holder is removed
+    after `heartbeat` seconds unchanged (at least 10)."""
     grace = 4 * heartbeat
     if url is None or url.startswith("journal:"):
         path = folder / JOURNAL_NAME if url is None else Path(url[len("journal:") :]).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
-        check_journal_file(path)
+        lock = JournalLock(path, grace=max(float(heartbeat), MIN_GRACE))
+        check_journal_file(path, lock)
         try:
-            storage = HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat, grace, stale_callback)
-        except (ValueError, KeyError) as error:  # a record Optuna cannot replay
-            raise InputError(f"{path}: the journal cannot be replayed ({error}); nothing was changed") from None
+            backend = JournalFileBackend(lock.target, lock_obj=lock)
+            storage = HeartbeatJournalStorage(backend, heartbeat, grace, stale_callback)
+        except (ValueError, KeyError, TypeError, AssertionError) as error:  # a record Optuna cannot replay
+            raise InputError(f"{path}: the journal cannot be replayed ({error!r}); nothing was changed") from None
         return StudyStorage(storage, f"journal:{path}", str(path))
-    shown = hide_password(url)
+    parsed = read_storage_url(url)
+    shown, url = parsed.shown, parsed.for_driver
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     base_scheme = scheme.split("+", 1)[0]
     if base_scheme in ("redis", "rediss", "unix"):
-        return _redis_storage(url, shown, heartbeat, grace, stale_callback)
+        return _redis_storage(parsed, heartbeat, grace, stale_callback)
     if base_scheme not in RDB_SCHEMES:
         raise InputError(
             f"--storage {shown}: not a storage URL; use postgresql://USER:PASSWORD@HOST:PORT/DB, "
@@ -155,8 +170,8 @@ def open_storage(url: str | None, folder: Path, heartbeat: int, stale_callback: 
             f"--storage {shown}: the driver is not installed ({driver}): pip install 'spp-scl[sweeps-db]' ({error})"
         ) from None
     except Exception as error:  # SQLAlchemy's OperationalError, ArgumentError...: no server, wrong URL
-        raise InputError(f"--storage {shown}: cannot open the database: {_first_line(error)}") from None
-    return StudyStorage(storage, shown, shown)  # no password in the dashboard command of the summary
+        raise InputError(f"--storage {shown}: cannot open the database: {first_line(error, parsed)}") from None
+    return StudyStorage(storage, shown, shown, parsed)  # no password in the dashboard command of the summary
 
 
 def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: int, grace: int, stale_callback):
@@ -183,7 +198,8 @@ def _rdb_storage(url: str, engine_kwargs: dict, heartbeat: int, grace: int, stal
     raise AssertionError("not reached")
 
 
-def _redis_storage(url: str, shown: str, heartbeat: int, grace: int, stale_callback) -> StudyStorage:
+def _redis_storage(parsed: StorageUrl, heartbeat: int, grace: int, stale_callback) -> StudyStorage:
+    url, shown = parsed.for_driver, parsed.shown
     try:
         import redis
         from optuna.storages.journal import JournalRedisBackend
@@ -198,11 +214,14 @@ def _redis_storage(url: str, shown: str, heartbeat: int, grace: int, stale_callb
         backend._redis.ping()  # Optuna connects lazily; a wrong host or port should fail here, named
         storage = HeartbeatJournalStorage(backend, heartbeat, grace, stale_callback)
     except (redis.exceptions.RedisError, ValueError) as error:
-        raise InputError(f"--storage {shown}: cannot use Redis: {_first_line(error)}") from None
-    return StudyStorage(storage, shown, shown)  # no password in the dashboard command of the summary
+        raise InputError(f"--storage {shown}: cannot use Redis: {first_line(error, parsed)}") from None
+    return StudyStorage(storage, shown, shown, parsed)  # no password in the dashboard command of the summary
 
 
-def _first_line(error: BaseException) -> str:
-    cause = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
+def first_line(error: BaseException, url: StorageUrl | None = None) -> str:
+    """The first line of a driver's error (SQLAlchemy's or Optuna's wrapping unwrapped), its password scrubbed."""
+    cause = getattr(error, "orig", None) or error.__cause__ or error  # SQLAlchemy and Optuna wrap the driver's error
+    cause = getattr(cause, "orig", None) or cause
     lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    return lines[0] if lines else type(cause).__name__
+    line = lines[0] if lines else type(cause).__name__
+    return scrub(line, url) if url is not None else line

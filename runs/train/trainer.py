@@ -38,12 +38,11 @@ def open_splits(cache: str | Path, config: SPPSCLConfig, in_memory: bool | None 
     """The cache's splits, reading only the text layers the config uses (the last k of those cached). Batches keep
     the tokens in the cache's dtype (float16): the heads widen only the tokens they read. Every training path opens
     its splits here, so this is also where the process starts reusing freed memory (spp_scl/core/allocator.py)."""
-    from spp_scl.cache.layout import open_cache
+    from spp_scl.cache.layout import split_sizes
 
     keep_freed_memory()
 
-    with open_cache(cache) as file:
-        present = [split for split in ("train", "dev", "test") if split in file and len(file[split]["ids"])]
+    present = [split for split, records in split_sizes(cache).items() if records]  # damaged metadata: one line
     if config.selection == "folds":
         present = [split for split in present if split != "test"]  # never opened under k-fold selection
     layers = list(range(-config.text_layers_last, 0)) if config.text_layers_last else None

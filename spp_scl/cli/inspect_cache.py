@@ -38,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
         from spp_scl.cache.verify import verify_cache
 
         verification = verify_cache(args.file)
-        if verification.problems:
-            raise CacheDamaged(f"{args.file} is damaged: " + "; ".join(verification.problems))
+        if verification.problems or verification.non_finite:
+            raise CacheDamaged(verification.one_line())
         print(verification.text())
         return 0
     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 from spp_scl.cli.common import (
@@ -36,6 +37,7 @@ from spp_scl.cli.common import (
 from spp_scl.core.errors import InputError
 
 HELP = "sweep config fields (grid or random points, N seeds), select on dev"
+MAX_CHECKED_POINTS = 20_000  # a config takes about 25 us to build: a grid this size is checked in half a second
 logger = logging.getLogger(__name__)
 
 
@@ -104,7 +106,30 @@ def sweep_space(args: argparse.Namespace) -> tuple:
 
     base = base_config(args)
     base = base.replace(**parse_settings(args.set, base))
-    return base, parse_space(args.axis, base)
+    space = parse_space(args.axis, base)
+    check_points(base, space)
+    return base, space
+
+
+def check_points(base, space: dict) -> None:
+    """Every swept value, and every point of a grid of up to MAX_CHECKED_POINTS, makes a valid config: a bad
+    value (`--axis tau=-1`) is refused before anything starts, not when its trial does."""
+    import itertools
+
+    for field, values in space.items():
+        for value in values:
+            try:
+                base.replace(**{field: value})
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"--axis {field}: the value {value!r}: {error}") from None
+    if math.prod(len(values) for values in space.values()) > MAX_CHECKED_POINTS:
+        return
+    for values in itertools.product(*space.values()):
+        point = dict(zip(space, values))
+        try:
+            base.replace(**point)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"--axis: the point {point}: {error}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,23 +154,25 @@ def run(args: argparse.Namespace) -> int:
     from spp_scl.runs.sweep.driver import run_sweep
     from spp_scl.runs.sweep.study import SweepPlan
     from spp_scl.runs.sweep.worker import Pruning
+    from spp_scl.runs.sweep.worker_exits import storage_loss_as_error
 
     out = Path(args.out) if args.out else Path("runs/out") / cache.stem / "sweep"
     seeds = [base.seed + i for i in range(args.seeds)]
     plan = SweepPlan(cache, base, space, seeds, sampler=sampler, points=points, shuffle=args.prune != "none")
     logger.info(f"sweep: {sampler} over {plan.grid_size()} points x {args.seeds} seeds -> {out}")
     pruning = Pruning(args.prune, args.prune_min_epochs, args.prune_factor)
-    summary = run_sweep(
-        plan,
-        out,
-        args.storage,
-        args.study,
-        jobs=args.jobs,
-        heartbeat=args.heartbeat,
-        pruning=pruning,
-        group_size=args.group_size,
-        data_note=args.data_note,
-    )
+    with storage_loss_as_error(args.storage):  # a server lost mid-sweep: one line, status 5
+        summary = run_sweep(
+            plan,
+            out,
+            args.storage,
+            args.study,
+            jobs=args.jobs,
+            heartbeat=args.heartbeat,
+            pruning=pruning,
+            group_size=args.group_size,
+            data_note=args.data_note,
+        )
     print((out / "summary.md").read_text())
     print("plots: " + ", ".join(str(out / name) for name in summary.get("figures", [])))
     return 0

@@ -17,6 +17,8 @@ EXIT_DIVERGED = 6  # training produced non-finite losses or weights
 EXIT_MISSING_EXTRA = 7  # an optional dependency of this verb is not installed (the message names the extra)
 EXIT_CRASH = 70  # an unexpected error, a bug: the traceback is printed (never 1, which predict gives partial results)
 EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_SIGNAL_BASE = 128  # a sweep whose worker process was killed by signal N exits 128 + N, as a shell reports it
+EXIT_WORKER_KILLED = EXIT_SIGNAL_BASE + 9  # kill -9, or the out-of-memory killer
 
 EXIT_CODES = {
     EXIT_OK: "success",
@@ -29,6 +31,7 @@ EXIT_CODES = {
     EXIT_MISSING_EXTRA: "an optional dependency is missing: the message names the extra to install",
     EXIT_CRASH: "an unexpected error (a bug): the traceback is printed above the error line",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C; SIGTERM in train); a rerun resumes (train: when its message says so)",
+    EXIT_WORKER_KILLED: "a sweep worker was killed (kill -9 or out of memory; 128 + N for signal N); a rerun resumes",
 }
 
 
