@@ -160,6 +160,7 @@ def test_tables_command_writes_each_table(small_cache, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     table4, table6 = (tmp_path / "table4.md").read_text(), (tmp_path / "table6.md").read_text()
+    assert (tmp_path / "table4-mvsa-single.png").read_bytes().startswith(b"\x89PNG")  # the table's figure
     assert "one-step (all losses summed)" in table4 and "| 0.7956 | 0.7684 |" in table4
     assert (
         "(test split, dev-selected checkpoints; ours over 2 seeds" in table4

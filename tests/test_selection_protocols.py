@@ -134,3 +134,23 @@ def test_train_with_fold_selection_and_no_fold_trains_every_fold_and_summarises(
     assert f"over 3 folds, accuracy: {mean:.4f} +- " in printed
     assert "the test split was never opened" in printed
     assert all("test" not in json.loads((out / f"fold{f}" / "metrics.json").read_text()) for f in range(3))
+
+
+def test_a_sweep_with_folds_trains_each_point_per_fold_and_ranks_on_the_held_out_parts(cache, tmp_path, monkeypatch):
+    from spp_scl.runs.sweep.driver import run_sweep
+    from spp_scl.runs.sweep.grid import parse_space
+    from spp_scl.runs.sweep.study import SweepPlan
+
+    read = set()
+    original = CachedSplit.batch
+    monkeypatch.setattr(CachedSplit, "batch", lambda self, indices: read.add(self.split) or original(self, indices))
+    base = resolve_config("mvsa-single", epochs=1, batch_size=8, selection="folds", folds=2)
+    plan = SweepPlan(cache, base, parse_space(["theta=0.5,0.8"], base), [42])
+    summary = run_sweep(plan, tmp_path / "sweep", heartbeat=1, log=lambda *_: None)
+    assert read == {"train", "dev"}
+    rows = [json.loads(line) for line in (tmp_path / "sweep" / "results.jsonl").read_text().splitlines()]
+    assert sorted((row["name"], row["config"]["fold"]) for row in rows) == [
+        ("theta=0.5", 0), ("theta=0.5", 1), ("theta=0.8", 0), ("theta=0.8", 1)
+    ]  # fmt: skip
+    assert [entry["seed"] for entry in summary["points"][0]["dev"]["per_seed"]] == ["42/0", "42/1"]
+    assert summary["best"].get("test") is None  # no test split under fold selection

@@ -107,7 +107,8 @@ class SweepPlan:
         Optuna's pruner, axis order spent 558 of 810 epochs, random orders 198 on average (bench/sweep_pruning)."""
         if self.sampler == "tpe":
             return []
-        trials = expand(self.space, self.seeds, self.points if self.sampler == "random" else None, self.sample_seed)
+        points = expand(self.space, self.seeds, self.points if self.sampler == "random" else None, self.sample_seed)
+        trials = [self.trial(point.overrides, point.seed, fold) for point in points for fold in self.folds()]
         if self.shuffle:
             points = list(dict.fromkeys(trial.name for trial in trials))
             random.Random(self.sample_seed).shuffle(points)
@@ -135,8 +136,15 @@ class SweepPlan:
             if name in params
         }
 
-    def trial(self, overrides: dict, seed: int) -> Trial:
-        return Trial(point_name(overrides), overrides, seed)
+    def folds(self) -> list[int | None]:
+        """The held-out parts each (point, seed) trains once for, under k-fold selection (base.selection "folds":
+        spp_scl/cache/folds.py); [None] for selection on the cache's dev split."""
+        return list(range(self.base.folds)) if self.base.selection == "folds" else [None]
+
+    def trial(self, overrides: dict, seed: int, fold: int | None = None) -> Trial:
+        """A point's trial for one seed (and fold): named by the point's axis values, so its folds and seeds are
+        one row of the summary."""
+        return Trial(point_name(overrides), overrides if fold is None else {**overrides, "fold": fold}, seed)
 
     def identity(self) -> dict:
         base = {k: v for k, v in self.base.identity().items() if k != "seed"}
@@ -246,7 +254,10 @@ def enqueue_missing(study: optuna.Study, plan: SweepPlan) -> int:
 
 
 def trial_attrs(trial: Trial, key: str) -> dict:
-    return {"key": key, "name": trial.name, "seed": trial.seed, "overrides": jsonable(trial.overrides)}
+    attrs = {"key": key, "name": trial.name, "seed": trial.seed, "overrides": jsonable(trial.overrides)}
+    if "fold" in trial.overrides:
+        attrs["fold"] = trial.overrides["fold"]
+    return attrs
 
 
 def import_results(study: optuna.Study, plan: SweepPlan, results: Path) -> int:
@@ -258,8 +269,8 @@ def import_results(study: optuna.Study, plan: SweepPlan, results: Path) -> int:
         if row.get("state", "complete") != "complete" or not isinstance(row.get("overrides"), dict):
             continue
         try:
-            overrides = {name: _typed(plan, name, value) for name, value in row["overrides"].items()}
-            trial = plan.trial(overrides, int(row["seed"]))
+            overrides = {name: _typed(plan, name, value) for name, value in row["overrides"].items() if name != "fold"}
+            trial = plan.trial(overrides, int(row["seed"]), row["overrides"].get("fold"))
             if set(overrides) != set(plan.space) or trial.key(plan.base) != row.get("key"):
                 continue
             value = float(row["dev"][plan.metric])

@@ -206,7 +206,7 @@ class Worker:
             {name: trial.suggest_categorical(name, dist.choices) for name, dist in self.plan.distributions().items()}
         )
         seed = trial.user_attrs.get("seed", self.plan.seeds[0])
-        planned = self.plan.trial(overrides, seed)
+        planned = self.plan.trial(overrides, seed, trial.user_attrs.get("fold", self.plan.folds()[0]))
         key = trial.user_attrs.get("key") or planned.key(self.plan.base)  # the key it was enqueued with
         if "key" not in trial.user_attrs:  # a point TPE just picked
             for name, value in trial_attrs(planned, key).items():
@@ -241,8 +241,10 @@ class Worker:
             pass  # the heartbeat or the owner check retries it instead
 
     def _enqueue_other_seeds(self, overrides: dict) -> None:
-        for seed in self.plan.seeds[1:]:
-            other = self.plan.trial(overrides, seed)
+        """A point TPE picked trains at every seed (and fold): the first one here, the others enqueued."""
+        units = [(seed, fold) for seed in self.plan.seeds for fold in self.plan.folds()][1:]
+        for seed, fold in units:
+            other = self.plan.trial(overrides, seed, fold)
             self.study.enqueue_trial(
                 self.plan.params(overrides), user_attrs=trial_attrs(other, other.key(self.plan.base))
             )

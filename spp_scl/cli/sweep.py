@@ -29,6 +29,7 @@ from pathlib import Path
 from spp_scl.cli.common import (
     add_config_source,
     add_data_note,
+    add_folds,
     add_group_size,
     add_set,
     base_config,
@@ -65,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--jobs", type=int, default=1, help="worker processes on this machine (one per GPU when present)"
     )
     add_group_size(parser)
+    add_folds(parser)
     parser.add_argument("--out", help="sweep folder (default runs/out/<cache name>/sweep)")
     parser.add_argument(
         "--storage",
@@ -106,6 +108,8 @@ def sweep_space(args: argparse.Namespace) -> tuple:
 
     base = base_config(args)
     base = base.replace(**parse_settings(args.set, base))
+    if args.folds:  # every (point, seed) once per fold; its base says so, and so does the study's name
+        base = base.replace(selection="folds", folds=args.folds)
     space = parse_space(args.axis, base)
     check_points(base, space)
     return base, space

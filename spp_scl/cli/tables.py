@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         results[dataset] = run_dataset_trials(args, cache, base, trials, out / dataset)
     out.mkdir(parents=True, exist_ok=True)
     for path in write_tables(numbers, results, args.seeds, out, args.data_note):
-        print(path.read_text())
+        if path.suffix == ".md":  # the tables; their figures are beside them
+            print(path.read_text())
     logger.info(f"tables written to {out}")
     return 0
