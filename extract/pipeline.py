@@ -42,6 +42,7 @@ from spp_scl.extract.output_lock import OutputLock
 from spp_scl.extract.records import BadInput, Dataset, cache_name, class_notes, read_dataset
 from spp_scl.extract.shard_encoding import extract_shards, plan_shards, storage_dtype
 from spp_scl.extract.shards import shard_path, shard_problem
+from spp_scl.extract.skip_report import no_usable_record
 from spp_scl.extract.text_encoder import TextEncoder
 from spp_scl.extract.view_budget import check_view_budget
 from spp_scl.extract.views import make_view_plan
@@ -206,8 +207,6 @@ def run(config: ExtractConfig, log=None) -> Summary:
     dataset = read_dataset(
         config.data, config.dataset, config.images, config.classes, config.strict, config.allow_non_english
     )
-    if not dataset.records:
-        raise BadInput(f"{config.data}: no usable record ({len(dataset.skipped)} skipped)")
     cache = (
         Path(config.out)
         if config.out
@@ -215,6 +214,12 @@ def run(config: ExtractConfig, log=None) -> Summary:
     )
     if cache.is_dir():
         raise InputError(f"--out {cache} is a folder: give the path of the cache file")
+    if not dataset.records:  # the reasons in the message, and every skipped record beside where the cache would be
+        skipped = [item.as_dict() for item in dataset.skipped]
+        if state.is_main_process and skipped:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_skipped_report(cache, skipped)
+        raise BadInput(no_usable_record(config.data, skipped, skipped_report_path(cache)))
     cache.parent.mkdir(parents=True, exist_ok=True)
     # One extraction per output: the main process holds the lock (and names its holder when it cannot).
     lock, refusal = OutputLock(cache), None

@@ -46,7 +46,7 @@ def test_grid_expansion_types_names_and_random_points():
     drawn = expand(space, seeds=[1], random_points=5, sample_seed=0)
     assert len(drawn) == 5 and len({t.name for t in drawn}) == 5
     assert [t.name for t in drawn] == [t.name for t in expand(space, seeds=[1], random_points=5, sample_seed=0)]
-    with pytest.raises(ValueError, match="'temprature' is not a config field"):
+    with pytest.raises(ValueError, match=r"unknown field 'temprature'; did you mean 'temperature'\?"):
         parse_space(["temprature=0.1"], base)
     with pytest.raises(ValueError, match="seeds are set with --seeds"):
         parse_space(["seed=1,2"], base)

@@ -150,6 +150,11 @@ def _train_in_locked_folder(
             "use --batch-size 2 or more"
         )
     train_split, dev_split = splits["train"], splits["dev"]
+    if config.batch_size >= len(train_split):  # one step per epoch: on small data, a head that stays at chance
+        logger.warning(
+            f"batch size {config.batch_size} >= the {len(train_split)} training records: one step per epoch; "
+            "use a smaller --batch-size"
+        )
     # WORLD_SIZE: torchrun and accelerate launch set it in every process they start.
     processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if processes > 1:

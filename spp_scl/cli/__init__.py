@@ -11,9 +11,11 @@ library (torch and the rest) only inside `run`, so that `--help` answers at once
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import importlib
 import logging
+import re
 import sys
 
 from spp_scl import __version__
@@ -90,9 +92,40 @@ def configure_logging(level: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The `spp-scl` command: parse, set up logging, run the verb; expected failures become one line and a status."""
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(negative_values_joined(sys.argv[1:] if argv is None else argv))
+    if unknown:
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}{option_hint(args.parser, unknown)}")
     configure_logging(args.log_level)
     return run_verb(args)
+
+
+# A value that starts with '-' and a digit (-2,-1 or -0.5): never an option of this tool.
+NEGATIVE_VALUE = re.compile(r"-\d[\d.,eE+-]*")
+
+
+def negative_values_joined(argv: list[str]) -> list[str]:
+    """`--text-layers -2,-1` -> `--text-layers=-2,-1`: argparse takes a word that starts with '-' for an option
+    unless it is one negative number, so a list of negative numbers would need the `=` form; this writes it."""
+    joined: list[str] = []
+    for index, word in enumerate(argv):
+        if word == "--":
+            return joined + argv[index:]
+        previous = joined[-1] if joined else ""
+        if previous.startswith("--") and "=" not in previous and NEGATIVE_VALUE.fullmatch(word):
+            joined[-1] = f"{previous}={word}"
+        else:
+            joined.append(word)
+    return joined
+
+
+def option_hint(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    """The hint for a mistyped option: "; did you mean --batch-size?" for the first one close to one of the verb's."""
+    options = [name for action in parser._actions if action.help != argparse.SUPPRESS for name in action.option_strings]
+    for word in unknown:
+        close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1) if word.startswith("--") else []
+        if close:
+            return f"; did you mean {close[0]}?"
+    return ""
 
 
 def run_verb(args: argparse.Namespace) -> int:

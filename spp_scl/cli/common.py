@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from spp_scl.core.errors import InputError
+from spp_scl.core.options import did_you_mean
 from spp_scl.heads.config import PRESETS, SPPSCLConfig, resolve_config
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
@@ -16,7 +17,8 @@ TRACKERS = ("tensorboard", "wandb", "mlflow")
 def add_config_source(parser: argparse.ArgumentParser, preset_help: str | None = None) -> None:
     parser.add_argument(
         "--preset",
-        choices=sorted(PRESETS),
+        type=preset_name,
+        metavar="{" + ",".join(sorted(PRESETS)) + "}",
         help=preset_help
         or "the paper's hyper-parameters for a dataset (table 2); DATASET+clmlf / +mdse for the compared heads; "
         "mvsa-single+tuned: beyond the paper, what won on MVSA-Single dev here (docs/results/mvsa-single-accuracy.md)",
@@ -29,6 +31,14 @@ def add_config_source(parser: argparse.ArgumentParser, preset_help: str | None =
     parser.add_argument(
         "--faithful", action="store_true", help="the paper-faithful variant: CMF attends over the batch (cmf-batch)"
     )
+
+
+def preset_name(text: str) -> str:
+    """An argparse type: a preset's name; a mistyped one names the closest ("did you mean 'mvsa-single'?")."""
+    if text in PRESETS:
+        return text
+    hint = did_you_mean(text, sorted(PRESETS)) or f"; presets: {', '.join(sorted(PRESETS))}"
+    raise argparse.ArgumentTypeError(f"unknown preset {text!r}{hint}")
 
 
 def add_set(parser: argparse.ArgumentParser) -> None:

@@ -11,9 +11,10 @@ given. Training runs in one process on one device (the GPU when there is one): `
 several processes is refused; a sweep runs trials side by side instead. A run folder holds config.json,
 log.jsonl (per epoch; the record), model.safetensors + head.json, metrics.json, predictions.csv, and with
 --report-to the trackers' files in trackers/; metrics.json is written last, and a folder without it is refused by
-predict and report. One training per --out at a time (a second is refused, status 4). Ctrl-C or SIGTERM stops
-between two steps and keeps the state of the last finished epoch in <out>/resume/: the same command resumes from
-there to the run an uninterrupted training writes (status 130; the message says when a rerun restarts instead).
+predict and report. One training per --out at a time (a second is refused, status 4), and an --out that holds a
+finished run is refused (4) unless --force replaces it. Ctrl-C or SIGTERM stops between two steps and keeps the
+state of the last finished epoch in <out>/resume/: the same command resumes from there to the run an uninterrupted
+training writes (status 130; the message says when a rerun restarts instead).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import sys
 from pathlib import Path
 
 from spp_scl.cli.common import add_config_source, base_config, existing_file, parse_trackers
-from spp_scl.core.errors import EXIT_INTERRUPTED, InputError
+from spp_scl.core.errors import EXIT_INTERRUPTED, InputError, Refused
 from spp_scl.core.options import add_dataclass_options, dataclass_values
 from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.runs.train.finished_run import METRICS_FILE
 
 HELP = "train a head from a cache, select on dev, write a run folder"
 
@@ -34,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", required=True, help="a cache file written by `spp-scl extract`")
     add_config_source(parser)
     parser.add_argument("--out", help="run folder (default runs/out/<cache name>/<preset>-<fusion or head>-seed<seed>)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="train into an --out that holds a finished run (its metrics.json), replacing that run; without it, "
+        "refused (an unfinished run's folder needs no --force: the same command resumes or restarts it)",
+    )
     # Deprecated (0.11): config.precision (--precision float32|bfloat16|float16) is the one precision setting.
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
@@ -81,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     # --selection folds without --fold: every fold, each in <out>/fold<F>, and their mean with its interval.
     every_fold = config.selection == "folds" and "fold" not in fields
     runs = [(config.replace(fold=f), run_dir / f"fold{f}") for f in range(config.folds)] if every_fold else []
+    refuse_finished([folder for _, folder in runs] or [run_dir], args.force)
     try:
         with stop_on_signals():  # Ctrl-C and SIGTERM stop between two steps; the last epoch's state is kept
             results = [train(cache, c, folder, cpu=args.cpu, report_to=args.report_to) for c, folder in runs]
@@ -105,6 +114,17 @@ def run(args: argparse.Namespace) -> int:
         f"run folder {result.run_dir}"
     )
     return 0
+
+
+def refuse_finished(folders: list[Path], force: bool) -> None:
+    """A finished run is never trained over silently: without --force, a folder holding one is refused (4).
+    An unfinished one (no metrics.json: stopped, killed, failed) is not: the same command resumes or restarts it."""
+    finished = [folder for folder in folders if (folder / METRICS_FILE).is_file()]
+    if finished and not force:
+        raise Refused(
+            f"{finished[0]} holds a finished run (its {METRICS_FILE}): choose another --out, or pass --force to "
+            "replace that run"
+        )
 
 
 def print_fold_summary(results: list, run_dir: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any, Literal
@@ -83,12 +84,21 @@ def parse_typed(hint, text: str, name: str) -> Any:
     raise TypeError(f"{name}: no command-line form for type {hint!r}")
 
 
+def did_you_mean(word: str, choices) -> str:
+    """The hint for a mistyped `word`: "; did you mean 'x'?" for the closest choice (difflib), else "" (none close)."""
+    close = difflib.get_close_matches(word, [str(choice) for choice in choices], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def canonical_field(cls, name: str) -> str:
-    """'tau' -> 'temperature', 'batch-size' -> 'batch_size'; an unknown name is a ValueError listing the fields."""
-    name = ALIASES.get(name.strip(), name.strip()).replace("-", "_")
+    """'tau' -> 'temperature', 'batch-size' -> 'batch_size'; an unknown name is a ValueError naming the closest
+    field ("unknown field 'epoch'; did you mean 'epochs'?"), or listing them all when none is close."""
+    given = name.strip()
+    name = ALIASES.get(given, given).replace("-", "_")
     known = [f.name for f in dataclasses.fields(cls)]
     if name not in known:
-        raise ValueError(f"{name!r} is not a config field; fields: {', '.join(known)}")
+        hint = did_you_mean(name, [*known, *ALIASES]) or f"; fields: {', '.join(known)}"
+        raise ValueError(f"unknown field {given!r}{hint}")
     return name
 
 
