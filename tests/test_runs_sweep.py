@@ -133,6 +133,26 @@ def test_trials_resume_without_repeating(small_cache, tmp_path):
     assert other[0]["config"]["lr"] == 5e-4 and len(read_results(results)) == 4
 
 
+def test_finished_trials_of_a_cache_rebuilt_at_the_same_path_are_refused(tmp_path):
+    """A trial's key names its config, not its data: results made on the cache before it was rebuilt at the same
+    path would be mixed into the new ones. They are refused, naming what changed."""
+    from spp_scl.cache.synthetic import write_synthetic_cache
+    from spp_scl.core.errors import Refused
+
+    def cache(seed):
+        return write_synthetic_cache(tmp_path / "c.h5", {"train": 16, "dev": 8}, layers=2, dim=8, map_shape=(4, 2, 2),
+                                     mean_tokens=4, seed=seed)  # fmt: skip
+
+    base, trials = resolve_config("mvsa-single", epochs=1, batch_size=8), [Trial("a", {}, 1)]
+    run_trials(cache(1), base, trials, tmp_path / "results.jsonl", tmp_path / "trials", log=lambda *_: None)
+    cache(2)  # rebuilt at the same path
+    with pytest.raises(Refused) as refused:
+        run_trials(tmp_path / "c.h5", base, trials, tmp_path / "results.jsonl", tmp_path / "trials", log=print)
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path / 'results.jsonl'}: trial a seed 1 was trained on another cache than ")
+    assert "synthetic.seed: trained on 1, the cache has 2" in message and "use another --out" in message
+
+
 def test_tables_command_writes_each_table(small_cache, tmp_path):
     result = subprocess.run(
         [

@@ -183,6 +183,35 @@ def _run_unit(base: dict, trials: list[Trial], run_dirs: list[str], splits: Open
     return [rows.get(index, outcome) for index, outcome in enumerate(outcomes)]
 
 
+def check_reused_rows(rows: list[dict], cache: str | Path, results: Path) -> None:
+    """A finished trial is reused only when it trained on the cache the trials are asked for now: a trial's key
+    names its config, not its data, so a cache rebuilt at the same path (other records, other encoders) would
+    otherwise mix the old results with the new. Checked against the sha256 of the cache fingerprint each run's
+    config.json records; rows whose run folder is gone, or predates the record, are taken as they are."""
+    from spp_scl.cache.layout import read_attrs
+    from spp_scl.core.errors import Refused
+    from spp_scl.extract.fingerprint import sha256_json
+    from spp_scl.runs.predict.run_folder import fingerprint_changes
+
+    if not rows:
+        return
+    now = read_attrs(cache)["fingerprint"]
+    for row in rows:
+        path = Path(row.get("run_dir") or "") / "config.json"
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(recorded, dict) or recorded.get("cache_fingerprint_sha256") in (None, sha256_json(now)):
+            continue
+        changes = "; ".join(fingerprint_changes(recorded.get("cache_fingerprint") or {}, now)[:3]) or "its fingerprint"
+        raise Refused(
+            f"{results}: trial {row.get('name')} seed {row.get('seed')} was trained on another cache than {cache} "
+            f"holds now ({changes}): reusing it would mix two caches' results; use another --out, or remove "
+            f"{results.parent} to train again"
+        )
+
+
 def plan_groups(
     base: SPPSCLConfig, trials: list[Trial], group_size: int, jobs: int = 1
 ) -> tuple[list[list[Trial]], list[Trial]]:
@@ -240,6 +269,7 @@ def run_trials(
     if results.exists() and results.stat().st_size and not results.read_bytes().endswith(b"\n"):
         with results.open("a") as handle:  # end a line a kill cut short, so the next result starts a line
             handle.write("\n")
+    check_reused_rows([done[t.key(base)] for t in trials if t.key(base) in done], cache, results)
     pending = [t for t in trials if t.key(base) not in done]
     if len(pending) < len(trials):
         log(f"{len(trials) - len(pending)} of {len(trials)} trials already in {results}")
