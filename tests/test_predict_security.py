@@ -124,7 +124,8 @@ def _edit_json(path: Path, change) -> None:
     [
         (lambda head: head.update(class_names=head["class_names"][:2]), r"head\.json: field 'class_names' has 2 names"),
         (lambda head: head.update(text_dim=10**9), r"head\.json: field 'text_dim' must be a whole number"),
-        (lambda head: head["config"].update(lstm_hidden=40_000), r"model\.safetensors: tensor .* has shape"),
+        (lambda head: head["config"].update(lstm_hidden=48), r"model\.safetensors: tensor .* has shape"),
+        (lambda head: head["config"].update(lstm_hidden=40_000), r"head\.json: field 'config' .* at most 16384"),
         (lambda head: head.update(num_layers="4"), r"head\.json: field 'num_layers'"),
     ],
 )
