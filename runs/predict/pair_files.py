@@ -3,8 +3,8 @@
 Input files, one pair per row, read lazily so that large files stream:
 - `.jsonl`: one JSON object per line; `.csv`: a header line, then one row per line;
 - `.json`: a JSON list of objects (the CLMLF split format: `id`, `text`, `emotion_label`).
-Each row has `text` and either `image` (a path) or `id`, whose image is then `<id>.jpg`. Other keys (a label,
-say) are ignored. A row that cannot be read becomes a pair carrying its problem, so that it gets an error
+Each row has `text` and either `image` (a path) or `id`, whose image is then `<id>.jpg`. A `label` (in a .json
+list, `emotion_label`) is kept on the pair for `spp-scl evaluate`; predict ignores it, and other keys. A row that cannot be read becomes a pair carrying its problem, so that it gets an error
 row in the output instead of stopping the run.
 """
 
@@ -27,6 +27,7 @@ class Pair:
     image: object  # a path (str or Path) or a PIL image; None when the row named none
     text: object  # normally a str; anything else is reported as a bad pair
     problem: str | None = None  # set when the row itself could not be read
+    label: object = None  # the row's `label` (or `emotion_label`), as written; read by evaluate, not by predict
 
 
 @dataclass
@@ -59,7 +60,7 @@ def _pair_from_row(row: dict, source: str, pair_file: Path, images: Path | None)
         path = image_folder_for_ids(pair_file, images) / f"{record_id}.jpg"
     else:
         return Pair(source, None, row.get("text"), f"{source}: the row has neither an image nor an id")
-    return Pair(record_id or str(image), path, row.get("text"))
+    return Pair(record_id or str(image), path, row.get("text"), label=row.get("label", row.get("emotion_label")))
 
 
 def count_rows(path: Path) -> int | None:
