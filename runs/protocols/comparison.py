@@ -183,7 +183,7 @@ def render_comparison(summaries: list[dict], base_note: str, data_note: str | No
         lines += [
             f"## {summary['dataset']}: {summary['split_note']}; the paper's F1 is {paper_f1}",
             "",
-            "| method | seeds | ours accuracy | ours weighted F1 | ours macro F1 | paper accuracy | paper F1 "
+            "| method | runs | ours accuracy | ours weighted F1 | ours macro F1 | paper accuracy | paper F1 "
             "| trainable parameters | seconds per epoch | selected epoch | flags |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]

@@ -117,7 +117,7 @@ def render_table(
             f"### {dataset} ({compared['split_note']}; ours over {seeds} seeds; "
             f"the paper's F1 is {'macro' if f1 == 'f1_macro' else 'weighted'})",
             "",
-            "| configuration | seeds | ours accuracy | ours weighted F1 | ours macro F1 | paper accuracy | paper F1 "
+            "| configuration | runs | ours accuracy | ours weighted F1 | ours macro F1 | paper accuracy | paper F1 "
             "| flags |",
             "|---|---|---|---|---|---|---|---|",
         ]

@@ -123,7 +123,7 @@ def write_summary(summary: dict, folder: Path) -> None:
         "",
         SPREAD_NOTE,
         "",
-        "| rank | point | seeds | " + " | ".join(f"dev {HEADLINE_NAMES[key]}" for key in HEADLINE) + " | flags |",
+        "| rank | point | runs | " + " | ".join(f"dev {HEADLINE_NAMES[key]}" for key in HEADLINE) + " | flags |",
         "|---|---|---|" + "---|" * len(HEADLINE) + "---|",
     ]
     for rank, point in enumerate(summary["points"], 1):

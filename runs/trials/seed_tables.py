@@ -7,8 +7,9 @@ from spp_scl.runs.trials.seed_summary import HEADLINE, HEADLINE_NAMES
 from spp_scl.runs.trials.statistics import ALPHA, ITEM_TEST, NOT_AVAILABLE, SEED_TEST, p_cell
 
 SPREAD_NOTE = (
-    "Cells: mean +- std (ddof=1) over seeds [95% Student-t interval of the mean]; "
-    f"'+- {NOT_AVAILABLE}': one seed, or every seed gave the same value (a deterministic head), so no spread."
+    "Cells: mean +- std (ddof=1) over a row's runs (its seeds, or seeds x folds under --folds) [95% Student-t "
+    f"interval of the mean]; '+- {NOT_AVAILABLE}': one run, or every run gave the same value (a deterministic head), "
+    "so no spread."
 )
 
 
