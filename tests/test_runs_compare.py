@@ -142,7 +142,12 @@ def test_compare_command_writes_its_table_and_resumes(tmp_path, capsys):
     assert "| 0.7378 | 0.7291 |" in clmlf_row  # CLMLF without DBCL (its table 3), what the CLMLF-style head is
     cells = [cell.strip() for cell in clmlf_row.strip("|").split("|")]
     # seeds; accuracy, weighted F1, macro F1 as mean +- std [interval] (or +- n/a); paper's two; parameters
-    assert cells[1] == "2" and all("+-" in cell for cell in cells[2:5]) and int(cells[7].replace(",", "")) > 0
+    assert (
+        cells[1] == "2"
+        and all("+-" in cell for cell in cells[2:5])
+        and cells[7].endswith("(2 seeds)")
+        and int(cells[8].replace(",", "")) > 0
+    )
     assert "Paired tests of **SPP-SCL (cmf-bank fusion" in table and "scipy.stats.binomtest" in table
     record = json.loads((out / "comparison.json").read_text())
     assert record["data_note"] is None and not table.startswith("# [")

@@ -66,6 +66,8 @@ def test_compare_with_folds_pairs_rows_fold_by_fold_and_never_reads_test(cache, 
     assert seed_test["seeds"] == ["42/0", "42/1", "43/0", "43/1"]  # paired over seeds and folds
     items = next(iter(tests.values()))["items"]
     assert items["p"] is not None  # both rows' fold ensembles cover train+dev: the items test has its items
+    assert reference["ensemble"]["seeds"] == 2  # each fold's 2-seed ensemble on its part, the parts joined
+    assert reference["ensemble"]["accuracy"] == items["reference_accuracy"]
     assert [entry["seed"] for entry in reference["per_seed"]] == ["42/0", "42/1", "43/0", "43/1"]
 
 

@@ -43,6 +43,21 @@ METHODS = (
 )
 
 
+def variant_methods(variants: dict[str, dict]) -> list[ComparedMethod]:
+    """SPP-SCL rows with settings of their own ({name: {field: value}}, from --variant NAME:FIELD=VALUE,...), each
+    tested against the SPP-SCL row like every compared method; its label names the settings, so a rerun with the
+    same variant finds its finished trials."""
+    rows = []
+    for name, settings in variants.items():
+        shown = ", ".join(
+            f"{field}={value:g}" if isinstance(value, float) else f"{field}={value}"
+            for field, value in settings.items()
+        )
+        overrides = {"fusion": "cmf-bank", **settings}
+        rows.append(ComparedMethod(f"variant:{name}", f"SPP-SCL {name} ({shown})", overrides, "-"))
+    return rows
+
+
 def select_methods(keys: str | None) -> list[ComparedMethod]:
     """'clmlf,mdse' -> those methods in table order; None -> all."""
     if not keys:
@@ -163,6 +178,14 @@ def summarise_dataset(dataset: str, methods: list[ComparedMethod], rows: list[di
     return summary
 
 
+def ensemble_cell(ensemble: dict | None) -> str:
+    """The seed ensemble's metrics (its seeds' mean probabilities; under --folds each fold's ensemble on its part,
+    joined), '-' for one seed."""
+    if ensemble is None:
+        return "-"
+    return " / ".join(f"{ensemble[key]:.4f}" for key in HEADLINE) + f" ({ensemble['seeds']} seeds)"
+
+
 def render_comparison(summaries: list[dict], base_note: str, data_note: str | None = None) -> str:
     """One Markdown table per dataset, its per-seed table and its paired tests; `base_note` says under which
     protocol (epochs, batch, jobs) ours ran; `data_note` (the demo's stamp) heads the title."""
@@ -184,8 +207,9 @@ def render_comparison(summaries: list[dict], base_note: str, data_note: str | No
             f"## {summary['dataset']}: {summary['split_note']}; the paper's F1 is {paper_f1}",
             "",
             "| method | runs | ours accuracy | ours weighted F1 | ours macro F1 | paper accuracy | paper F1 "
-            "| trainable parameters | seconds per epoch | selected epoch | flags |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| seed ensemble: accuracy / weighted F1 / macro F1 | trainable parameters | seconds per epoch "
+            "| selected epoch | flags |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for method in summary["methods"]:
             paper = method["paper"]
@@ -194,7 +218,7 @@ def render_comparison(summaries: list[dict], base_note: str, data_note: str | No
             lines.append(
                 f"| {method['label']} | {len(method['seeds'])} | {cells} | "
                 f"{f'{paper[0]:.4f}' if paper else '-'} | {f'{paper[1]:.4f}' if paper else '-'} | "
-                f"{f'{parameters:,}' if parameters is not None else '-'} | "
+                f"{ensemble_cell(method['ensemble'])} | {f'{parameters:,}' if parameters is not None else '-'} | "
                 f"{method['seconds_per_epoch']['mean']:.1f} | {method['selected_epoch']['mean']:.1f} | "
                 f"{flags_cell(method)} |"
             )

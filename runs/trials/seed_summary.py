@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spp_scl.runs.train.metrics import classification_metrics
 from spp_scl.runs.trials.statistics import (
     ITEM_TEST,
     collapse_reason,
@@ -60,9 +61,9 @@ def run_split_metrics(row: dict, split: str) -> dict | None:
     return json.loads(path.read_text()).get(split)
 
 
-def run_split_predictions(row: dict, split: str) -> tuple[list[str], np.ndarray, np.ndarray] | None:
-    """(ids, label indices, class probabilities) of the split from the row's predictions.csv, None when it is gone.
-    The class order is that of the file's p_<class> columns."""
+def run_split_predictions(row: dict, split: str) -> tuple[list[str], np.ndarray, np.ndarray, list[str]] | None:
+    """(ids, label indices, class probabilities, class names) of the split from the row's predictions.csv, None
+    when it is gone. The class order is that of the file's p_<class> columns."""
     path = Path(row["run_dir"]) / "predictions.csv" if row.get("run_dir") else None
     if path is None or not path.is_file():
         return None
@@ -76,7 +77,7 @@ def run_split_predictions(row: dict, split: str) -> tuple[list[str], np.ndarray,
     ids = [line[1] for line in lines]
     labels = np.array([classes.index(line[2]) for line in lines])
     probabilities = np.array([[float(value) for value in line[4:]] for line in lines])
-    return ids, labels, probabilities
+    return ids, labels, probabilities, classes
 
 
 def summarise_row(rows: list[dict], split: str) -> dict:
@@ -103,34 +104,52 @@ def summarise_row(rows: list[dict], split: str) -> dict:
     }
     summary["collapsed_seeds"] = [entry["seed"] for entry in per_seed if entry["collapsed"]]
     summary["per_seed"] = per_seed
+    summary["ensemble"] = ensemble_summary(rows, split)
     return summary
 
 
-def ensemble_correctness(rows: list[dict], split: str) -> tuple[list[str], np.ndarray] | None:
-    """(ids, whether the rows' seed ensemble is right on each), None when a run folder's predictions are gone. Under
-    k-fold selection, each fold's seed ensemble on its held-out part, the folds joined: every record of train+dev
-    once."""
+def ensemble_outcome(rows: list[dict], split: str) -> tuple[list[str], np.ndarray, np.ndarray, list[str]] | None:
+    """(ids, labels, the seed ensemble's class per item, class names) of the rows on `split`, None when a run
+    folder's predictions are gone. Under k-fold selection, each fold's seed ensemble on its held-out part, the folds
+    joined: every record of train+dev once."""
     folds = sorted({fold_of(row) for row in rows}, key=lambda fold: -1 if fold is None else fold)
-    if folds != [None]:
-        parts = [_one_ensemble([row for row in rows if fold_of(row) == fold], split) for fold in folds]
-        if any(part is None for part in parts):
-            return None
-        return [item for ids, _ in parts for item in ids], np.concatenate([correct for _, correct in parts])
-    return _one_ensemble(rows, split)
+    parts = [_one_ensemble([row for row in rows if fold_of(row) == fold], split) for fold in folds]
+    if not parts or any(part is None for part in parts):
+        return None
+    ids = [item for part in parts for item in part[0]]
+    return ids, np.concatenate([part[1] for part in parts]), np.concatenate([part[2] for part in parts]), parts[0][3]
 
 
-def _one_ensemble(rows: list[dict], split: str) -> tuple[list[str], np.ndarray] | None:
+def ensemble_correctness(rows: list[dict], split: str) -> tuple[list[str], np.ndarray] | None:
+    """(ids, whether the rows' seed ensemble is right on each), None when a run folder's predictions are gone."""
+    outcome = ensemble_outcome(rows, split)
+    return None if outcome is None else (outcome[0], outcome[2] == outcome[1])
+
+
+def ensemble_summary(rows: list[dict], split: str) -> dict | None:
+    """The seed ensemble's headline metrics on `split` (folds joined) and how many seeds it averages; None for one
+    seed (per fold), or when predictions are gone."""
+    seeds = len({row["seed"] for row in rows})
+    outcome = ensemble_outcome(rows, split) if seeds > 1 else None
+    if outcome is None:
+        return None
+    _, labels, predictions, classes = outcome
+    metrics = classification_metrics(labels, predictions, classes)
+    return {"seeds": seeds, **{key: metrics[key] for key in HEADLINE}}
+
+
+def _one_ensemble(rows: list[dict], split: str) -> tuple[list[str], np.ndarray, np.ndarray, list[str]] | None:
     loaded = [run_split_predictions(row, split) for row in rows]
     if not loaded or any(entry is None for entry in loaded):
         return None
-    ids, labels, _ = loaded[0]
+    ids, labels, _, classes = loaded[0]
     position = {item: index for index, item in enumerate(ids)}
     aligned = []
-    for other_ids, _, probabilities in loaded:
+    for other_ids, _, probabilities, _ in loaded:
         if sorted(other_ids) != sorted(ids):
             return None
         aligned.append(probabilities[np.argsort([position[item] for item in other_ids])])
-    return ids, ensemble_predictions(aligned) == labels
+    return ids, labels, ensemble_predictions(aligned), classes
 
 
 def item_test(reference_rows: list[dict], other_rows: list[dict], split: str) -> dict:

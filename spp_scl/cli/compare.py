@@ -4,6 +4,7 @@ every dataset whose cache is given: N seeds each, dev-selected, one Markdown tab
 
     spp-scl compare --cache mvsa-single=cache/files/mvsa-single.h5 --cache hfm=cache/files/hfm.h5
     spp-scl compare --cache mvsa-single=... --seeds 2 --set epochs=20 --methods spp-scl,clmlf,mdse
+    spp-scl compare --cache mvsa-single=... --folds 5 --seeds 3 --variant "weight averaging:weight_average=0.99"
 
 The dataset name picks the preset (mvsa-single, mvsa-multiple, hfm: optimiser, schedule, batch, selection
 metric; CLMLF's depths). Writes --out/comparison.md and comparison.json, and per dataset results.jsonl and
@@ -32,6 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--methods",
         help="comma-separated subset of: spp-scl, spp-scl-faithful, clmlf, mdse, text-only, image-only (default all)",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:FIELD=VALUE,...",
+        help="an SPP-SCL row with settings of its own on top of --set (repeatable), tested against the SPP-SCL row "
+        "like every method, e.g. 'paper gate:ha_gate=paper' or 'bs32:batch_size=32,lr=5e-4'",
+    )
     add_set(parser)
     parser.add_argument("--jobs", type=int, default=1, help="trials in parallel (timings are per job when > 1)")
     add_group_size(parser)
@@ -56,6 +65,36 @@ def base_configs(args: argparse.Namespace, caches: dict[str, str]) -> dict:
     return {dataset: base.replace(**parse_settings(args.set, base)) for dataset, base in bases.items()}
 
 
+def parse_variants(specs: list[str], base) -> dict[str, dict]:
+    """['wa:weight_average=0.99,lr=1e-3', ...] -> {'wa': {'weight_average': 0.99, 'lr': 0.001}}, typed like --set;
+    a comma only separates settings where a FIELD= follows it (betas=0.9,0.99 stays one value)."""
+    import re
+
+    from spp_scl.runs.sweep.grid import parse_settings
+
+    variants = {}
+    for spec in specs:
+        name, _, settings = spec.partition(":")
+        name = name.strip()
+        if not name or not settings.strip():
+            raise ValueError(f"--variant {spec!r}: expected NAME:FIELD=VALUE[,FIELD=VALUE...]")
+        if name in variants:
+            raise ValueError(f"--variant {spec!r}: the name {name!r} is given twice")
+        parts = [part.strip() for part in re.split(r",(?=\s*[A-Za-z_][\w-]*\s*=)", settings)]
+        try:
+            variants[name] = parse_settings(parts, base)
+        except ValueError as error:
+            raise ValueError(f"--variant {name!r}: {str(error).removeprefix('--set ')}") from None
+    return variants
+
+
+def with_variants(methods: list, variants: list) -> list:
+    """The variants right after the SPP-SCL row they are tested against (at the end when it is not compared)."""
+    keys = [method.key for method in methods]
+    at = keys.index("spp-scl") + 1 if "spp-scl" in keys else len(methods)
+    return methods[:at] + variants + methods[at:]
+
+
 def run(args: argparse.Namespace) -> int:
     from spp_scl.runs.protocols.comparison import (
         comparison_trials,
@@ -63,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         render_comparison,
         select_methods,
         summarise_dataset,
+        variant_methods,
         views_note,
         with_protocols,
     )
@@ -73,12 +113,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         caches = parse_named(args.cache, "cache")
         methods = select_methods(args.methods)
+        bases = base_configs(args, caches)
+        variants = parse_variants(args.variant, next(iter(bases.values()))) if bases else {}
+        methods = with_variants(methods, variant_methods(variants))
         with_protocols(methods, args.protocols)  # an unknown protocol is an option error before anything trains
         if args.folds and "authors" in args.protocols:
             raise ValueError("--protocols authors picks checkpoints on the test split, which --folds never opens")
         if args.seeds < 1:
             raise ValueError("--seeds must be >= 1")
-        bases = base_configs(args, caches)
     except InputError:
         raise
     except ValueError as error:  # a bad option value: argparse's message and status
