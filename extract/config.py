@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from spp_scl.extract.split_assignment import check_shares
+
 
 def option(default: Any = None, help: str = "", group: str = "data", **kwargs: Any) -> Any:
     if "default_factory" in kwargs:
@@ -39,6 +41,12 @@ class ExtractConfig:
     classes: list[str] | None = option(
         None, "class names, comma-separated, for a JSONL/CSV file (default: the sorted label names, or 0..max)"
     )
+    split: list[float] | None = option(
+        None,
+        "draw the splits of a .jsonl / .csv file that has none: train,dev[,test] shares, e.g. 0.8,0.1,0.1 "
+        "(stratified by label, recorded in the cache's fingerprint)",
+    )
+    split_seed: int = option(0, "seed of the --split draw")
     allow_non_english: bool = option(False, "keep texts whose letters are mostly non-Latin script (skipped by default)")
     out: str | None = option(None, "cache file (default cache/files/<dataset>__<text>__<image>.h5)", group="cache")
     text_encoder: str = option(
@@ -125,6 +133,8 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if not self.text_layers:
             raise ValueError("text_layers names no layer")
+        if self.split is not None:
+            check_shares(self.split)
         for name in ("text_batch_size", "image_batch_size", "shard_size", "max_length", "workers"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

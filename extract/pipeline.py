@@ -205,7 +205,14 @@ def run(config: ExtractConfig, log=None) -> Summary:
     transformers_logging.disable_progress_bar()
     storage_dtype(config.dtype)
     dataset = read_dataset(
-        config.data, config.dataset, config.images, config.classes, config.strict, config.allow_non_english
+        config.data,
+        config.dataset,
+        config.images,
+        config.classes,
+        config.strict,
+        config.allow_non_english,
+        config.split,
+        config.split_seed,
     )
     cache = (
         Path(config.out)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spp_scl.core.errors import InputError
+from spp_scl.extract.split_assignment import assign_splits
 
 SPLITS = ("train", "dev", "test")
 SPLIT_ALIASES = {"val": "dev", "valid": "dev", "validation": "dev"}
@@ -249,7 +250,7 @@ def _generic_rows(path: Path, collector: _Collector):
         raise BadInput(f"{path} is empty")
     header = [name.strip() for name in header]
     missing = {"image", "text", "label", "split"} - set(header)
-    if missing:
+    if missing - {"split"}:  # without a split column, read_generic_file draws the splits or names --split
         raise BadInput(f"{path} lacks the column(s) {sorted(missing)}; it needs image, text, label, split")
     while True:
         try:
@@ -279,13 +280,33 @@ def read_generic_file(
     strict: bool,
     allow_non_english: bool,
     name: str | None = None,
+    split_shares: list[float] | None = None,
+    split_seed: int = 0,
 ) -> Dataset:
     """Rows with `image` (relative to `images`, default the file's folder), `text`, `label` (name or index),
-    `split` (train/dev/test; val and validation mean dev), and optionally `id` (default: the image path)."""
+    `split` (train/dev/test; val and validation mean dev), and optionally `id` (default: the image path). With
+    `split_shares` the file has no split values and each row's split is drawn (spp_scl.extract.split_assignment)."""
     if path.suffix.lower() not in (".jsonl", ".csv"):
         raise BadInput(f"{path}: a data file must be .jsonl or .csv (or give a folder in the split format)")
     collector = _Collector(strict)
     rows = list(_generic_rows(path, collector))
+    given = sum(str(row.get("split") or "").strip() != "" for _, row in rows)
+    if split_shares is not None:
+        if given:
+            raise BadInput(
+                f"{path}: {given} of {len(rows)} rows have a split, and --split draws them: "
+                "remove the split values or the --split option"
+            )
+        labels = [str(row.get("label", "")).strip() for _, row in rows]
+        rows = [
+            (source, {**row, "split": split})
+            for (source, row), split in zip(rows, assign_splits(labels, split_shares, split_seed))
+        ]
+    elif rows and not given:
+        raise BadInput(
+            f"{path}: no row has a split (train, dev, test): add a split column, or let extract draw one, "
+            "e.g. --split 0.8,0.1,0.1 --split-seed 0"
+        )
     if classes is None and name in DATASET_CLASSES:
         classes = DATASET_CLASSES[name]
     inferred = classes is None
@@ -333,7 +354,8 @@ def read_generic_file(
         collector.skipped,
         [path],
         image_root,
-        {"allow_non_english": allow_non_english},
+        {"allow_non_english": allow_non_english}
+        | ({"split": list(split_shares), "split_seed": split_seed} if split_shares is not None else {}),
         inferred_classes=inferred,
     )
 
@@ -366,17 +388,23 @@ def read_dataset(
     classes: list[str] | None = None,
     strict: bool = False,
     allow_non_english: bool = False,
+    split: list[float] | None = None,
+    split_seed: int = 0,
 ) -> Dataset:
     data = Path(data)
     images = Path(images) if images else None
     if data.is_dir():
+        if split is not None:
+            raise BadInput(
+                f"--split draws the splits of a .jsonl / .csv file; {data} is a split folder, whose files are its splits"
+            )
         if dataset is None:
             raise BadInput(
                 f"{data} is a split folder: name its classes with --dataset ({', '.join(sorted(DATASET_CLASSES))})"
             )
         return read_split_folder(data, dataset, images, strict, allow_non_english)
     if data.is_file():
-        return read_generic_file(data, images, classes, strict, allow_non_english, name=dataset)
+        return read_generic_file(data, images, classes, strict, allow_non_english, dataset, split, split_seed)
     raise BadInput(f"--data {data}: no such file or folder")
 
 
