@@ -111,12 +111,17 @@ def check_plugin_preprocess(spec: str, preprocess: dict) -> tuple[Preprocess, st
     ), preprocess["name"]
 
 
-def transformers_preprocess(name_or_path: str) -> Preprocess:
+def transformers_preprocess(name_or_path: str, local_files_only: bool = False) -> Preprocess:
     """The paper's resize/crop/normalise with the sizes and statistics from the model's preprocessor config:
     crop = its shortest edge (or height), resize = crop / crop_pct when it has one (224 / 0.875 = 256)."""
     from transformers.utils import cached_file
 
-    path = cached_file(name_or_path, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+    path = cached_file(
+        name_or_path,
+        "preprocessor_config.json",
+        _raise_exceptions_for_missing_entries=False,
+        local_files_only=local_files_only,
+    )
     if path is None:
         return IMAGENET
     config = json.loads(Path(path).read_text())
@@ -158,7 +163,12 @@ class _TransformersMaps(torch.nn.Module):
 
 class ImageEncoder:
     def __init__(
-        self, spec: str, device: torch.device | str = "cpu", resize: int | None = None, crop: int | None = None
+        self,
+        spec: str,
+        device: torch.device | str = "cpu",
+        resize: int | None = None,
+        crop: int | None = None,
+        local_files_only: bool = False,  # offline with a cached hub id (spp_scl.extract.encoder_source)
     ):
         self.spec = spec
         self.device = torch.device(device)
@@ -171,8 +181,9 @@ class ImageEncoder:
             from transformers import AutoModel
 
             torch.manual_seed(0)  # weights the checkpoint lacks (an unused pooler, say) are then the same each run
-            module = _TransformersMaps(AutoModel.from_pretrained(spec, trust_remote_code=False))
-            self.preprocess, self.weights_name = transformers_preprocess(spec), spec
+            model = AutoModel.from_pretrained(spec, trust_remote_code=False, local_files_only=local_files_only)
+            module = _TransformersMaps(model)
+            self.preprocess, self.weights_name = transformers_preprocess(spec, local_files_only), spec
             self.kind = "transformers"
         if resize or crop:
             self.preprocess = Preprocess(

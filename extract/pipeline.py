@@ -36,6 +36,7 @@ from spp_scl.core.spreadsheet import spreadsheet_safe
 from spp_scl.core.storage import write_atomically
 from spp_scl.extract.assembly import assemble
 from spp_scl.extract.config import ExtractConfig
+from spp_scl.extract.encoder_source import EncoderSources, check_encoders
 from spp_scl.extract.fingerprint import FORMAT_VERSION, cache_differences
 from spp_scl.extract.image_encoder import ImageEncoder, is_plugin
 from spp_scl.extract.output_lock import OutputLock
@@ -204,6 +205,7 @@ def run(config: ExtractConfig, log=None) -> Summary:
     state = PartialState()
     transformers_logging.disable_progress_bar()
     storage_dtype(config.dtype)
+    sources = check_encoders(config.text_encoder, config.image_encoder)  # before any record: fail fast, say why
     dataset = read_dataset(
         config.data,
         config.dataset,
@@ -243,19 +245,24 @@ def run(config: ExtractConfig, log=None) -> Summary:
     if refusal is not None:
         raise refusal
     try:
-        return _run_locked(config, state, dataset, cache, started, log)
+        return _run_locked(config, state, dataset, cache, started, log, sources)
     finally:
         lock.release()
 
 
-def _run_locked(config: ExtractConfig, state, dataset: Dataset, cache: Path, started: float, log) -> Summary:
+def _run_locked(
+    config: ExtractConfig, state, dataset: Dataset, cache: Path, started: float, log, sources: EncoderSources
+) -> Summary:
     parts = parts_folder(cache)
     notes = class_notes(dataset)  # said again in the summary
     for note in notes:
         if note.startswith("warning: "):
             logger.warning(note.removeprefix("warning: "))
-    text = TextEncoder(config.text_encoder, config.text_layers, config.max_length, state.device)
-    image = ImageEncoder(config.image_encoder, state.device, config.image_resize, config.image_crop)
+    text_local, image_local = (
+        sources.local_only.get(spec, False) for spec in (config.text_encoder, config.image_encoder)
+    )
+    text = TextEncoder(config.text_encoder, config.text_layers, config.max_length, state.device, text_local)
+    image = ImageEncoder(config.image_encoder, state.device, config.image_resize, config.image_crop, image_local)
     fingerprint = build_fingerprint(dataset, text, image, config.dtype)
     views = make_view_plan(config, dataset, text, image)
     if views is not None:  # only then: a cache without views keeps the fingerprint it always had

@@ -32,15 +32,25 @@ def _tokenizer_sha256(tokenizer) -> str:
 
 
 class TextEncoder:
-    def __init__(self, name_or_path: str, layers: list[int], max_length: int, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        name_or_path: str,
+        layers: list[int],
+        max_length: int,
+        device: torch.device | str = "cpu",
+        local_files_only: bool = False,  # offline with a cached hub id (spp_scl.extract.encoder_source)
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         self.name = name_or_path
         # A model folder or id never runs its own code here (trust_remote_code=False): predict loads the text
         # encoder a cache names, and a data file must not decide what code runs.
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, trust_remote_code=False, local_files_only=local_files_only
+        )
         torch.manual_seed(0)  # weights the checkpoint lacks (an unused pooler, say) are then the same each run
-        self.model = AutoModel.from_pretrained(name_or_path, trust_remote_code=False).eval().to(device)
+        self.model = AutoModel.from_pretrained(name_or_path, trust_remote_code=False, local_files_only=local_files_only)
+        self.model = self.model.eval().to(device)
         self.device = torch.device(device)
         num_layers = self.model.config.num_hidden_layers
         self.layers = resolve_layers(layers, num_layers)

@@ -79,10 +79,13 @@ def test_negative_layer_lists_are_values():
     assert negative_values_joined(["train", "--lr", "1e-3", "--cpu"]) == ["train", "--lr", "1e-3", "--cpu"]
 
 
-def test_negative_layer_lists_reach_the_extraction(tmp_path, capsys):
+def test_negative_layer_lists_reach_the_extraction(tiny, tmp_path, capsys):
     data = tmp_path / "empty.csv"
     data.write_text("image,text,label,split\n")
-    status = main(["extract", "--data", str(data), "--text-layers", "-2,-1", "--out", str(tmp_path / "c.h5")])
+    encoders = ["--text-encoder", tiny["text"], "--image-encoder", tiny["image"]]
+    status = main(
+        ["extract", "--data", str(data), *encoders, "--text-layers", "-2,-1", "--out", str(tmp_path / "c.h5")]
+    )
     assert status == EXIT_INPUT  # parsed: the extraction ran, and found no record
     assert capsys.readouterr().err.strip() == f"error: {data}: no usable record: it holds no records"
 
@@ -134,7 +137,7 @@ def test_a_batch_that_holds_the_train_split_is_warned_about(cache, tmp_path, cap
     assert "warning: batch size" not in capsys.readouterr().err
 
 
-def test_no_usable_record_names_the_reasons_and_writes_the_list(tmp_path, capsys):
+def test_no_usable_record_names_the_reasons_and_writes_the_list(tiny, tmp_path, capsys):
     rows = [
         {"image": "imgs/0.jpg", "text": "a post", "label": "pos"},  # no split
         {"image": "imgs/1.jpg", "text": "a post", "label": "neg"},  # no split
@@ -144,7 +147,8 @@ def test_no_usable_record_names_the_reasons_and_writes_the_list(tmp_path, capsys
     data = tmp_path / "posts.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "cache" / "posts.h5"
-    assert main(["extract", "--data", str(data), "--out", str(out)]) == EXIT_INPUT
+    encoders = ["--text-encoder", tiny["text"], "--image-encoder", tiny["image"]]
+    assert main(["extract", "--data", str(data), *encoders, "--out", str(out)]) == EXIT_INPUT
     missing = (tmp_path / "imgs" / "2.jpg").resolve()
     assert capsys.readouterr().err.strip() == (
         f"error: {data}: no usable record: 4 skipped (3 x unknown split None, 1 x image not found); e.g. "

@@ -162,8 +162,12 @@ def test_command_line_single_pair_and_pair_files(tiny, run_dir, tmp_path, capsys
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["id"] for line in lines] == [pair[0] for pair in pairs]
 
+    other = make_tiny_text_encoder(tmp_path / "other-bert", seed=1)  # same shapes, other weights
     assert (
-        spp_scl(["predict", str(run_dir), "--image", str(pairs[0][1]), "--text", "x", "--text-encoder", str(tmp_path)])
+        spp_scl(["predict", str(run_dir), "--image", str(pairs[0][1]), "--text", "x", "--text-encoder", str(other)])
         == 4  # refused: not the encoders the cache was made with
     )
     assert "error" in capsys.readouterr().err
+    not_a_model = ["predict", str(run_dir), "--image", str(pairs[0][1]), "--text", "x", "--text-encoder", str(tmp_path)]
+    assert spp_scl(not_a_model) == 3
+    assert f"--text-encoder {tmp_path}: the folder has no config.json" in capsys.readouterr().err

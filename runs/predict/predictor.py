@@ -141,6 +141,7 @@ class Predictor:
         is code, so it is never taken from the cache and never run without this (runs/predict/encoder_choice.py)."""
         from transformers.utils import logging as transformers_logging
 
+        from spp_scl.extract.encoder_source import check_encoders
         from spp_scl.extract.image_encoder import ImageEncoder
         from spp_scl.extract.text_encoder import TextEncoder
 
@@ -172,6 +173,9 @@ class Predictor:
         )
 
         self.text = self.image = None
+        sources = check_encoders(  # a missing folder or, offline, an uncached hub id: one line naming it
+            text_encoder if self.uses_text else None, image_encoder if self.uses_image else None
+        )
         if self.uses_text:
             try:
                 self.text = TextEncoder(
@@ -179,6 +183,7 @@ class Predictor:
                     layers=self.run.text_layers,
                     max_length=fingerprint["text"]["max_length"],
                     device=self.device,
+                    local_files_only=sources.local_only.get(text_encoder, False),
                 )
             except ValueError as error:  # e.g. a model with fewer layers than the head reads
                 raise EncoderMismatch(
@@ -188,7 +193,13 @@ class Predictor:
                 ) from None
         if self.uses_image:
             preprocess = fingerprint["image"]["preprocess"]
-            self.image = ImageEncoder(image_encoder, self.device, resize=preprocess["resize"], crop=preprocess["crop"])
+            self.image = ImageEncoder(
+                image_encoder,
+                self.device,
+                resize=preprocess["resize"],
+                crop=preprocess["crop"],
+                local_files_only=sources.local_only.get(image_encoder, False),
+            )
         lines = encoder_differences(fingerprint, self._describe_text(), self._describe_image(), self.run.text_layers)
         if lines:
             raise EncoderMismatch(

@@ -1,0 +1,106 @@
+"""Where each encoder comes from, decided before any record is read: a local model folder, a plugin, or a hub id
+that is in the local Hugging Face cache or can be downloaded.
+
+Without this check a mistyped local folder reads as a bad hub id, and offline a hub id that is not cached retries
+for about 50 s and ends in a transformers error naming neither the encoder nor the fix. Here a missing folder is
+named at once; offline (HF_HUB_OFFLINE set, or the hub's host refusing a connection within HUB_PROBE_SECONDS) an
+uncached hub id is a one-line error with the fix, and a cached one is loaded from the cache without asking the hub.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from spp_scl.core.errors import InputError
+
+HUB_PROBE_SECONDS = 3.0
+OFFLINE_WORDS = ("1", "true", "yes", "on")
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_unreachable_reason() -> str | None:
+    """Why the hub cannot be asked (None when it can): offline mode set, or no connection to its host."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in OFFLINE_WORDS:
+            return f"{name} is set"
+    endpoint = urlparse(hub_endpoint())
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as error:
+        return f"{hub_endpoint()} cannot be reached: {error.strerror or error}"
+    return None
+
+
+def looks_like_path(spec: str) -> bool:
+    """A spec no hub id can be: absolute, relative to . or ~, or with more than one '/' (ids are org/name)."""
+    return spec.startswith(("/", ".", "~")) or "\\" in spec or spec.count("/") > 1
+
+
+def hub_cache_folder() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+class EncoderSources:
+    """Which encoders load from the local cache only (`local_only[spec]`): the hub is probed at most once."""
+
+    def __init__(self) -> None:
+        self.probed, self.why_unreachable = False, None
+        self.local_only: dict[str, bool] = {}
+
+    def unreachable(self) -> str | None:
+        if not self.probed:
+            self.probed, self.why_unreachable = True, hub_unreachable_reason()
+        return self.why_unreachable
+
+    def check(self, spec: str, option: str) -> bool:
+        """True when `spec` must load from the local Hugging Face cache only; an InputError naming the option, the
+        encoder and the fix when it cannot be loaded at all."""
+        path = Path(spec).expanduser()
+        if path.exists():
+            if not path.is_dir():
+                raise InputError(
+                    f"{option} {spec}: a file, not a model folder (a folder with config.json, or a hub id)"
+                )
+            if not (path / "config.json").is_file():
+                raise InputError(f"{option} {spec}: the folder has no config.json, so it is not a transformers model")
+            local = False  # a folder: transformers never asks the hub
+        elif looks_like_path(spec):
+            raise InputError(f"{option} {spec}: no such folder")
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            try:
+                cached = isinstance(try_to_load_from_cache(spec, "config.json"), str)
+            except ValueError as error:  # huggingface_hub's HFValidationError: no id has this form
+                raise InputError(f"{option} {spec}: neither a local folder nor a hub id ({error})") from None
+            why = self.unreachable()
+            if why is not None and not cached:
+                raise InputError(
+                    f"{option} {spec}: not in the local Hugging Face cache ({hub_cache_folder()}) and the hub cannot "
+                    f"be asked ({why}): download it where the hub can be reached (huggingface-cli download {spec}) "
+                    "and copy that cache here, or give a local model folder"
+                )
+            local = why is not None
+        self.local_only[spec] = local
+        return local
+
+
+def check_encoders(text_encoder: str | None, image_encoder: str | None) -> EncoderSources:
+    """Both encoders checked (an image plugin is the plugin loader's to check); see EncoderSources.check."""
+    from spp_scl.extract.image_encoder import is_plugin
+
+    sources = EncoderSources()
+    if text_encoder is not None:
+        sources.check(text_encoder, "--text-encoder")
+    if image_encoder is not None and not is_plugin(image_encoder):
+        sources.check(image_encoder, "--image-encoder")
+    return sources
