@@ -87,17 +87,19 @@ def load_run(path: str | Path) -> Run:
 class Run:
     """A finished run folder: `path`, `config` (its SPPSCLConfig), `class_names`, `metrics` (metrics.json: dev and
     test accuracy, F1, per class, confusion matrix), and `predict` for new pairs. The encoders are loaded on the
-    first `predict` and kept for the next calls with the same options."""
+    first `predict` and kept for the next calls with the same options. An export of a seed ensemble (`spp-scl
+    export`) predicts as the ensemble; its `members` are its run folders, and `config` and `metrics` the first's."""
 
     def __init__(self, path: str | Path):
-        from spp_scl.runs.predict.run_folder import RunFolder
+        from spp_scl.runs.predict.run_folder import RunFolder, exported_members
         from spp_scl.runs.train.checkpoint import read_json_object
 
-        folder = RunFolder(path)
-        self.path: Path = folder.path
+        self.members: list[Path] = exported_members(path)
+        folder = RunFolder(self.members[0])
+        self.path: Path = Path(path) if len(self.members) > 1 else folder.path
         self.config = folder.config
         self.class_names: list[str] = folder.class_names
-        self.metrics: dict = read_json_object(self.path / "metrics.json")
+        self.metrics: dict = read_json_object(folder.path / "metrics.json")
         self._predictors: dict = {}
 
     def __repr__(self) -> str:

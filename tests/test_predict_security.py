@@ -99,10 +99,28 @@ def test_a_plugin_planted_in_a_transformers_caches_attributes_is_refused(tiny, p
         file.attrs["provenance"] = json.dumps({**provenance, "image_encoder": f"{plugin}:build"})
         if ATTRS_KEY in file.attrs:
             file.attrs[ATTRS_KEY] = attrs_sha256(dict(file.attrs.items()))
+    config.pop("encoders")  # a run of 0.10, whose encoders are read from its cache
     (run_dir / "config.json").write_text(json.dumps({**config, "cache": str(cache)}))
     _mark(plugin).unlink(missing_ok=True)
     with pytest.raises(PluginRefused, match=r"a plugin \(code\): predict does not run code named by a data file"):
         Predictor(run_dir)
+    assert not _mark(plugin).exists(), "the plugin's code ran"
+
+
+def test_a_plugin_planted_in_a_runs_config_is_refused(tiny, plugin, tmp_path_factory, tmp_path):
+    """Someone edits config.json's encoders to name their plugin: it is never run from there."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run(tiny, tmp_path_factory), run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["encoders"]["image"] = f"{plugin}:build"
+    (run_dir / "config.json").write_text(json.dumps(config))
+    _mark(plugin).unlink(missing_ok=True)
+    with pytest.raises(PluginRefused) as refused:
+        Predictor(run_dir)
+    assert str(refused.value).startswith(
+        f"{run_dir / 'config.json'} names the image encoder '{plugin}:build', a plugin (code): predict does not run "
+        "code named by a data file"
+    )
     assert not _mark(plugin).exists(), "the plugin's code ran"
 
 

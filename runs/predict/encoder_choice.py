@@ -110,39 +110,56 @@ def check_plugin_before_running(spec: str, fingerprint_image: dict, trust_plugin
             )
 
 
+def _recorded_encoders(recorded: dict, source: Path, wanted: dict[str, bool]) -> dict[str, str]:
+    """The encoders `source` records for the roles wanted ({"text": True, ...}: True where none was given); a role
+    it does not record is named, and a plugin (code) is never taken from a file."""
+    chosen = {}
+    for role, needed in wanted.items():
+        value = recorded.get(role)
+        if not needed:
+            continue
+        if not isinstance(value, str) or not value:
+            raise InputError(f"{source} records no {role} encoder: name it with --{role}-encoder")
+        if is_plugin(value):
+            raise PluginRefused(
+                f"{source} names the {role} encoder {value!r}, a plugin (code): predict does not run code named by "
+                f"a data file; pass it yourself with {_opt_in()}"
+            )
+        chosen[role] = value
+    return chosen
+
+
 def choose_encoders(
     run, text_given: str | None, image_given: str | None, uses_text: bool, uses_image: bool, trust_plugin: bool
 ) -> tuple[str | None, str | None]:
-    """(text, image) encoder specs for predict: those given, else the transformers models the cache records."""
+    """(text, image) encoder specs for predict: those given, else those the run's config.json records (where they
+    were loaded from; runs of 0.11 on), else those its cache records (older runs, which need the cache)."""
     fingerprint = run.fingerprint
     if uses_image and image_given is None and fingerprint["image"].get("kind") == "plugin":
         raise PluginRefused(
             f"the cache of {run.path} was extracted with a plugin image encoder ({fingerprint['image'].get('name')!r}); "
             f"a plugin is code, and predict never runs code named by a data file: pass it yourself with {_opt_in()}"
         )
-    if (text_given is None and uses_text) or (image_given is None and uses_image):
-        if not run.cache.is_file():
+    wanted = {"text": text_given is None and uses_text, "image": image_given is None and uses_image}
+    if any(wanted.values()):
+        in_run = run.run_config.get("encoders")
+        if isinstance(in_run, dict):
+            chosen = _recorded_encoders(in_run, run.path / "config.json", wanted)
+        elif not run.cache.is_file():
             raise InputError(
                 f"name the encoders with --text-encoder and --image-encoder: the run's cache "
                 f"{run.cache}, which records where they were loaded from, is not there"
             )
-        from spp_scl.cache.layout import read_attrs
+        else:
+            from spp_scl.cache.layout import read_attrs
 
-        # the cache must still be the one the run trained on, or its encoders would be other ones
-        provenance = read_attrs(run.require_cache("choosing the encoders")).get("provenance", {})
-        provenance = provenance if isinstance(provenance, dict) else {}
-        for role, given, uses in (("text", text_given, uses_text), ("image", image_given, uses_image)):
-            recorded = provenance.get(f"{role}_encoder")
-            if given is None and uses:
-                if not isinstance(recorded, str) or not recorded:
-                    raise InputError(f"{run.cache} records no {role} encoder: name it with --{role}-encoder")
-                if is_plugin(recorded):
-                    raise PluginRefused(
-                        f"{run.cache} names the {role} encoder {recorded!r}, a plugin (code): predict does not run "
-                        f"code named by a data file; pass it yourself with {_opt_in()}"
-                    )
-        text_given = text_given or provenance.get("text_encoder")
-        image_given = image_given or provenance.get("image_encoder")
+            # the cache must still be the one the run trained on, or its encoders would be other ones
+            provenance = read_attrs(run.require_cache("choosing the encoders")).get("provenance", {})
+            provenance = provenance if isinstance(provenance, dict) else {}
+            in_cache = {role: provenance.get(f"{role}_encoder") for role in ("text", "image")}
+            chosen = _recorded_encoders(in_cache, run.cache, wanted)
+        text_given = text_given or chosen.get("text")
+        image_given = image_given or chosen.get("image")
     if uses_text and text_given is not None and is_plugin(text_given):
         raise PluginRefused(f"--text-encoder {text_given}: a text encoder is a transformers model id or folder")
     if uses_image and image_given is not None and is_plugin(image_given):

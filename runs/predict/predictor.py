@@ -36,7 +36,7 @@ from spp_scl.extract.images import ImageProblem, load_pixels
 from spp_scl.extract.records import text_problem
 from spp_scl.runs.predict.encoder_choice import check_head_against_fingerprint, checked_fingerprint, choose_encoders
 from spp_scl.runs.predict.pair_files import Pair, PairResult
-from spp_scl.runs.predict.run_folder import RunFolder, RunFolderError
+from spp_scl.runs.predict.run_folder import RunFolder, RunFolderError, exported_members
 
 NON_FINITE = (
     "the head's class probabilities for this pair are not finite (NaN or infinity): its features or the run's "
@@ -148,6 +148,7 @@ class Predictor:
         transformers_logging.disable_progress_bar()  # a bar per model load would mix with predict's own
 
         run_dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+        run_dirs = [member for path in run_dirs for member in exported_members(path)]  # an export's ensemble
         if not run_dirs:
             raise RunFolderError("no run folder given")
         self.members = [RunFolder(path) for path in run_dirs]

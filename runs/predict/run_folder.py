@@ -33,6 +33,27 @@ class CacheChanged(Refused, RunFolderError):
     """The cache at a run's cache path is not the one the run trained on."""
 
 
+MANIFEST = "export.json"  # written by spp_scl.runs.predict.export: the run folders of an exported ensemble
+
+
+def exported_members(path: str | Path) -> list[Path]:
+    """The run folders `path` stands for: itself (a run folder, or a one-run export, which is one), or the members
+    an ensemble export lists in export.json, each a subfolder of it (no name may lead elsewhere)."""
+    path = Path(path)
+    manifest = path / MANIFEST
+    if (path / "config.json").is_file() or not manifest.is_file():
+        return [path]
+    members = read_json_object(manifest).get("runs")
+    if not isinstance(members, list) or not members or not all(isinstance(name, str) for name in members):
+        raise RunFolderError(f"{manifest}: field runs must be a list of the export's run folders")
+    folders = []
+    for name in members:
+        if name in ("", ".", "..") or Path(name).name != name:
+            raise RunFolderError(f"{manifest}: field runs names {name!r}, which is not a subfolder of the export")
+        folders.append(path / name)
+    return folders
+
+
 def _flat(value, prefix: str = "") -> dict:
     if isinstance(value, dict):
         return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
@@ -70,6 +91,9 @@ class RunFolder:
         if not isinstance(cache, str) or not cache:
             raise RunFolderError(f"{self.path / 'config.json'}: field 'cache' must be the path of the run's cache")
         self.cache = Path(cache)
+        relative = self.run_config.get("cache_relative")
+        if not self.cache.is_file() and isinstance(relative, str) and (self.path / relative).is_file():
+            self.cache = self.path / relative  # the run folder and its cache moved together
         self.fingerprint: dict = self.run_config.get("cache_fingerprint", {})
 
     def shapes(self) -> dict:

@@ -28,6 +28,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -283,9 +285,17 @@ def write_run_config(
     run_dir: Path, cache, config: SPPSCLConfig, train_split: CachedSplit, model: nn.Module, device
 ) -> None:
     """config.json: the resolved config, the cache (path and fingerprint), the head's shapes, the environment."""
+    provenance = train_split.attrs.get("provenance")
+    provenance = provenance if isinstance(provenance, dict) else {}
     record = {
         "config": config.to_dict(),
         "cache": str(Path(cache).resolve()),
+        # Where the cache is from the run folder: found again when the two move together (RunFolder).
+        "cache_relative": os.path.relpath(Path(cache).resolve(), Path(run_dir).resolve()),
+        # Where the encoders were loaded from, so that predict needs the run folder alone (checked against the
+        # fingerprint's weight hashes before use).
+        "encoders": {"text": provenance.get("text_encoder"), "image": provenance.get("image_encoder")},
+        "command": shlex.join([command_name(sys.argv[0]), *sys.argv[1:]]),
         "cache_fingerprint": train_split.attrs["fingerprint"],
         # What predict and report check the field against: an edited fingerprint would change preprocessing.
         "cache_fingerprint_sha256": sha256_json(train_split.attrs["fingerprint"]),
@@ -295,6 +305,12 @@ def write_run_config(
         "environment": environment(),
     }
     (run_dir / "config.json").write_text(json.dumps(record, indent=1))
+
+
+def command_name(argv0: str) -> str:
+    """The program as a user types it: `python -m spp_scl` and the console script are both `spp-scl`."""
+    path = Path(argv0)
+    return "spp-scl" if path.name == "spp-scl" or path.parent.name == "spp_scl" else path.name
 
 
 def environment() -> dict:

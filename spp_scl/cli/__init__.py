@@ -21,7 +21,19 @@ import sys
 from spp_scl import __version__
 from spp_scl.core.errors import EXIT_CODES, EXIT_CRASH, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_STORAGE, ToolError
 
-VERBS = ("extract", "inspect", "train", "sweep", "tables", "compare", "predict", "evaluate", "report", "demo")
+VERBS = (
+    "extract",
+    "inspect",
+    "train",
+    "sweep",
+    "tables",
+    "compare",
+    "predict",
+    "evaluate",
+    "report",
+    "export",
+    "demo",
+)
 MODULES = {"inspect": "inspect_cache"}  # `inspect` would shadow the standard library's module of that name
 
 PACKAGES = ("spp_scl",)  # the loggers the command line configures (every module of the tool is under it)

@@ -42,10 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     inputs.add_argument("--pairs", help="a .jsonl, .csv or .json file of pairs")
     inputs.add_argument("--images", help="the folder image paths and <id>.jpg are relative to")
     parser.add_argument("--out", help="write to this .csv or .jsonl file instead of JSON lines on stdout")
-    parser.add_argument("--text-encoder", help="default: where the run's cache says it was loaded from")
+    parser.add_argument("--text-encoder", help="default: where the run's config.json says it was loaded from")
     parser.add_argument(
         "--image-encoder",
-        help="default: the transformers model the run's cache records; a plugin (file.py:function) only as given "
+        help="default: the transformers model the run's config.json records; a plugin (file.py:function) only as given "
         "here, with --trust-plugin",
     )
     parser.add_argument(

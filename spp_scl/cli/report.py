@@ -3,8 +3,10 @@
     spp-scl report runs/out/my-run [more runs ...]
     spp-scl report runs/out/my-run --no-tsne --splits dev
 
-Needs the cache each run trained on (the distances and the t-SNE come from its dev and test features). With
-several runs, a run that fails is reported and the others still get their report; the status is the worst one.
+The distances and the t-SNE come from the dev and test features of the cache each run trained on; without that
+cache (a run folder moved or exported alone) the report is written from the run's own files and says what it
+leaves out. With several runs, a run that fails is reported and the others still get their report; the status
+is the worst one.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spp_scl.runs.predict.run_folder import RunFolder
     from spp_scl.runs.report.diagnostics import run_diagnostics
     from spp_scl.runs.report.run_report import write_report
 
@@ -36,6 +39,14 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     for run_dir in args.runs:
         try:
+            cache = RunFolder(run_dir).cache
+            if not cache.is_file():
+                logger.warning(
+                    f"{run_dir}: its cache {cache} is not here: the report leaves out the modality distances and the "
+                    "pictures, which need its features"
+                )
+                print(f"report: {write_report(run_dir)}")
+                continue
             diagnostics = run_diagnostics(
                 run_dir,
                 splits,
