@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from spp_scl.cache.checksums import ATTRS_KEY, DATASET_KEY, CacheDamaged, ContentHash, attrs_sha256, damage_as_error
+from spp_scl.core.errors import InputError
 
 SPLIT_ARRAYS = ("ids", "labels", "text_lengths", "token_offsets", "image_maps", "first_token", "token_states")
 FORMAT_VERSION = 2  # 2: sha256 per dataset and of the attributes, fletcher32 on the feature arrays
@@ -203,6 +204,16 @@ def read_attrs(path: Path) -> dict:
         if key not in attrs:
             raise CacheDamaged(f"{path} has no {key!r} attribute: not a cache written by this tool")
     return attrs
+
+
+def cache_dataset(path: Path) -> str | None:
+    """The dataset a cache holds (its fingerprint's name); None for a generated cache or one that cannot be read
+    (reading it for training names the problem)."""
+    try:
+        dataset = read_attrs(Path(path))["fingerprint"].get("dataset")
+    except (InputError, OSError, KeyError, AttributeError):
+        return None
+    return dataset.get("name") if isinstance(dataset, dict) else None
 
 
 def is_verifiable(attrs: dict) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from spp_scl.core.errors import InputError
@@ -141,9 +142,17 @@ def read_config_file(path: str) -> SPPSCLConfig:
 
 
 def base_config(args: argparse.Namespace, **overrides) -> SPPSCLConfig:
-    """The preset's config or the --config file's, then --faithful, then `overrides`."""
+    """The preset's config or the --config file's, then --faithful, then `overrides`. Without either, the preset
+    the cache's dataset calls for (spp_scl.heads.config.default_preset), said on stderr."""
     if args.config and args.preset:
         raise InputError("give --preset or --config, not both (a run's config already holds its preset's values)")
+    if not args.config and not args.preset and getattr(args, "cache", None) and Path(args.cache).is_file():
+        from spp_scl.cache.layout import cache_dataset
+        from spp_scl.heads.config import default_preset
+
+        args.preset, note = default_preset(cache_dataset(args.cache))
+        if args.preset is not None:
+            logging.getLogger(__name__).info(note)
     if args.config:
         base = read_config_file(args.config)
         return base.replace(**({"fusion": "cmf-batch"} if args.faithful else {}), **overrides)
