@@ -79,7 +79,10 @@ def test_a_file_without_splits_gets_them_drawn_and_recorded(tiny, tmp_path):
 
 def test_a_file_without_splits_and_without_the_option_names_the_option(tiny, tmp_path, capsys):
     posts = _posts(tiny, tmp_path / "posts.csv")
-    status = main(["extract", "--data", str(posts), "--images", tiny["data"], "--out", str(tmp_path / "c.h5")])
+    encoders = ["--text-encoder", tiny["text"], "--image-encoder", tiny["image"]]
+    status = main(
+        ["extract", "--data", str(posts), "--images", tiny["data"], *encoders, "--out", str(tmp_path / "c.h5")]
+    )
     assert status == EXIT_INPUT
     assert capsys.readouterr().err.strip() == (
         f"error: {posts}: no row has a split (train, dev, test): add a split column, or let extract draw one, "
@@ -89,13 +92,14 @@ def test_a_file_without_splits_and_without_the_option_names_the_option(tiny, tmp
 
 def test_splits_given_and_drawn_at_once_is_refused(tiny, tmp_path, capsys):
     posts = _posts(tiny, tmp_path / "posts.csv", split_column=True)
-    argv = ["extract", "--data", str(posts), "--images", tiny["data"], "--split", "0.8,0.2", "--out", "c.h5"]
+    encoders = ["--text-encoder", tiny["text"], "--image-encoder", tiny["image"]]
+    argv = ["extract", "--data", str(posts), "--images", tiny["data"], *encoders, "--split", "0.8,0.2", "--out", "c.h5"]
     assert main(argv) == EXIT_INPUT
     assert capsys.readouterr().err.strip() == (
         f"error: {posts}: 52 of 52 rows have a split, and --split draws them: remove the split values or the "
         "--split option"
     )
-    assert main(["extract", "--data", tiny["data"], "--dataset", "mvsa-single", "--split", "0.8,0.2"]) == EXIT_INPUT
+    assert main(["extract", "--data", tiny["data"], "--dataset", "mvsa-single", *encoders, "--split", "0.8,0.2"]) == 3
     assert capsys.readouterr().err.strip() == (
         f"error: --split draws the splits of a .jsonl / .csv file; {tiny['data']} is a split folder, whose files "
         "are its splits"
