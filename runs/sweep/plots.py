@@ -46,11 +46,13 @@ def plot_sweep(rows: list[dict], metric: str, folder: Path) -> list[Path]:
         ax.set_yticks(range(len(thetas)), [f"{t:.3g}" for t in thetas])
         ax.set_xlabel("tau (temperature)")
         ax.set_ylabel("theta (two-step threshold)")
+        middle = (np.nanmin(grid) + np.nanmax(grid)) / 2
         for (row, col), value in np.ndenumerate(grid):
-            if not np.isnan(value):
-                ax.text(col, row, f"{value:.3f}", ha="center", va="center", color="white", fontsize=9)
+            if not np.isnan(value):  # dark text on viridis' light upper half, light text on its dark lower half
+                shade = "black" if value > middle else "white"
+                ax.text(col, row, f"{value:.3f}", ha="center", va="center", color=shade, fontsize=9)
         fig.colorbar(image, ax=ax, label=f"dev {metric} (mean over other axes, seeds)")
-        ax.set_title("Dev metric over tau x theta")
+        ax.set_title(f"Dev {metric} over tau x theta", fontsize=10)
         fig.tight_layout()
         written.append(folder / "sweep_tau_theta.png")
         fig.savefig(written[-1], dpi=120)
@@ -61,16 +63,17 @@ def plot_sweep(rows: list[dict], metric: str, folder: Path) -> list[Path]:
             groups.setdefault(row["config"]["ce_weight"], []).append(row["dev"][metric])
         lambdas = sorted(groups)
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        ax.errorbar(
-            lambdas,
+        ax.errorbar(  # at evenly spaced positions: grid values (1, 5, 10, 50) are categories, not a scale
+            range(len(lambdas)),
             [np.mean(groups[v]) for v in lambdas],
             yerr=[np.std(groups[v]) for v in lambdas],
             marker="o",
             capsize=4,
         )
+        ax.set_xticks(range(len(lambdas)), [f"{v:g}" for v in lambdas])
         ax.set_xlabel("lambda (cross-entropy weight)")
         ax.set_ylabel(f"dev {metric}")
-        ax.set_title("Dev metric over lambda (mean +- std over other axes, seeds)")
+        ax.set_title(f"Dev {metric} over lambda\n(mean +- std over the other axes and seeds)", fontsize=10)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         written.append(folder / "sweep_lambda.png")
@@ -86,7 +89,7 @@ def plot_sweep(rows: list[dict], metric: str, folder: Path) -> list[Path]:
         ax.hlines(np.mean(points[name]), index - 0.3, index + 0.3, color="tab:red")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel(f"dev {metric}")
-    ax.set_title("Spread over seeds per point (red: mean), best first")
+    ax.set_title(f"Dev {metric} per point over seeds, best first\n(dots: seeds; red line: mean)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     written.append(folder / "sweep_seed_spread.png")
