@@ -62,8 +62,11 @@ def bar_figure(compared: dict, title: str, path: Path, labels: list[str] | None 
         axis.set_ylabel(HEADLINE_NAMES[key])
         axis.set_title(HEADLINE_NAMES[key], fontsize=10)
         axis.grid(axis="y", alpha=0.3)
-    units = "folds x seeds" if any("/" in str(entry["seed"]) for row in rows for entry in row["per_seed"]) else "seeds"
-    figure.suptitle(textwrap.fill(f"{title} ({compared['split']} split; dots: {units}; whiskers: 95% interval)", 110),
+    folds = any("/" in str(entry["seed"]) for row in rows for entry in row["per_seed"])
+    units, where = (
+        ("folds x seeds", "held-out folds of train+dev") if folds else ("seeds", f"{compared['split']} split")
+    )
+    figure.suptitle(textwrap.fill(f"{title} ({where}; dots: {units}; whiskers: 95% interval)", 110),
                     fontsize=10)  # fmt: skip
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
