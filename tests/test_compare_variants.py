@@ -102,3 +102,15 @@ def test_a_variant_name_given_twice_is_refused(tmp_path, capsys):
             ]
         )
     assert "--variant 'a:lr=1e-2': the name 'a' is given twice" in capsys.readouterr().err
+
+
+def test_progress_counts_the_trials_of_this_run_only(compared, capsys):
+    """results.jsonl holds 6 trials of the first run; a second run of 3 trials counts to 3, not past it."""
+    out, summary, rows = compared
+    cache = json.loads((Path(rows[0]["run_dir"]) / "config.json").read_text())["cache"]
+    argv = ["compare", "--cache", f"mvsa-single={cache}", "--seeds", "3", "--methods", "spp-scl", "--set", "epochs=2",
+            "--set", "batch_size=8", "--out", str(out)]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "2 of 3 trials already in" in err and "[3/3] SPP-SCL (cmf-bank fusion, batch-independent) seed 44" in err

@@ -293,8 +293,9 @@ def run_trials(
             os.fsync(handle.fileno())
         done[row["key"]] = row
         bar.update(1)
+        finished = sum(t.key(base) in done for t in trials)  # of these trials: results.jsonl may hold others
         log(
-            f"[{len(done)}/{len(trials)}] {trial.name} seed {trial.seed}: dev acc {row['dev']['accuracy']:.4f} "
+            f"[{finished}/{len(trials)}] {trial.name} seed {trial.seed}: dev acc {row['dev']['accuracy']:.4f} "
             f"{base.selection_metric} {row['dev'][base.selection_metric]:.4f} ({row['seconds']:.0f} s)"
         )
 
