@@ -55,20 +55,14 @@ def write_posts(folder: Path, posts: int) -> None:
 
 
 def machine() -> str:
-    model = (
-        next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if "model name" in line
-            ),
-            platform.processor() or "unknown CPU",
-        )
-        if Path("/proc/cpuinfo").is_file()
-        else platform.processor() or "unknown CPU"
-    )
+    cpu, info = platform.processor() or "unknown CPU", Path("/proc/cpuinfo")
+    if info.is_file():
+        names = [
+            line.split(":", 1)[1].strip() for line in info.read_text().splitlines() if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
     load = f", load average {os.getloadavg()[0]:.1f} at the start" if hasattr(os, "getloadavg") else ""
-    return f"{model}, {os.cpu_count()} cores{load}, Python {platform.python_version()}"
+    return f"{cpu}, {os.cpu_count()} cores{load}, Python {platform.python_version()}"
 
 
 def main() -> int:

@@ -49,58 +49,50 @@ def hub_cache_folder() -> str:
     return constants.HF_HUB_CACHE
 
 
-class EncoderSources:
-    """Which encoders load from the local cache only (`local_only[spec]`): the hub is probed at most once."""
+def check_encoder(spec: str, option: str, unreachable) -> bool:
+    """True when `spec` must load from the local Hugging Face cache only (a cached hub id, the hub out of reach); an
+    InputError naming the option, the encoder and the fix when it cannot be loaded at all. `unreachable()` says why
+    the hub cannot be asked (None when it can); it is called only for a hub id."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{option} {spec}: a file, not a model folder (a folder with config.json, or a hub id)")
+        if not (path / "config.json").is_file():
+            raise InputError(f"{option} {spec}: the folder has no config.json, so it is not a transformers model")
+        return False  # a folder: transformers never asks the hub
+    if looks_like_path(spec):
+        raise InputError(f"{option} {spec}: no such folder")
+    from huggingface_hub import try_to_load_from_cache
 
-    def __init__(self) -> None:
-        self.probed, self.why_unreachable = False, None
-        self.local_only: dict[str, bool] = {}
-
-    def unreachable(self) -> str | None:
-        if not self.probed:
-            self.probed, self.why_unreachable = True, hub_unreachable_reason()
-        return self.why_unreachable
-
-    def check(self, spec: str, option: str) -> bool:
-        """True when `spec` must load from the local Hugging Face cache only; an InputError naming the option, the
-        encoder and the fix when it cannot be loaded at all."""
-        path = Path(spec).expanduser()
-        if path.exists():
-            if not path.is_dir():
-                raise InputError(
-                    f"{option} {spec}: a file, not a model folder (a folder with config.json, or a hub id)"
-                )
-            if not (path / "config.json").is_file():
-                raise InputError(f"{option} {spec}: the folder has no config.json, so it is not a transformers model")
-            local = False  # a folder: transformers never asks the hub
-        elif looks_like_path(spec):
-            raise InputError(f"{option} {spec}: no such folder")
-        else:
-            from huggingface_hub import try_to_load_from_cache
-
-            try:
-                cached = isinstance(try_to_load_from_cache(spec, "config.json"), str)
-            except ValueError as error:  # huggingface_hub's HFValidationError: no id has this form
-                raise InputError(f"{option} {spec}: neither a local folder nor a hub id ({error})") from None
-            why = self.unreachable()
-            if why is not None and not cached:
-                raise InputError(
-                    f"{option} {spec}: not in the local Hugging Face cache ({hub_cache_folder()}) and the hub cannot "
-                    f"be asked ({why}): download it where the hub can be reached (huggingface-cli download {spec}) "
-                    "and copy that cache here, or give a local model folder"
-                )
-            local = why is not None
-        self.local_only[spec] = local
-        return local
+    try:
+        cached = isinstance(try_to_load_from_cache(spec, "config.json"), str)
+    except ValueError as error:  # huggingface_hub's HFValidationError: no id has this form
+        raise InputError(f"{option} {spec}: neither a local folder nor a hub id ({error})") from None
+    why = unreachable()
+    if why is not None and not cached:
+        raise InputError(
+            f"{option} {spec}: not in the local Hugging Face cache ({hub_cache_folder()}) and the hub cannot be asked "
+            f"({why}): download it where the hub can be reached (huggingface-cli download {spec}) and copy that "
+            "cache here, or give a local model folder"
+        )
+    return why is not None
 
 
-def check_encoders(text_encoder: str | None, image_encoder: str | None) -> EncoderSources:
-    """Both encoders checked (an image plugin is the plugin loader's to check); see EncoderSources.check."""
+def check_encoders(text_encoder: str | None, image_encoder: str | None) -> dict[str, bool]:
+    """{spec: load from the local cache only} for both encoders (an image plugin is the plugin loader's to check);
+    the hub is probed at most once, and only for a hub id. See check_encoder."""
     from spp_scl.extract.image_encoder import is_plugin
 
-    sources = EncoderSources()
+    probed: list[str | None] = []
+
+    def unreachable() -> str | None:
+        if not probed:
+            probed.append(hub_unreachable_reason())
+        return probed[0]
+
+    local_only = {}
     if text_encoder is not None:
-        sources.check(text_encoder, "--text-encoder")
+        local_only[text_encoder] = check_encoder(text_encoder, "--text-encoder", unreachable)
     if image_encoder is not None and not is_plugin(image_encoder):
-        sources.check(image_encoder, "--image-encoder")
-    return sources
+        local_only[image_encoder] = check_encoder(image_encoder, "--image-encoder", unreachable)
+    return local_only

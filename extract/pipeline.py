@@ -36,7 +36,7 @@ from spp_scl.core.spreadsheet import spreadsheet_safe
 from spp_scl.core.storage import write_atomically
 from spp_scl.extract.assembly import assemble
 from spp_scl.extract.config import ExtractConfig
-from spp_scl.extract.encoder_source import EncoderSources, check_encoders
+from spp_scl.extract.encoder_source import check_encoders
 from spp_scl.extract.fingerprint import FORMAT_VERSION, cache_differences
 from spp_scl.extract.image_encoder import ImageEncoder, is_plugin
 from spp_scl.extract.output_lock import OutputLock
@@ -205,7 +205,7 @@ def run(config: ExtractConfig, log=None) -> Summary:
     state = PartialState()
     transformers_logging.disable_progress_bar()
     storage_dtype(config.dtype)
-    sources = check_encoders(config.text_encoder, config.image_encoder)  # before any record: fail fast, say why
+    local_only = check_encoders(config.text_encoder, config.image_encoder)  # before any record: fail fast
     dataset = read_dataset(
         config.data,
         config.dataset,
@@ -245,22 +245,20 @@ def run(config: ExtractConfig, log=None) -> Summary:
     if refusal is not None:
         raise refusal
     try:
-        return _run_locked(config, state, dataset, cache, started, log, sources)
+        return _run_locked(config, state, dataset, cache, started, log, local_only)
     finally:
         lock.release()
 
 
 def _run_locked(
-    config: ExtractConfig, state, dataset: Dataset, cache: Path, started: float, log, sources: EncoderSources
+    config: ExtractConfig, state, dataset: Dataset, cache: Path, started: float, log, local_only: dict
 ) -> Summary:
     parts = parts_folder(cache)
     notes = class_notes(dataset)  # said again in the summary
     for note in notes:
         if note.startswith("warning: "):
             logger.warning(note.removeprefix("warning: "))
-    text_local, image_local = (
-        sources.local_only.get(spec, False) for spec in (config.text_encoder, config.image_encoder)
-    )
+    text_local, image_local = (local_only.get(spec, False) for spec in (config.text_encoder, config.image_encoder))
     text = TextEncoder(config.text_encoder, config.text_layers, config.max_length, state.device, text_local)
     image = ImageEncoder(config.image_encoder, state.device, config.image_resize, config.image_crop, image_local)
     fingerprint = build_fingerprint(dataset, text, image, config.dtype)

@@ -73,11 +73,11 @@ def train(cache: str | Path, out: str | Path, preset: str | None = None, *, forc
     if not Path(cache).is_file():
         raise InputError(f"cache {cache}: no such file")
     if preset is None:  # the preset the cache's dataset calls for, as `spp-scl train` picks it
-        from spp_scl.cache.layout import cache_dataset
-        from spp_scl.heads.config import default_preset
+        from spp_scl.heads.config import cache_preset
 
-        preset, note = default_preset(cache_dataset(cache))
-        logging.getLogger(__name__).info(note)
+        preset, note = cache_preset(cache)
+        if note:
+            logging.getLogger(__name__).info(note)
     config = resolve_config(preset, **fields)
     if (Path(out) / METRICS_FILE).is_file() and not force:
         raise Refused(f"{out} holds a finished run (its {METRICS_FILE}): choose another out, or pass force=True")

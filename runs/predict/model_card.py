@@ -9,14 +9,11 @@ from __future__ import annotations
 import json
 
 from spp_scl.runs.predict.run_folder import RunFolder
+from spp_scl.runs.train.checkpoint import read_json_object
 from spp_scl.runs.trials.seed_summary import HEADLINE, HEADLINE_NAMES, ensemble_summary
 from spp_scl.runs.trials.statistics import collapse_reason, describe, spread_cell
 
 SPLITS = ("dev", "test")
-
-
-def _metrics(run: RunFolder) -> dict:
-    return json.loads((run.path / "metrics.json").read_text())
 
 
 def _yaml_string(text: str) -> str:
@@ -65,7 +62,7 @@ def model_card(runs: list[RunFolder], members: list[str], name: str) -> str:
     fingerprint = first.fingerprint
     dataset = fingerprint.get("dataset", {})
     dataset_name = dataset.get("name", "unknown")
-    metrics = [_metrics(run) for run in runs]
+    metrics = [read_json_object(run.path / "metrics.json") for run in runs]
     splits = [split for split in SPLITS if all(split in entry for entry in metrics)]
     summaries = {
         split: {key: describe([entry[split][key] for entry in metrics]) for key in HEADLINE} for split in splits
@@ -137,9 +134,7 @@ def model_card(runs: list[RunFolder], members: list[str], name: str) -> str:
         "|---|---|---|---|---|",
     ]
     for run, member, entry in zip(runs, members, metrics):
-        finished = (
-            json.loads((run.path / "finished.json").read_text()) if (run.path / "finished.json").is_file() else {}
-        )
+        finished = read_json_object(run.path / "finished.json") if (run.path / "finished.json").is_file() else {}
         command = run.run_config.get("command", "-")
         lines.append(
             f"| `{member}` | {run.config.seed} | {entry.get('selected_epoch', '-')} | {finished.get('epochs_run', '-')} "

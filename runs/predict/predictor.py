@@ -174,7 +174,7 @@ class Predictor:
         )
 
         self.text = self.image = None
-        sources = check_encoders(  # a missing folder or, offline, an uncached hub id: one line naming it
+        local_only = check_encoders(  # a missing folder or, offline, an uncached hub id: one line naming it
             text_encoder if self.uses_text else None, image_encoder if self.uses_image else None
         )
         if self.uses_text:
@@ -184,7 +184,7 @@ class Predictor:
                     layers=self.run.text_layers,
                     max_length=fingerprint["text"]["max_length"],
                     device=self.device,
-                    local_files_only=sources.local_only.get(text_encoder, False),
+                    local_files_only=local_only.get(text_encoder, False),
                 )
             except ValueError as error:  # e.g. a model with fewer layers than the head reads
                 raise EncoderMismatch(
@@ -199,7 +199,7 @@ class Predictor:
                 self.device,
                 resize=preprocess["resize"],
                 crop=preprocess["crop"],
-                local_files_only=sources.local_only.get(image_encoder, False),
+                local_files_only=local_only.get(image_encoder, False),
             )
         lines = encoder_differences(fingerprint, self._describe_text(), self._describe_image(), self.run.text_layers)
         if lines:

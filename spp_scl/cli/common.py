@@ -147,11 +147,10 @@ def base_config(args: argparse.Namespace, **overrides) -> SPPSCLConfig:
     if args.config and args.preset:
         raise InputError("give --preset or --config, not both (a run's config already holds its preset's values)")
     if not args.config and not args.preset and getattr(args, "cache", None) and Path(args.cache).is_file():
-        from spp_scl.cache.layout import cache_dataset
-        from spp_scl.heads.config import default_preset
+        from spp_scl.heads.config import cache_preset
 
-        args.preset, note = default_preset(cache_dataset(args.cache))
-        if args.preset is not None:
+        args.preset, note = cache_preset(args.cache)
+        if note:
             logging.getLogger(__name__).info(note)
     if args.config:
         base = read_config_file(args.config)

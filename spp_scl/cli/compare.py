@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME:FIELD=VALUE,...",
         help="an SPP-SCL row with settings of its own on top of --set (repeatable), tested against the SPP-SCL row "
-        "like every method, e.g. 'paper gate:ha_gate=paper' or 'bs32:batch_size=32,lr=5e-4'",
+        "like every method, e.g. 'paper gate:ha_gate=mean' or 'bs32:batch_size=32,lr=5e-4'",
     )
     add_set(parser)
     parser.add_argument("--jobs", type=int, default=1, help="trials in parallel (timings are per job when > 1)")
