@@ -11,17 +11,25 @@ from spp_scl.cache.view_layout import VIEW_FEATURES
 from spp_scl.cache.views import describe_views, views_summary
 
 
+def sentence_token(fingerprint) -> str:
+    """Which token the cache's `first_token` array holds (spp_scl.extract.text_encoder); caches from before the
+    choice, and generated ones, hold the first."""
+    text = fingerprint.get("text") if isinstance(fingerprint, dict) else None
+    return text.get("sentence_token", "first") if isinstance(text, dict) else "first"
+
+
 def describe(path: str, all_skipped: bool = False) -> str:
     summary = cache_summary(path)
     lines = [
         f"{summary['path']}  (format {summary['format_version']}, dataset {summary['dataset']}, {summary['dtype']})",
-        f"classes: {', '.join(summary['class_names'])}; text layers {summary['text_layers']}",
+        f"classes: {', '.join(summary['class_names'])}; text layers {summary['text_layers']}; sentence token "
+        f"{sentence_token(summary['fingerprint'])}",
     ]
     for split, info in summary["splits"].items():
         counts = ", ".join(f"{name} {n}" for name, n in info["labels"].items())
         lines.append(
             f"  {split:5s} {info['records']:6d} records ({counts}); image map {info['image_map']}, "
-            f"first token {info['first_token']}, tokens per text mean {info['tokens']['mean']:.1f} "
+            f"sentence vectors {info['first_token']}, tokens per text mean {info['tokens']['mean']:.1f} "
             f"max {info['tokens']['max']}"
         )
     views = views_summary(path)

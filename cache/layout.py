@@ -6,7 +6,8 @@ One file per dataset and encoder setting, one group per split:
     /<split>/text_lengths   [N] int32     real tokens kept per text (special tokens included)
     /<split>/token_offsets  [N+1] int64   record i's tokens are token_states[offsets[i]:offsets[i+1]]
     /<split>/image_maps     [N, C, h, w]  one chunk per record: training reads random records
-    /<split>/first_token    [N, K, D]     per-layer first-token ([CLS] or <s>) vectors
+    /<split>/first_token    [N, K, D]     per-layer sentence vectors: the first token ([CLS], <s>) unless the
+                                         fingerprint's text.sentence_token names another
     /<split>/token_states   [T, K, D]     every record's real tokens, one after the other, no padding
     /skipped                [S] str       one JSON object per skipped record: split, id, source, reason
 File attributes: format_version, dataset, class_names, text_layers, dtype (JSON where not scalar),

@@ -24,14 +24,16 @@ class ExtractConfig:
     data: str = field(
         metadata={
             "group": "data",
-            "help": "a folder in the CLMLF split format (train.json, dev.json, test.json; any may be absent) or a "
-            ".jsonl / .csv file with image, text, label, split (and optional id) per row",
+            "help": "a folder in the CLMLF split format (train.json, dev.json, test.json; any may be absent: "
+            "data/mvsa-single), a .jsonl / .csv file with image, text, label, split (and optional id) per row "
+            "(posts.csv), a Hugging Face dataset hf:NAME[:CONFIG] (hf:coderchen01/MMSD2.0:mmsd-v2), or a folder "
+            "saved by the datasets library's save_to_disk; its image column holds images or paths",
         }
     )
     dataset: str | None = option(
         None,
-        "mvsa-single, mvsa-multiple or hfm fixes the class names (required for a split folder; for a file, it also "
-        "fixes them); another name for a file just names the dataset",
+        "mvsa-single, mvsa-multiple, hfm or mmsd2 (MMSD2.0) fixes the class names (required for a split folder; for "
+        "a file or a datasets dataset, it also fixes them) and later the preset; another name just names the dataset",
     )
     images: str | None = option(
         None,
@@ -47,11 +49,24 @@ class ExtractConfig:
         "(stratified by label, recorded in the cache's fingerprint)",
     )
     split_seed: int = option(0, "seed of the --split draw")
+    text_column: str | None = option(None, "a datasets dataset's text column (default: text, sentence, caption...)")
+    image_column: str | None = option(None, "its image column, images or paths (default: image, img, image_path...)")
+    label_column: str | None = option(None, "its label column (default: label, labels, sentiment...)")
+    id_column: str | None = option(None, "its record id column (default: id, image_id...; else split[row])")
     allow_non_english: bool = option(False, "keep texts whose letters are mostly non-Latin script (skipped by default)")
     out: str | None = option(None, "cache file (default cache/files/<dataset>__<text>__<image>.h5)", group="cache")
     text_encoder: str = option(
         "bert-base-uncased",
-        "transformers model id or local folder; any model that returns per-layer hidden states",
+        "transformers model id or local folder: an encoder (bert-base-uncased, roberta-base, "
+        "sentence-transformers/all-mpnet-base-v2), the text tower of a two-tower model (openai/clip-vit-base-patch32, "
+        "google/siglip-base-patch16-224) or a decoder (gpt2, Qwen/Qwen2.5-0.5B)",
+        group="encoders",
+    )
+    sentence_token: Literal["auto", "first", "last", "eos", "mean"] = option(
+        "auto",
+        "each layer's sentence vector (the gate's and the fusion's input): the first token ([CLS]), the last real "
+        "token, the first end-of-text token, or the mean of the real tokens; auto: first for encoders, eos for "
+        "CLIP and SigLIP towers, last for decoders",
         group="encoders",
     )
     text_layers: list[int] = option(
@@ -63,8 +78,10 @@ class ExtractConfig:
     max_length: int = option(202, "truncate texts to this many tokens", group="encoders")
     image_encoder: str = option(
         "microsoft/resnet-50",
-        "transformers vision model id or folder (CNN map, or ViT patch tokens as a grid), or a plugin "
-        "path/to/file.py:function or package.module:function returning (module, preprocess)",
+        "transformers vision model id or folder (CNN map, ViT patch tokens as a grid: microsoft/resnet-50, "
+        "google/vit-base-patch16-224; the vision tower of openai/clip-vit-base-patch32 or a SigLIP), a timm model "
+        "timm:NAME (timm:resnet50.a1_in1k, timm:vit_base_patch16_224.augreg_in21k, timm:local-dir:FOLDER), or a "
+        "plugin path/to/file.py:function or package.module:function returning (module, preprocess)",
         group="encoders",
     )
     image_resize: int | None = option(

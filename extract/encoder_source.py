@@ -79,9 +79,11 @@ def check_encoder(spec: str, option: str, unreachable) -> bool:
 
 
 def check_encoders(text_encoder: str | None, image_encoder: str | None) -> dict[str, bool]:
-    """{spec: load from the local cache only} for both encoders (an image plugin is the plugin loader's to check);
-    the hub is probed at most once, and only for a hub id. See check_encoder."""
+    """{spec: load from the local cache only} for both encoders (an image plugin is the plugin loader's to check, a
+    timm model timm's, after the checks of check_timm_spec); the hub is probed at most once, and only for a hub id.
+    See check_encoder."""
     from spp_scl.extract.image_encoder import is_plugin
+    from spp_scl.extract.timm_encoder import check_timm_spec, is_timm
 
     probed: list[str | None] = []
 
@@ -93,6 +95,8 @@ def check_encoders(text_encoder: str | None, image_encoder: str | None) -> dict[
     local_only = {}
     if text_encoder is not None:
         local_only[text_encoder] = check_encoder(text_encoder, "--text-encoder", unreachable)
-    if image_encoder is not None and not is_plugin(image_encoder):
+    if image_encoder is not None and is_timm(image_encoder):
+        check_timm_spec(image_encoder)
+    elif image_encoder is not None and not is_plugin(image_encoder):
         local_only[image_encoder] = check_encoder(image_encoder, "--image-encoder", unreachable)
     return local_only

@@ -12,6 +12,17 @@ from spp_scl.cache.layout import FORMAT_VERSION as FORMAT_VERSION  # the fingerp
 # What a format 1 fingerprint did not record. A format 1 cache (or unfinished extraction) is compared without
 # them: its features are the same; it only lacks the checksums (and the plugin source hash) that format 2 adds.
 ADDED_IN_FORMAT_2 = ("format_version", "image.source_sha256")
+# What a fingerprint written before a setting existed means by its absence: every such cache holds the first token
+# as each layer's sentence vector.
+READ_WHEN_ABSENT = {"text.sentence_token": "first"}
+
+
+def with_defaults(fingerprint: dict) -> dict:
+    """A stored fingerprint with the settings it predates filled in as they were then (READ_WHEN_ABSENT)."""
+    text = fingerprint.get("text")
+    if isinstance(text, dict) and "sentence_token" not in text:
+        return {**fingerprint, "text": {**text, "sentence_token": READ_WHEN_ABSENT["text.sentence_token"]}}
+    return fingerprint
 
 
 def sha256_state_dict(module: torch.nn.Module) -> str:
@@ -41,6 +52,7 @@ def cache_differences(stored: dict, wanted: dict) -> list[str]:
     """differences() between a cache's stored fingerprint and this run's, reading a format 1 one as it was meant."""
     if not isinstance(stored, dict):
         return [f"fingerprint: cache has {stored!r}, not a fingerprint"]
+    stored = with_defaults(stored)
     if stored.get("format_version") == 1:
         old, new = _flatten(stored), _flatten(wanted)
         for key in ADDED_IN_FORMAT_2:

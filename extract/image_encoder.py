@@ -1,8 +1,10 @@
 """The frozen image encoder: a feature map [C, h, w] per image, before any pooling.
 
-Two forms:
+Three forms:
 - a transformers vision model (hub id or local folder, default microsoft/resnet-50): a CNN's
-  `last_hidden_state` map as is; a ViT-style model's patch tokens reshaped to their grid;
+  `last_hidden_state` map as is; a ViT-style model's patch tokens reshaped to their grid; of a two-tower
+  checkpoint (CLIP, SigLIP), the vision tower's patch tokens;
+- a timm model, `timm:NAME` (extract/timm_encoder.py);
 - a plugin `path/to/file.py:function` or `package.module:function`, where `function()` returns
   `(module, preprocess)`: `module(pixels [B, 3, S, S]) -> [B, C, h, w]`, and `preprocess` a dict with
   `resize`, `crop`, `mean`, `std` and `name` (identifies the weights; part of the fingerprint).
@@ -27,13 +29,14 @@ import torch
 
 from spp_scl.extract.fingerprint import sha256_json, sha256_state_dict
 from spp_scl.extract.images import Preprocess
+from spp_scl.extract.timm_encoder import is_timm, load_timm
 
 PLUGIN_FORM = re.compile(r"^(?P<target>.+\.py|[A-Za-z_][\w.]*):(?P<function>[A-Za-z_]\w*)$")
 IMAGENET = Preprocess(resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
 def is_plugin(spec: str) -> bool:
-    return PLUGIN_FORM.match(spec) is not None and not Path(spec).is_dir()
+    return PLUGIN_FORM.match(spec) is not None and not Path(spec).is_dir() and not is_timm(spec)
 
 
 def plugin_source_file(spec: str) -> Path | None:
@@ -172,7 +175,11 @@ class ImageEncoder:
     ):
         self.spec = spec
         self.device = torch.device(device)
-        if is_plugin(spec):
+        self.config_identity = None  # what the fingerprint's config_sha256 hashes
+        if is_timm(spec):
+            module, self.preprocess, self.config_identity = load_timm(spec)
+            self.weights_name, self.kind = spec, "timm"
+        elif is_plugin(spec):
             self.source_sha256 = plugin_source_sha256(spec)  # before its code runs
             module, preprocess = load_plugin(spec)
             self.preprocess, self.weights_name = check_plugin_preprocess(spec, preprocess)
@@ -182,7 +189,11 @@ class ImageEncoder:
 
             torch.manual_seed(0)  # weights the checkpoint lacks (an unused pooler, say) are then the same each run
             model = AutoModel.from_pretrained(spec, trust_remote_code=False, local_files_only=local_files_only)
+            if hasattr(model, "vision_model") and hasattr(model, "text_model"):  # CLIP, SigLIP: the vision tower
+                model.vision_model.config._name_or_path = model.config._name_or_path  # as a whole model's config
+                model = model.vision_model
             module = _TransformersMaps(model)
+            self.config_identity = model.config.to_dict()
             self.preprocess, self.weights_name = transformers_preprocess(spec, local_files_only), spec
             self.kind = "transformers"
         if resize or crop:
@@ -191,6 +202,7 @@ class ImageEncoder:
                 crop or self.preprocess.crop,
                 self.preprocess.mean,
                 self.preprocess.std,
+                self.preprocess.interpolation,
             )
         self.module = module.eval().to(self.device)
 
@@ -200,7 +212,7 @@ class ImageEncoder:
             "name": self.weights_name,
             "weights_sha256": sha256_state_dict(self.module),
             "preprocess": self.preprocess.as_dict(),
-            "config_sha256": sha256_json(self.module.model.config.to_dict()) if self.kind == "transformers" else None,
+            "config_sha256": sha256_json(self.config_identity) if self.config_identity is not None else None,
         }
         if self.kind == "plugin":
             description["source_sha256"] = self.source_sha256

@@ -23,13 +23,24 @@ class Preprocess:
     crop: int  # the side of the centre crop
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # The paper's torchvision Resize is bilinear; timm weights name their own (bicubic for most ViTs).
+    interpolation: str = "bilinear"
 
     def __post_init__(self):
         if not 0 < self.crop <= self.resize:
             raise ValueError(f"image crop {self.crop} must be positive and at most the resize {self.resize}")
+        if self.interpolation not in RESAMPLING:
+            raise ValueError(f"image interpolation {self.interpolation!r}: choose one of {sorted(RESAMPLING)}")
 
     def as_dict(self) -> dict:
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        """The fingerprint's form; bilinear, which every cache used before the choice existed, is left unsaid."""
+        values = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        if values["interpolation"] == "bilinear":
+            del values["interpolation"]
+        return values
+
+
+RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 
 class ImageProblem(Exception):
@@ -54,10 +65,13 @@ def open_regular_file(path: Path):
 
 
 def load_rgb(path) -> Image.Image:
-    """Decode an image (a path, or a binary file object) fully and return it as RGB; transparency is laid over
+    """Decode an image (a path, something with open(), or a binary file object) fully and return it as RGB; transparency is laid over
     white. Any failure is an ImageProblem: a corrupt file makes Pillow raise many kinds of exceptions."""
     try:
-        source = open_regular_file(path) if isinstance(path, (str, os.PathLike)) else path
+        if isinstance(path, (str, os.PathLike)):
+            source = open_regular_file(path)
+        else:  # an image held in a dataset's table (extract/hf_dataset.py), or a binary file object
+            source = path.open("rb") if hasattr(path, "open") else path
         with source, Image.open(source) as image:
             width, height = image.size
             if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
@@ -86,19 +100,19 @@ def load_rgb(path) -> Image.Image:
 
 
 def to_pixels(image: Image.Image, preprocess: Preprocess) -> torch.Tensor:
-    """[3, crop, crop] float32: shorter side to `resize` (bilinear), centre crop, normalise."""
+    """[3, crop, crop] float32: shorter side to `resize`, centre crop, normalise."""
     return normalise(resize_and_crop(image, preprocess), preprocess)
 
 
 def resize_and_crop(image: Image.Image, preprocess: Preprocess) -> Image.Image:
-    """The shorter side to `resize` (bilinear), then the centre crop `crop` x `crop`."""
+    """The shorter side to `resize` (by the encoder's interpolation), then the centre crop `crop` x `crop`."""
     width, height = image.size
     if width <= height:
         size = (preprocess.resize, int(preprocess.resize * height / width))
     else:
         size = (int(preprocess.resize * width / height), preprocess.resize)
     if size != (width, height):
-        image = image.resize(size, Image.BILINEAR)
+        image = image.resize(size, RESAMPLING[preprocess.interpolation])
     width, height = image.size
     crop = preprocess.crop  # at most the shorter side, which is now `resize`
     top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))

@@ -1,8 +1,8 @@
 """A paraphrase file for text views: one paraphrase (e.g. a back-translation) per post, by record id.
 
 CLMLF's data-based contrastive learning pairs each post with one back-translation of its text; CLMLF published
-them as a JSON list `[{"id": "1", "text_translation": "..."}]` (MVSA-Single's train and dev posts are in
-`../shared/data/mvsa-single/back_translations.json`). Accepted forms:
+them as a JSON list `[{"id": "1", "text_translation": "..."}]` (for MVSA-Single's posts, `back_translations.json`
+beside its split files). Accepted forms:
 - a JSON list (or a JSONL file, one object per line) of objects with `id` and one of `text_translation`,
   `paraphrase` or `text`;
 - a JSON object mapping id -> paraphrase.

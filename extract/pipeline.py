@@ -32,7 +32,6 @@ from spp_scl.cache.checksums import CacheDamaged
 from spp_scl.cache.layout import is_verifiable, read_attrs, read_skipped, skip_reason_counts, split_sizes
 from spp_scl.core.allocator import keep_freed_memory
 from spp_scl.core.errors import InputError, Refused
-from spp_scl.core.spreadsheet import spreadsheet_safe
 from spp_scl.core.storage import write_atomically
 from spp_scl.extract.assembly import assemble
 from spp_scl.extract.config import ExtractConfig
@@ -40,11 +39,12 @@ from spp_scl.extract.encoder_source import check_encoders
 from spp_scl.extract.fingerprint import FORMAT_VERSION, cache_differences
 from spp_scl.extract.image_encoder import ImageEncoder, is_plugin
 from spp_scl.extract.output_lock import OutputLock
-from spp_scl.extract.records import BadInput, Dataset, cache_name, class_notes, read_dataset
+from spp_scl.extract.records import BadInput, Dataset, cache_name, data_notes, read_dataset
 from spp_scl.extract.shard_encoding import extract_shards, plan_shards, storage_dtype
 from spp_scl.extract.shards import shard_path, shard_problem
-from spp_scl.extract.skip_report import no_usable_record
+from spp_scl.extract.skip_report import no_usable_record, skipped_report_path, write_skipped_report
 from spp_scl.extract.text_encoder import TextEncoder
+from spp_scl.extract.timm_encoder import is_timm, local_folder
 from spp_scl.extract.view_budget import check_view_budget
 from spp_scl.extract.views import make_view_plan
 
@@ -80,10 +80,6 @@ class Summary:
         )
         lines.append(f"time: {self.seconds:.1f} s")
         return "\n".join(lines)
-
-
-def skipped_report_path(cache: Path) -> Path:
-    return cache.with_name(cache.name + ".skipped.csv")
 
 
 def parts_folder(cache: Path) -> Path:
@@ -151,22 +147,6 @@ def _check(stored: dict, wanted: dict, what: Path, force: bool) -> bool:
     )
 
 
-def write_skipped_report(cache: Path, skipped: list[dict]) -> None:
-    import csv
-    import io
-
-    report = skipped_report_path(cache)
-    if not skipped:
-        report.unlink(missing_ok=True)
-        return
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=["split", "id", "source", "reason"])
-    writer.writeheader()
-    # Ids, sources and reasons come from data files: a cell a spreadsheet would run as a formula is written as text.
-    writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in skipped)
-    write_atomically(report, text.getvalue().encode("utf-8"))
-
-
 def _summary(cache: Path, seconds: float, up_to_date: bool, notes: list[str]) -> Summary:
     records = split_sizes(cache)
     return Summary(cache, records, read_skipped(cache), cache.stat().st_size, seconds, up_to_date, notes)
@@ -175,6 +155,9 @@ def _summary(cache: Path, seconds: float, up_to_date: bool, notes: list[str]) ->
 def _where(spec: str) -> str:
     """An encoder's location as recorded in the cache: a local folder or plugin file as an absolute path (so it
     never resolves against another directory later); a hub id as given."""
+    folder = local_folder(spec) if is_timm(spec) else None
+    if folder is not None:
+        return f"timm:local-dir:{folder.resolve()}"
     if is_plugin(spec):
         target, function = spec.rsplit(":", 1)
         return f"{Path(target).resolve()}:{function}" if target.endswith(".py") else spec
@@ -215,6 +198,12 @@ def run(config: ExtractConfig, log=None) -> Summary:
         config.allow_non_english,
         config.split,
         config.split_seed,
+        {
+            "text": config.text_column,
+            "image": config.image_column,
+            "label": config.label_column,
+            "id": config.id_column,
+        },
     )
     cache = (
         Path(config.out)
@@ -254,12 +243,16 @@ def _run_locked(
     config: ExtractConfig, state, dataset: Dataset, cache: Path, started: float, log, local_only: dict
 ) -> Summary:
     parts = parts_folder(cache)
-    notes = class_notes(dataset)  # said again in the summary
+    notes = data_notes(dataset)  # said again in the summary
     for note in notes:
         if note.startswith("warning: "):
             logger.warning(note.removeprefix("warning: "))
     text_local, image_local = (local_only.get(spec, False) for spec in (config.text_encoder, config.image_encoder))
-    text = TextEncoder(config.text_encoder, config.text_layers, config.max_length, state.device, text_local)
+    text = TextEncoder(
+        config.text_encoder, config.text_layers, config.max_length, state.device, text_local, config.sentence_token
+    )
+    if text.max_length < config.max_length:
+        notes = notes + [f"note: {config.text_encoder} reads at most {text.max_length} tokens; texts are cut there"]
     image = ImageEncoder(config.image_encoder, state.device, config.image_resize, config.image_crop, image_local)
     fingerprint = build_fingerprint(dataset, text, image, config.dtype)
     views = make_view_plan(config, dataset, text, image)
@@ -363,7 +356,7 @@ def _run_locked(
             "dtype": config.dtype,
             "fingerprint": fingerprint,
             "provenance": {
-                "data": str(Path(config.data).resolve()),
+                "data": config.data if config.data.startswith("hf:") else str(Path(config.data).resolve()),
                 "images": str(dataset.image_root.resolve()),
                 "text_encoder": _where(config.text_encoder),
                 "image_encoder": _where(config.image_encoder),

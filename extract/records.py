@@ -1,4 +1,5 @@
-"""Dataset readers: the CLMLF split format and a generic JSONL/CSV format, into one list of records.
+"""Dataset readers into one list of records: the CLMLF split format here, a JSONL/CSV file (extract/table_file.py)
+and a Hugging Face dataset (extract/hf_dataset.py); what they share (the record, the skip rules, the labels).
 
 Every record a reader cannot use is either skipped with its reason (the default) or, with `strict`, stops the
 run with an error naming the file and the record. Checks that need the image decoded happen later, in
@@ -7,10 +8,8 @@ run with an error naming the file and the record. Checks that need the image dec
 
 from __future__ import annotations
 
-import csv
 import errno
 import hashlib
-import io
 import json
 import os
 import unicodedata
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spp_scl.core.errors import InputError
-from spp_scl.extract.split_assignment import assign_splits
+from spp_scl.extract.standard_splits import split_note
 
 SPLITS = ("train", "dev", "test")
 SPLIT_ALIASES = {"val": "dev", "valid": "dev", "validation": "dev"}
@@ -26,6 +25,7 @@ DATASET_CLASSES = {
     "mvsa-single": ["positive", "neutral", "negative"],
     "mvsa-multiple": ["positive", "neutral", "negative"],
     "hfm": ["not-sarcastic", "sarcastic"],
+    "mmsd2": ["not-sarcastic", "sarcastic"],  # MMSD2.0, HFM's posts with its label and text cues cleaned
 }
 NON_LATIN_LIMIT = 0.5  # a text whose letters are mostly outside the Latin script is taken as non-English
 FEW_RECORDS = 5  # a class inferred from the labels with fewer records than this is likely a typo in a label
@@ -77,11 +77,15 @@ class Dataset:
     image_root: Path
     policy: dict = field(default_factory=dict)  # the options that decide which records are kept
     inferred_classes: bool = False  # the class names were read off the labels (no --dataset, no --classes)
+    source_fingerprints: dict = field(default_factory=dict)  # a `datasets` split's own fingerprint, in place of files
+    notes: list[str] = field(default_factory=list)  # what extract says of the data (a standard split or not)
 
     def sources_sha256(self) -> dict[str, str]:
-        """A hash per split file (its bytes) and one over the kept records' image files (id and bytes), so a
-        changed split file or a replaced image is named when a cache is checked against its sources."""
+        """A hash per split file (its bytes), or a `datasets` split's fingerprint, and one over the kept records'
+        images (id and bytes), so a changed split or a replaced image is named when a cache is checked against its
+        sources."""
         hashes = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(self.source_files)}
+        hashes.update(self.source_fingerprints)
         images = hashlib.sha256()
         for record in self.records:
             images.update(record.id.encode() + b"\0")
@@ -92,7 +96,7 @@ class Dataset:
         return hashes
 
 
-class _Collector:
+class SkipCollector:
     """Collects skipped records, or raises at the first one in strict mode."""
 
     def __init__(self, strict: bool):
@@ -147,10 +151,11 @@ def parse_label(value: object, class_names: list[str] | None) -> int | None:
     return None
 
 
-def _add(
+def add_record(
     records, collector, seen, split, record_id, text, label, image_root, relative_image, source, allow_non_english
 ):
-    """Validate one raw row and append it as a Record, or report why it is skipped."""
+    """Validate one raw row and append it as a Record, or report why it is skipped. `relative_image` is a path
+    relative to `image_root`, or an image held by the data itself (extract/hf_dataset.py), taken as it is."""
     if not isinstance(record_id, str) or not record_id.strip():
         return collector.skip(split, str(record_id), source, "missing or empty id")
     if record_id in seen:
@@ -160,6 +165,9 @@ def _add(
         return collector.skip(split, record_id, source, problem)
     if label is None:
         return collector.skip(split, record_id, source, "label is not one of the dataset's classes")
+    if not isinstance(relative_image, str):
+        seen[record_id] = source
+        return records.append(Record(split, record_id, text, label, relative_image, source))
     try:
         path = image_path(image_root, relative_image)
     except (ValueError, OSError) as error:  # a NUL byte or an over-long name cannot be a path
@@ -189,10 +197,10 @@ def read_split_folder(
     files = [folder / f"{split}.json" for split in SPLITS if (folder / f"{split}.json").is_file()]
     if not files:
         raise BadInput(f"{folder} holds none of train.json, dev.json, test.json")
-    collector, records, seen = _Collector(strict), [], {}
+    collector, records, seen, rows_by_split = SkipCollector(strict), [], {}, {}
     for path in files:
         split = path.stem
-        rows = read_json_list(path, "records")
+        rows = rows_by_split[split] = read_json_list(path, "records")
         for index, row in enumerate(rows):
             source = f"{path.name}[{index}]"
             if not isinstance(row, dict) or not {"id", "text", "emotion_label"} <= row.keys():
@@ -205,7 +213,7 @@ def read_split_folder(
                 continue
             record_id = str(row["id"]) if isinstance(row["id"], (str, int)) else row["id"]
             relative = f"{record_id}.jpg" if isinstance(record_id, str) else ""
-            _add(
+            add_record(
                 records,
                 collector,
                 seen,
@@ -219,152 +227,23 @@ def read_split_folder(
                 allow_non_english,
             )
     return Dataset(
-        dataset, class_names, records, collector.skipped, files, image_root, {"allow_non_english": allow_non_english}
-    )
-
-
-def _generic_rows(path: Path, collector: _Collector):
-    """(source, row dict or None) for each line of a JSONL or CSV file; None marks a malformed line."""
-    if path.suffix.lower() == ".jsonl":
-        with path.open("rb") as lines:
-            for number, raw in enumerate(lines, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
-                except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                    collector.skip("?", "?", f"{path.name}:{number}", f"malformed JSON line: {error}")
-                    continue
-                if not isinstance(row, dict):
-                    collector.skip("?", "?", f"{path.name}:{number}", "malformed JSON line: not an object")
-                    continue
-                yield f"{path.name}:{number}", row
-        return
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise BadInput(f"{path} is not UTF-8 text: {error}") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        raise BadInput(f"{path} is empty")
-    header = [name.strip() for name in header]
-    missing = {"image", "text", "label", "split"} - set(header)
-    if missing - {"split"}:  # without a split column, read_generic_file draws the splits or names --split
-        raise BadInput(f"{path} lacks the column(s) {sorted(missing)}; it needs image, text, label, split")
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            collector.skip("?", "?", f"{path.name}:{reader.line_num}", f"malformed CSV line: {error}")
-            continue
-        if not any(cell.strip() for cell in cells):
-            continue
-        if len(cells) != len(header):
-            collector.skip(
-                "?",
-                "?",
-                f"{path.name}:{reader.line_num}",
-                f"malformed CSV line: {len(cells)} fields, the header has {len(header)}",
-            )
-            continue
-        yield f"{path.name}:{reader.line_num}", dict(zip(header, cells))
-
-
-def read_generic_file(
-    path: Path,
-    images: Path | None,
-    classes: list[str] | None,
-    strict: bool,
-    allow_non_english: bool,
-    name: str | None = None,
-    split_shares: list[float] | None = None,
-    split_seed: int = 0,
-) -> Dataset:
-    """Rows with `image` (relative to `images`, default the file's folder), `text`, `label` (name or index),
-    `split` (train/dev/test; val and validation mean dev), and optionally `id` (default: the image path). With
-    `split_shares` the file has no split values and each row's split is drawn (spp_scl.extract.split_assignment)."""
-    if path.suffix.lower() not in (".jsonl", ".csv"):
-        raise BadInput(f"{path}: a data file must be .jsonl or .csv (or give a folder in the split format)")
-    collector = _Collector(strict)
-    rows = list(_generic_rows(path, collector))
-    given = sum(str(row.get("split") or "").strip() != "" for _, row in rows)
-    if split_shares is not None:
-        if given:
-            raise BadInput(
-                f"{path}: {given} of {len(rows)} rows have a split, and --split draws them: "
-                "remove the split values or the --split option"
-            )
-        labels = [str(row.get("label", "")).strip() for _, row in rows]
-        rows = [
-            (source, {**row, "split": split})
-            for (source, row), split in zip(rows, assign_splits(labels, split_shares, split_seed))
-        ]
-    elif rows and not given:
-        raise BadInput(
-            f"{path}: no row has a split (train, dev, test): add a split column, or let extract draw one, "
-            "e.g. --split 0.8,0.1,0.1 --split-seed 0"
-        )
-    if classes is None and name in DATASET_CLASSES:
-        classes = DATASET_CLASSES[name]
-    inferred = classes is None
-    if classes is None:
-        labels = [str(row.get("label", "")).strip() for _, row in rows]
-        if labels and all(label.lstrip("-").isdigit() for label in labels):
-            classes = [str(i) for i in range(max(int(label) for label in labels) + 1)]
-        else:
-            classes = sorted({label for label in labels if label})
-    image_root = images or path.parent
-    by_split: dict[str, list[Record]] = {split: [] for split in SPLITS}
-    seen: dict[str, str] = {}
-    for source, row in rows:
-        split = str(row.get("split", "")).strip().lower()
-        split = SPLIT_ALIASES.get(split, split)
-        relative = row.get("image")
-        record_id = row.get("id")
-        record_id = str(record_id) if record_id not in (None, "") else relative
-        if split not in SPLITS:
-            collector.skip(
-                split or "?", str(record_id), source, f"unknown split {row.get('split')!r} (train, dev, test)"
-            )
-            continue
-        if not isinstance(relative, str) or not relative.strip():
-            collector.skip(split, str(record_id), source, "missing image path")
-            continue
-        _add(
-            by_split[split],
-            collector,
-            seen,
-            split,
-            record_id,
-            row.get("text"),
-            parse_label(row.get("label"), classes),
-            image_root,
-            relative,
-            source,
-            allow_non_english,
-        )
-    records = [record for split in SPLITS for record in by_split[split]]
-    return Dataset(
-        name or path.stem,
-        classes,
+        dataset,
+        class_names,
         records,
         collector.skipped,
-        [path],
+        files,
         image_root,
-        {"allow_non_english": allow_non_english}
-        | ({"split": list(split_shares), "split_seed": split_seed} if split_shares is not None else {}),
-        inferred_classes=inferred,
+        {"allow_non_english": allow_non_english},
+        notes=[split_note(dataset, rows_by_split)],
     )
 
 
-def class_notes(dataset: Dataset) -> list[str]:
-    """What a user should know about classes read off the labels: which they are, and which have so few
-    records that a label was probably mistyped ("postive" becomes a class of its own)."""
+def data_notes(dataset: Dataset) -> list[str]:
+    """What a user should know about the data: whether it is a standard split, and of classes read off the labels,
+    which they are and which have so few records that a label was probably mistyped ("postive" becomes a class of
+    its own)."""
     if not dataset.inferred_classes:
-        return []
+        return list(dataset.notes)
     counts = {name: 0 for name in dataset.class_names}
     for record in dataset.records:
         counts[dataset.class_names[record.label]] += 1
@@ -378,7 +257,7 @@ def class_notes(dataset: Dataset) -> list[str]:
                 f"warning: class {name!r} has only {count} record{'s' if count != 1 else ''}: a mistyped label? "
                 "Fix the label, or name the classes with --classes (the others are then skipped and listed)"
             )
-    return notes
+    return dataset.notes + notes
 
 
 def read_dataset(
@@ -390,9 +269,16 @@ def read_dataset(
     allow_non_english: bool = False,
     split: list[float] | None = None,
     split_seed: int = 0,
+    columns: dict[str, str | None] | None = None,  # a `datasets` dataset's text, image, label and id columns
 ) -> Dataset:
-    data = Path(data)
+    from spp_scl.extract.hf_dataset import is_hf_data, read_hf_dataset
+
     images = Path(images) if images else None
+    if is_hf_data(str(data)):
+        if split is not None:
+            raise BadInput(f"--split draws the splits of a .jsonl / .csv file; {data} has splits of its own")
+        return read_hf_dataset(str(data), dataset, images, classes, strict, allow_non_english, columns)
+    data = Path(data)
     if data.is_dir():
         if split is not None:
             raise BadInput(
@@ -404,6 +290,8 @@ def read_dataset(
             )
         return read_split_folder(data, dataset, images, strict, allow_non_english)
     if data.is_file():
+        from spp_scl.extract.table_file import read_generic_file
+
         return read_generic_file(data, images, classes, strict, allow_non_english, dataset, split, split_seed)
     raise BadInput(f"--data {data}: no such file or folder")
 
@@ -412,6 +300,7 @@ def cache_name(dataset: Dataset, text_encoder: str, image_encoder: str) -> str:
     """A default cache file name from the dataset and the encoders' last path parts."""
 
     def short(spec: str) -> str:
+        spec = spec.removeprefix("timm:").removeprefix("local-dir:").removeprefix("hf-hub:")
         return os.path.basename(spec.rstrip("/").split(":")[0]).removesuffix(".py") or "encoder"
 
     return f"{dataset.name}__{short(text_encoder)}__{short(image_encoder)}.h5"

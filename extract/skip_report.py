@@ -1,4 +1,5 @@
-"""The error of an extraction that finds no usable record: why the records were skipped, with counts and examples.
+"""The skipped records: their report beside the cache (`<cache>.skipped.csv`, one row per record with its reason),
+and the error of an extraction that finds no usable record.
 
 Every record of the data was skipped (a JSONL without `split`, a wrong `--images`, labels that are not the
 dataset's classes): the message says so in one line, naming each reason with its count, up to three examples with
@@ -7,9 +8,13 @@ their line and id, and the skipped.csv that lists them all (written beside where
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 from spp_scl.cache.layout import skip_reason_counts
+from spp_scl.core.spreadsheet import spreadsheet_safe
+from spp_scl.core.storage import write_atomically
 
 EXAMPLES = 3
 
@@ -38,3 +43,20 @@ def no_usable_record(data: str | Path, skipped: list[dict], report: Path) -> str
         f"{data}: no usable record: {len(skipped)} skipped ({counts}); e.g. {shown}; every skipped record with its "
         f"reason: {report}"
     )
+
+
+def skipped_report_path(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".skipped.csv")
+
+
+def write_skipped_report(cache: Path, skipped: list[dict]) -> None:
+    report = skipped_report_path(cache)
+    if not skipped:
+        report.unlink(missing_ok=True)
+        return
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=["split", "id", "source", "reason"])
+    writer.writeheader()
+    # Ids, sources and reasons come from data files: a cell a spreadsheet would run as a formula is written as text.
+    writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in skipped)
+    write_atomically(report, text.getvalue().encode("utf-8"))

@@ -44,7 +44,12 @@ TEXT_POOLINGS: tuple[str, ...] = get_args(TextPooling)
 
 # CLMLF's (fusion Transformer layers, image Transformer layers) per dataset, as its paper chose them.
 # MVSA-Single's serve when the preset names no dataset, as for every other default here.
-CLMLF_LAYERS: dict[str, tuple[int, int]] = {"mvsa-single": (3, 2), "mvsa-multiple": (4, 2), "hfm": (5, 1)}
+CLMLF_LAYERS: dict[str, tuple[int, int]] = {
+    "mvsa-single": (3, 2),
+    "mvsa-multiple": (4, 2),
+    "hfm": (5, 1),
+    "mmsd2": (5, 1),  # HFM's depths: the same posts
+}
 
 
 # Config fields added after trial keys and sweep studies were first written (SPPSCLConfig.identity leaves them out
@@ -323,6 +328,9 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     "mvsa-multiple": {"ce_weight": 5.0, "lr": 1e-4, "lr_step_size": 15, "batch_size": 128},
     "hfm": {"ce_weight": 10.0, "lr": 5e-5, "lr_step_size": 5, "batch_size": 256, "selection_metric": "f1_macro"},
 }
+# MMSD2.0 (HFM's posts, cleaned of the cues that let text-only models saturate it) is not in the paper: it takes
+# HFM's row, the same task and size.
+DATASET_PRESETS["mmsd2"] = DATASET_PRESETS["hfm"]
 # The compared methods train under the same protocol (optimiser, schedule, batch, epochs, dev selection)
 # as SPP-SCL on each dataset, so a head preset only picks the head; dataset-specific head values (CLMLF's
 # depths) follow the dataset. "clmlf" alone means MVSA-Single's values; "hfm+clmlf" those of HFM.

@@ -103,6 +103,39 @@ def test_extract_throughput_benchmark(tiny):
     assert "KiB per record" in output
 
 
+def test_dataset_equivalence_benchmark(tiny, tmp_path):
+    pytest.importorskip("datasets")
+    from spp_scl.extract.pipeline import run
+    from tests.conftest import tiny_config
+
+    cache = tmp_path / "split.h5"
+    run(tiny_config(tiny, cache), log=lambda *_: None)
+    output = bench(
+        "dataset_equivalence", "--data", tiny["data"], "--dataset", "mvsa-single", "--cache", cache,
+        "--work", tmp_path / "work",
+    )  # fmt: skip
+    assert '"differing": []' in output and '"records": {"train": 40, "dev": 12, "test": 12}' in output
+
+
+def test_compare_results_pairs_rows_of_different_files_by_seed(tmp_path):
+    def write(name, accuracies):
+        rows = [
+            {"seed": seed, "dev": {"accuracy": a, "f1_weighted": a - 0.01, "f1_macro": a - 0.05}}
+            for seed, a in enumerate(accuracies)
+        ]
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    write("first", [0.70, 0.72, 0.71])
+    write("mean", [0.68, 0.71, 0.69])
+    output = bench(
+        "compare_results", "--row", f"first={tmp_path / 'first.jsonl'}", "--row", f"mean={tmp_path / 'mean.jsonl'}"
+    )
+    lines = output.strip().splitlines()
+    assert lines[2].startswith("| first | 3 | 0.7100 +- 0.0100 [") and lines[2].endswith("| reference |  |")
+    # differences 0.02, 0.01, 0.02: paired t = 0.01667 / (0.00577 / sqrt 3) = 5.0 on 2 df, p = 0.0377
+    assert lines[3].startswith("| mean | 3 | 0.6933 +- ") and "| 0.038 * / 0.038 * / 0.038 * | n/a |" in lines[3]
+
+
 def test_predict_speed_benchmark(tiny, tmp_path_factory):
     run_dir = tiny_run(tiny, tmp_path_factory, epochs=1)
     report = json.loads(
@@ -179,3 +212,20 @@ def test_gemm_recorder_counts_each_product_and_replays_them():
     assert replay_seconds([]) == 0.0
     assert replay_seconds(gemms, repeats=1) > 0
     assert replay_seconds(gemms, dtype=torch.bfloat16, repeats=1) > 0
+
+
+@pytest.mark.slow
+def test_the_device_check_writes_every_part_on_the_cpu(tmp_path):
+    from spp_scl.runs.protocols.comparison import select_methods
+
+    out = tmp_path / "check.json"
+    bench("device_check", "--tiny", "--out", out, "--work", tmp_path / "work")
+    report = json.loads(out.read_text())
+    assert report["environment"]["device"] in ("cpu", "cuda") and report["tiny"]
+    rows = {(row["method"], row["precision"]): row for row in report["heads"]}
+    assert set(rows) == {(method.key, p) for method in select_methods(None) for p in ("float32", "bfloat16")}
+    for row in rows.values():  # timed, or refused in the trainer's words (bfloat16 where it is slow)
+        assert row.get("later_epoch_seconds", 0) > 0 or row["refused"].startswith("precision bfloat16 needs")
+    assert report["sweep"]["trials"] == 2 and report["sweep"]["trial_epochs_per_hour"] > 0
+    assert report["extraction"]["records"] == 8 and 0 < report["extraction"]["pipeline_over_bare"]
+    assert report["tests"]["exit_status"] == 0  # the gpu-marked tests: skipped without a GPU, passed with one

@@ -16,7 +16,7 @@ import pytest
 
 from spp_scl.core.spreadsheet import spreadsheet_safe
 from spp_scl.extract.images import ImageProblem, load_rgb
-from spp_scl.extract.records import class_notes, read_dataset
+from spp_scl.extract.records import data_notes, read_dataset
 from spp_scl.runs.predict.pair_files import PairResult, ResultWriter, read_pair_file
 from spp_scl.runs.predict.predictor import Predictor
 from tests.tiny_run import tiny_run
@@ -109,7 +109,7 @@ def _generic_file(tiny, tmp_path, labels: list[str]) -> Path:
 def test_classes_read_off_the_labels_are_said_and_a_rare_one_flagged(tiny, tmp_path):
     labels = ["positive", "negative"] * 10 + ["postive"]
     dataset = read_dataset(_generic_file(tiny, tmp_path, labels), images=tmp_path.anchor)
-    notes = class_notes(dataset)
+    notes = data_notes(dataset)
     assert (
         notes[0]
         == "classes inferred from the labels (no --dataset or --classes): negative (10), positive (10), postive (1)"
@@ -118,7 +118,7 @@ def test_classes_read_off_the_labels_are_said_and_a_rare_one_flagged(tiny, tmp_p
     named = read_dataset(
         _generic_file(tiny, tmp_path, labels), images=tmp_path.anchor, classes=["positive", "negative"]
     )
-    assert class_notes(named) == []
+    assert data_notes(named) == []
     assert [s.reason for s in named.skipped] == ["label is not one of the dataset's classes"]
 
 

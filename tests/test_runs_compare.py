@@ -168,3 +168,27 @@ def test_compare_command_rejects_unknown_methods(tmp_path):
 
     with pytest.raises(SystemExit):
         main(["compare", "--cache", f"mvsa-single={tmp_path / 'x.h5'}", "--methods", "clmlf,mult"])
+
+
+def test_a_two_class_comparison_shows_the_positive_class_f1(tmp_path):
+    from spp_scl.cli import main
+
+    cache = write_synthetic_cache(
+        tmp_path / "two.h5", {"train": 40, "dev": 16}, num_classes=2, layers=2, dim=16, map_shape=(8, 2, 2),
+        mean_tokens=5, signal=0.6, seed=3,
+    )  # fmt: skip
+    out = tmp_path / "compare"
+    argv = ["compare", "--cache", f"mmsd2={cache}", "--seeds", "2", "--methods", "spp-scl,text-only", "--out", str(out)]
+    argv += ["--set", "epochs=1", "--set", "batch_size=16"]
+    assert main(argv) == 0
+    table = (out / "comparison.md").read_text()
+    assert (
+        "## mmsd2: dev split (the cache has no test split), dev-selected checkpoints; the paper's F1 is macro" in table
+    )
+    header = next(line for line in table.splitlines() if line.startswith("| method |"))
+    assert "| ours macro F1 | ours F1 of class1 | paper accuracy |" in header  # a generated cache's second class
+    summary = json.loads((out / "comparison.json").read_text())["datasets"][0]
+    text_only = next(method for method in summary["methods"] if method["key"] == "text-only")
+    row = next(line for line in table.splitlines() if line.startswith(f"| {text_only['label']} | 2 |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[5].startswith(f"{text_only['per_class_f1']['class1']['mean']:.4f} +- ")

@@ -18,9 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from spp_scl.core.errors import InputError, Refused
+from spp_scl.extract.fingerprint import with_defaults
 from spp_scl.extract.image_encoder import is_plugin, plugin_source_file, plugin_source_sha256
+from spp_scl.extract.text_encoder import SENTENCE_TOKENS
 
 FEATURE_DTYPES = ("float16", "float32")
+IMAGE_KINDS = ("transformers", "timm", "plugin")
 # Bounds on the sizes a run folder sets, so that a tampered one cannot make predict allocate without bound: the
 # longest text encoders read 8,192 tokens (BERT 512), and image encoders take 224 to 896 pixels a side (a 1,024
 # pixel float image is 12 MiB; an 8,192 pixel one, 805 MiB per image, before the encoder's own activations).
@@ -67,8 +70,11 @@ def checked_fingerprint(fingerprint: object, source: Path) -> dict:
             fail(f"image.preprocess.{key}", f"must be a whole number from 1 to {MAX_SIDE}, got {value!r}")
     if preprocess["crop"] > preprocess["resize"]:
         fail("image.preprocess.crop", f"({preprocess['crop']}) must be at most the resize ({preprocess['resize']})")
-    if image.get("kind") not in ("transformers", "plugin"):
-        fail("image.kind", f"must be 'transformers' or 'plugin', got {image.get('kind')!r}")
+    if image.get("kind") not in IMAGE_KINDS:
+        fail("image.kind", f"must be one of {', '.join(IMAGE_KINDS)}, got {image.get('kind')!r}")
+    fingerprint = with_defaults(fingerprint)  # a cache from before the sentence-token choice holds the first token
+    if fingerprint["text"]["sentence_token"] not in SENTENCE_TOKENS:
+        fail("text.sentence_token", f"must be one of {', '.join(SENTENCE_TOKENS)}, got {text['sentence_token']!r}")
     return fingerprint
 
 
@@ -96,8 +102,8 @@ def check_plugin_before_running(spec: str, fingerprint_image: dict, trust_plugin
         )
     if fingerprint_image.get("kind") != "plugin":
         raise PluginRefused(
-            f"--image-encoder {spec} is a plugin, but the run's cache was extracted with the transformers model "
-            f"{fingerprint_image.get('name')!r}: pass that model instead"
+            f"--image-encoder {spec} is a plugin, but the run's cache was extracted with the "
+            f"{fingerprint_image.get('kind')} model {fingerprint_image.get('name')!r}: pass that model instead"
         )
     recorded = fingerprint_image.get("source_sha256")
     if recorded is not None:

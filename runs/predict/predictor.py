@@ -55,8 +55,8 @@ def _without(description: dict, key: str) -> dict:
 def encoder_differences(fingerprint: dict, text: dict | None, image: dict | None, head_layers: list[int]) -> list[str]:
     """One line per setting in which the encoders' describe() output differs from the cache fingerprint.
 
-    The model path or id (text "model", image "name" of a transformers model) is where the weights were loaded
-    from, not what they are, so it is left out; for a plugin, "name" names the weights and is compared.
+    The model path or id (text "model", image "name" of a transformers or timm model) is where the weights were
+    loaded from, not what they are, so it is left out; for a plugin, "name" names the weights and is compared.
     The fingerprint's layers are replaced by the head's (it may read only the last k of the cached layers).
     """
     stored, given = {}, {}
@@ -64,7 +64,7 @@ def encoder_differences(fingerprint: dict, text: dict | None, image: dict | None
         stored["text"] = {**_without(fingerprint["text"], "model"), "layers": head_layers}
         given["text"] = _without(text, "model")
     if image is not None:
-        ignore = "name" if fingerprint["image"].get("kind") == "transformers" else None
+        ignore = "name" if fingerprint["image"].get("kind") in ("transformers", "timm") else None
         stored["image"] = _without(fingerprint["image"], ignore)
         given["image"] = _without(image, ignore)
         if "source_sha256" not in stored["image"]:  # a cache from before format 2 recorded no plugin source
@@ -185,6 +185,7 @@ class Predictor:
                     max_length=fingerprint["text"]["max_length"],
                     device=self.device,
                     local_files_only=local_only.get(text_encoder, False),
+                    sentence_token=fingerprint["text"]["sentence_token"],
                 )
             except ValueError as error:  # e.g. a model with fewer layers than the head reads
                 raise EncoderMismatch(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from spp_scl.heads.config import SPPSCLConfig
-from spp_scl.runs.protocols.paper_tables import PAPER
+from spp_scl.runs.protocols.paper_tables import PAPER, f1_key
 from spp_scl.runs.trials.executor import Trial
 from spp_scl.runs.trials.seed_summary import HEADLINE, compare_rows, reported_split
 from spp_scl.runs.trials.seed_tables import SPREAD_NOTE, flags_cell, per_seed_lines, tests_footer
@@ -126,11 +126,6 @@ def comparison_trials(methods: list[ComparedMethod], base: SPPSCLConfig, seeds: 
     return [Trial(method.label, method.overrides, base.seed + i) for method in methods for i in range(seeds)]
 
 
-def f1_key(dataset: str) -> str:
-    """The papers' F1: macro for HFM (sarcasm, two classes), weighted for MVSA."""
-    return "f1_macro" if dataset == "hfm" else "f1_weighted"
-
-
 def trainable_parameters(row: dict) -> int | None:
     """From the trial's run folder (runs/trainer writes it into config.json); None if the folder is gone."""
     path = Path(row["run_dir"]) / "config.json"
@@ -203,18 +198,25 @@ def render_comparison(summaries: list[dict], base_note: str, data_note: str | No
     for summary in summaries:
         split, f1 = summary["split"], summary["f1"]
         paper_f1 = "macro" if f1 == "f1_macro" else "weighted"
+        # Two classes (sarcasm): the positive class's F1 too, which the MMSD papers report beside macro F1.
+        classes = next((list(m["per_class_f1"]) for m in summary["methods"] if m.get("per_class_f1")), [])
+        positive = classes[1] if len(classes) == 2 else None
         lines += [
             f"## {summary['dataset']}: {summary['split_note']}; the paper's F1 is {paper_f1}",
             "",
-            "| method | runs | ours accuracy | ours weighted F1 | ours macro F1 | paper accuracy | paper F1 "
-            "| seed ensemble: accuracy / weighted F1 / macro F1 | trainable parameters | seconds per epoch "
-            "| selected epoch | flags |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| method | runs | ours accuracy | ours weighted F1 | ours macro F1 | "
+            + (f"ours F1 of {positive} | " if positive else "")
+            + "paper accuracy | paper F1 | seed ensemble: accuracy / weighted F1 / macro F1 | trainable parameters "
+            "| seconds per epoch | selected epoch | flags |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if positive else ""),
         ]
         for method in summary["methods"]:
             paper = method["paper"]
             parameters = method["trainable_parameters"]
             cells = " | ".join(spread_cell(method[key]) for key in HEADLINE)
+            if positive:
+                positive_f1 = (method.get("per_class_f1") or {}).get(positive)
+                cells += " | " + (spread_cell(positive_f1) if positive_f1 and positive_f1.get("n") else "-")
             lines.append(
                 f"| {method['label']} | {len(method['seeds'])} | {cells} | "
                 f"{f'{paper[0]:.4f}' if paper else '-'} | {f'{paper[1]:.4f}' if paper else '-'} | "

@@ -24,6 +24,9 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, class_na
             }
             for i, name in enumerate(class_names)
         },
+        # Two classes: the F1 of the second class (sarcastic for hfm / mmsd2), which the MMSD papers report beside
+        # macro F1.
+        **({"f1_positive": float(f1[1])} if len(class_names) == 2 else {}),
         "confusion_matrix": confusion_matrix(labels, predictions, labels=classes).tolist(),
         "records": int(len(labels)),
     }

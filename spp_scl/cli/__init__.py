@@ -1,6 +1,6 @@
 """`spp-scl`: one command, a subcommand per verb. Each verb lives in its own module of this package.
 
-    spp-scl extract --data ../shared/data/mvsa-single --dataset mvsa-single     # the one-time encoder pass
+    spp-scl extract --data data/mvsa-single --dataset mvsa-single     # the one-time encoder pass
     spp-scl train --cache cache/files/mvsa-single.h5 --preset mvsa-single
     spp-scl <verb> --help
 

@@ -119,7 +119,7 @@ def add_named_caches(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="DATASET=PATH",
         help="a dataset's cache (repeatable; a missing file is skipped); the dataset name picks the preset "
-        "(mvsa-single, mvsa-multiple, hfm)",
+        "(mvsa-single, mvsa-multiple, hfm, mmsd2)",
     )
 
 

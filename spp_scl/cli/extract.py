@@ -1,11 +1,19 @@
 """Run the frozen encoders once over a dataset and write the HDF5 feature cache that training reads.
 
-    spp-scl extract --data ../shared/data/mvsa-single --dataset mvsa-single
+    spp-scl extract --data data/mvsa-single --dataset mvsa-single        # a CLMLF split folder, the paper's encoders
+    spp-scl extract --data posts.csv --split 0.8,0.1,0.1                  # a CSV / JSONL file, splits drawn
+    spp-scl extract --data hf:coderchen01/MMSD2.0:mmsd-v2 --dataset mmsd2 # a Hugging Face dataset (or a saved folder)
+    spp-scl extract --data posts.csv --text-encoder roberta-base          # any transformers encoder
+    spp-scl extract --data posts.csv --image-encoder timm:resnet50.a1_in1k  # a timm backbone by name
+    spp-scl extract --data posts.csv --text-encoder openai/clip-vit-base-patch32 --image-encoder openai/clip-vit-base-patch32
+    spp-scl extract --data posts.csv --text-encoder Qwen/Qwen2.5-0.5B     # a decoder: its last token sums up
+    spp-scl extract --data posts.csv --image-encoder my_encoder.py:build  # a plugin module of your own
     python extract/run.py ...                              # the same command
     accelerate launch extract/run.py ...                   # several GPUs: the records are split between processes
 
 Defaults reproduce the paper: BERT-base layers 9-12 ([CLS] and token states), 202 tokens, ResNet-50 maps
 (2048 x 7 x 7) after resize 256 / centre crop 224, stored as float16. A stopped run resumes where it stopped.
+Encoders: docs/encoders/; data forms and datasets: docs/datasets/.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 `pip install spp-scl` trains, evaluates and reports from an existing cache with torch, h5py, numpy, safetensors,
 scikit-learn, matplotlib, Pillow and tqdm alone. Extraction and prediction run encoders (`[extract]`: transformers,
-accelerate), sweeps run on Optuna (`[sweep]`), shared sweep storage needs a database driver
+accelerate), timm backbones need `[timm]`, Hugging Face datasets `[datasets]`, sweeps run on Optuna (`[sweep]`), shared sweep storage needs a database driver
 (`[sweeps-db]`), trackers their own packages (`[trackers]`); `[all]` is everything `run_all.sh` uses.
 """
 
@@ -17,6 +17,8 @@ EXTRAS = {
     "transformers": ("extract", "the encoders (extract, predict, demo)"),
     "accelerate": ("extract", "extraction across processes, mixed precision and experiment trackers"),
     "optuna": ("sweep", "sweeps"),
+    "timm": ("timm", "timm image encoders (--image-encoder timm:NAME)"),
+    "datasets": ("datasets", "Hugging Face datasets (--data hf:NAME, a save_to_disk folder)"),
     "psycopg2": ("sweeps-db", "PostgreSQL sweep storage"),
     "pymysql": ("sweeps-db", "MySQL sweep storage"),
     "redis": ("sweeps-db", "Redis sweep storage"),
