@@ -215,3 +215,23 @@ def test_extract_train_and_predict_agree_with_each_family(tiny, towers, timm_mod
     for result in results:  # the cache's features, recomputed from the raw posts: the same probabilities
         stored = [float(saved[result.id][f"p_{name}"]) for name in predictor.class_names]
         np.testing.assert_allclose([result.probabilities[n] for n in predictor.class_names], stored, atol=2e-5)
+
+
+def test_a_cache_says_which_token_it_holds_and_holds_it(tiny, tmp_path):
+    import h5py
+
+    from spp_scl.cache.describe import describe, sentence_token
+    from spp_scl.extract.pipeline import run as extract
+    from tests.conftest import tiny_config
+
+    cache = tmp_path / "mean.h5"
+    extract(tiny_config(tiny, cache, sentence_token="mean"), log=lambda *_: None)
+    assert "; sentence token mean" in describe(str(cache)).splitlines()[1]
+    with h5py.File(cache, "r") as file:
+        group = file["train"]
+        offsets, states = group["token_offsets"][:], group["token_states"][:].astype(np.float32)
+        vectors = group["first_token"][:].astype(np.float32)
+    for row in range(len(vectors)):  # each stored vector is the mean of that record's stored token states
+        mean = states[offsets[row] : offsets[row + 1]].mean(axis=0)
+        np.testing.assert_allclose(vectors[row], mean, atol=2e-2, rtol=1e-2)
+    assert sentence_token({"text": {"model": "m"}}) == "first"  # a cache from before the choice
