@@ -45,6 +45,7 @@ def test_the_tuned_preset_is_the_paper_preset_with_the_measured_changes():
         "ha_gate": "projection",
         "epochs": 40,
         "patience": 8,
+        "weight_average": 0.99,
         "preset": "mvsa-single+tuned",
     }
 

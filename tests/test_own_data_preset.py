@@ -25,8 +25,8 @@ def test_the_default_preset_follows_the_dataset():
     assert preset == OWN_DATA_PRESET and PRESETS[preset] == PRESETS["mvsa-single+tuned"]
     assert note == (
         "no --preset: the cache holds 'posts', not one of the paper's datasets, so the preset own-data is used "
-        "(lr 0.001, projection gate, up to 40 epochs with patience 8, batch 64: the settings that held on "
-        "MVSA-Single); --preset mvsa-single gives the paper's"
+        "(lr 0.001, projection gate, up to 40 epochs with patience 8, weight averaging 0.99, batch 64: the settings "
+        "that held on MVSA-Single); --preset mvsa-single gives the paper's"
     )
     assert default_preset(None)[0] is None
 
