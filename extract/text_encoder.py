@@ -124,6 +124,7 @@ class TextEncoder:
         # a text's features must not depend on the longest text of its batch.
         self.positions_from_mask = self.tokenizer.padding_side == "left" and "position_ids" in accepted
         self.dim = config.hidden_size
+        self.eos_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token is not None else None
 
     def describe(self) -> dict:
         description = {
@@ -165,12 +166,9 @@ class TextEncoder:
         for row in range(len(texts)):
             real = mask[row].nonzero().squeeze(1)  # works for left and right padding alike
             tokens = states[row][:, real]
-            vector = sentence_vectors(tokens, batch["input_ids"][row][real], self.sentence_token, self._eos_id())
+            vector = sentence_vectors(tokens, batch["input_ids"][row][real], self.sentence_token, self.eos_id)
             outputs.append((vector.clone(), tokens.clone()))
         return outputs
-
-    def _eos_id(self) -> int | None:
-        return self.tokenizer.eos_token_id if self.tokenizer.eos_token is not None else None
 
     def _forward_with_record_dropout(self, inputs: dict, attention_mask: torch.Tensor, streams) -> tuple:
         from spp_scl.extract.record_dropout import RecordDropout, check_no_global_draws, global_random_state
