@@ -1,15 +1,14 @@
-"""Trial-epochs per hour: SPP-SCL trials trained in groups (runs/train/grouped_trainer.py) against trained alone, and the
-peak memory of a 27-trial group.
+"""Trial-epochs per hour: trials trained interleaved in groups (runs/train/interleaved_trials.py) against trained
+alone, and the peak memory of a 27-trial group.
 
 Each measurement runs in its own process (so its peak RSS is its own), on one cache, with the dataset preset and
-a tau / theta / lambda grid (tau 0.05, 0.07, 0.1; theta 0.5, 0.667, 0.8; lambda 3, 5, 8):
-- alone:          --alone-trials trials of the grid, one after the other, with spp_scl.runs.train.trainer.train (by default
-                  as many as the largest of group4 / group8 asked for, so that alone and that group train the same
-                  trials: tau and theta set how often step two runs, so different trials cost different time; the
-                  table's "x alone" is given only for a group of as many trials);
-- group4, group8: the grid's first 4 or 8 points as one group, one seed;
-- group27:        the whole grid as one group, one seed;
-- group27-5seeds: the whole grid as one group, seeds 1..5 in turn (five data orders: five data groups).
+a tau / theta / lambda grid (tau 0.05, 0.07, 0.1; theta 0.5, 0.667, 0.8; lambda 3, 5, 8), one seed:
+- alone:          --alone-trials trials of the grid, one after the other, with spp_scl.runs.train.trainer.train (by
+                  default as many as the largest of group4 / group8 asked for, so that alone and that group train
+                  the same trials: tau and theta set how often step two runs, so different trials cost different
+                  time; the table's "x alone" is given only for a group of as many trials);
+- group4, group8: the grid's first 4 or 8 points interleaved (each batch read once, every trial's step on it);
+- group27:        the whole grid interleaved.
 Trial-epochs per hour = trials x epochs / seconds of training x 3600 (opening the cache is not counted; every
 epoch's dev pass is). With --jobs J, J processes run each measurement side by side (as `sweep --jobs J` runs its
 workers), job j on the grid's points from 8 j on (wrapping), and the rate is all jobs' trial-epochs over the
@@ -17,7 +16,7 @@ slowest job's seconds. Peak RSS is the process's maximum resident set (cache in 
 there: --in-memory).
 
     python -m bench.grouped_trials --synthetic --threads 2 --epochs 3                   # MVSA-Single-sized
-    python -m bench.grouped_trials --cache cache/files/mvsa-single.h5 --threads 2 --epochs 3
+    python -m bench.grouped_trials --cache cache/files/mvsa-single.h5 --threads 1 --epochs 6 --kinds alone,group4
     OMP_NUM_THREADS=1 python -m bench.grouped_trials --cache C.h5 --threads 1 --jobs 2 --kinds alone,group4,group8
     python -m bench.grouped_trials --synthetic --hfm --kinds group27 --epochs 1 --in-memory no   # HFM-sized RSS
     python -m bench.grouped_trials --synthetic --sizes 96,32 --map-shape 64,3,3 --epochs 1 --alone-trials 1  # smoke
@@ -39,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-KINDS = ("alone", "group4", "group8", "group27", "group27-5seeds")
+KINDS = ("alone", "group4", "group8", "group27")
 GROUP_SIZES = {"group4": 4, "group8": 8}
 MVSA_SINGLE_SIZES = {"train": 3611, "dev": 450}
 HFM_SIZES = {"train": 19816, "dev": 2410, "test": 2409}
@@ -53,18 +52,14 @@ def grid_configs(kind: str, dataset: str, epochs: int, alone_trials: int, job: i
     grid = GRID[8 * job % len(GRID) :] + GRID[: 8 * job % len(GRID)]  # job j starts at point 8 j
     count = GROUP_SIZES.get(kind) or (alone_trials if kind == "alone" else len(GRID))
     points = grid[:count]
-    seeds = [1 + i % 5 if kind == "group27-5seeds" else 1 for i in range(len(points))]
-    return [
-        base.replace(temperature=tau, theta=theta, ce_weight=lam, seed=seed)
-        for (tau, theta, lam), seed in zip(points, seeds)
-    ]
+    return [base.replace(temperature=tau, theta=theta, ce_weight=lam, seed=1) for tau, theta, lam in points]
 
 
 def measure(kind: str, cache: Path, args) -> dict:
     """One measurement, in this process."""
     import torch
 
-    from spp_scl.runs.train.grouped_trainer import train_group
+    from spp_scl.runs.train.interleaved_trials import train_interleaved
     from spp_scl.runs.train.trainer import open_splits, train
 
     if args.threads:
@@ -80,7 +75,8 @@ def measure(kind: str, cache: Path, args) -> dict:
         for index, config in enumerate(configs):
             train(cache, config, work / str(index), splits=splits, log=lambda *_: None)
     else:
-        train_group(cache, configs, [work / str(i) for i in range(len(configs))], splits=splits, log=lambda *_: None)
+        run_dirs = [work / str(i) for i in range(len(configs))]
+        train_interleaved(cache, configs, run_dirs, splits=splits, log=lambda *_: None)
     seconds = time.perf_counter() - started
     trial_epochs = len(configs) * args.epochs
     return {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spp_scl.heads.dropout import Dropout
 from spp_scl.heads.shift_gauge import exact_zero_gradient
 
 
@@ -18,7 +17,7 @@ class SentimentClassifier(nn.Module):
             nn.Linear(in_dim, hidden),
             nn.BatchNorm1d(hidden),
             nn.ReLU(),
-            Dropout(dropout),
+            nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
         exact_zero_gradient(self.layers[0].bias)  # the BatchNorm after it removes it (heads/shift_gauge.py)

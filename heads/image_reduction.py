@@ -14,9 +14,9 @@ exactly as nn.Dropout draws it on the [B, out, h, w] activation, so a seed gives
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from spp_scl.heads.dropout import Dropout, dropout_noise
 from spp_scl.heads.shift_gauge import exact_zero_gradient
 
 
@@ -29,7 +29,7 @@ class ImageReduction(nn.Module):
             nn.Conv2d(in_channels, out_channels, kernel_size=1),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(),
-            Dropout(dropout),
+            nn.Dropout(dropout),
         )
         exact_zero_gradient(self.reduce[0].bias)  # the BatchNorm after it removes it (heads/shift_gauge.py)
         self.out_dim = out_channels
@@ -46,9 +46,9 @@ class ImageReduction(nn.Module):
         reduced = reduced.view(batch, height, width, out).permute(0, 3, 1, 2)
         reduced = torch.relu(norm(reduced)).permute(0, 2, 3, 1).reshape(batch, height * width, out)
         if self.training and dropout.p > 0:
-            # nn.Dropout's mask for the [B, out, h, w] activation (the same random draws in the same order as
-            # on the contiguous activation of a convolution), copied channels-last once so that the product and
-            # its backward run on two contiguous operands.
-            mask = dropout_noise((batch, out, height, width), dropout.p, reduced.dtype, reduced.device)
+            # nn.Dropout's mask for the [B, out, h, w] activation (F.dropout of ones: the same random draws in
+            # the same order as on the contiguous activation of a convolution), copied channels-last once so that
+            # the product and its backward run on two contiguous operands.
+            mask = F.dropout(reduced.new_ones(batch, out, height, width), dropout.p, training=True)
             reduced = reduced * mask.permute(0, 2, 3, 1).reshape(batch, height * width, out)
         return reduced.mean(dim=1)

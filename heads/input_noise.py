@@ -11,10 +11,10 @@ stream the trainer seeds. In eval mode the hook does nothing: dev, test and pred
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from spp_scl.heads.config import SPPSCLConfig
-from spp_scl.heads.dropout import dropout as functional_dropout
 
 NOISY_INPUTS = ("image_maps", "first_token", "token_states")
 
@@ -23,7 +23,7 @@ def perturb(x: torch.Tensor, dropout: float, noise: float) -> torch.Tensor:
     if x.dtype in (torch.float16, torch.bfloat16):  # a batch that kept the cache's float16: noise in float32
         x = x.float()
     if dropout > 0:
-        x = functional_dropout(x, dropout, training=True)
+        x = F.dropout(x, dropout, training=True)
     if noise > 0:
         x = x + noise * x.detach().float().std().to(x.dtype) * torch.randn_like(x)
     return x

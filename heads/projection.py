@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spp_scl.heads.dropout import Dropout
 from spp_scl.heads.shift_gauge import exact_zero_gradient
 
 
@@ -24,7 +23,7 @@ class ModalityProjection(nn.Module):
             nn.Linear(in_dim, embed_dim),
             nn.BatchNorm1d(embed_dim),
             nn.ReLU(),
-            Dropout(dropout),
+            nn.Dropout(dropout),
             nn.Linear(embed_dim, embed_dim),
             nn.BatchNorm1d(embed_dim),
         )
@@ -32,7 +31,7 @@ class ModalityProjection(nn.Module):
             nn.Linear(embed_dim, embed_dim),
             nn.BatchNorm1d(embed_dim),
             nn.ReLU(),
-            Dropout(dropout),
+            nn.Dropout(dropout),
         )
         # Shifts a following BatchNorm removes (heads/shift_gauge.py): the biases before the three BatchNorms, and
         # the projection's last BatchNorm shift, which reaches the alignment's BatchNorm through a linear layer only.

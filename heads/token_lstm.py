@@ -112,8 +112,7 @@ _GATE_ORDER = (3, 0, 1, 2)
 class _Recurrence(torch.autograd.Function):
     """(input gates [2, N, 4H] at the schedule's positions, recurrent weights [2, 4H, H], schedule) -> the sum
     over time of each row's hidden states, [2, B, H] (sorted rows). Gates in the order o, i, f, g. The leading
-    axis may hold any number of independent recurrences that share the schedule (heads/stacked/ puts both
-    directions of T trials there: [2T, ...]).
+    axis may hold any number of independent recurrences that share the schedule.
 
     Runs in float32 (or float64) whatever the autocast state: it is a small share of the work, and its state
     carries rounding from step to step."""

@@ -63,7 +63,6 @@ def bench(module: str, *args) -> str:
     "module, args, expected",
     [
         ("head_speed", ["--epochs", "1"], "linear probe, both modalities"),
-        ("grouped_drift", ["--epochs", "1", "--seeds", "42,43"], "group-1"),
         ("grouped_trials", ["--epochs", "1", "--kinds", "alone,group4"], "trial-epochs/h"),
         ("epoch_floor", ["--epochs", "1"], "seconds/floor per epoch"),
     ],

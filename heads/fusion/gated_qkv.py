@@ -9,17 +9,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spp_scl.heads.dropout import Dropout
-
 
 class GatedQueryKeyValue(nn.Module):
     """(x [B, d], other [B, d]) -> (query, key, value), each [B, d]; query and key are multiplied by other."""
 
     def __init__(self, embed_dim: int, dropout: float = 0.2) -> None:
         super().__init__()
-        self.query = nn.Sequential(nn.Linear(embed_dim, embed_dim), Dropout(dropout))
-        self.key = nn.Sequential(nn.Linear(embed_dim, embed_dim), Dropout(dropout))
-        self.value = nn.Sequential(nn.Linear(embed_dim, embed_dim), Dropout(dropout))
+        self.query = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.Dropout(dropout))
+        self.key = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.Dropout(dropout))
+        self.value = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.query(x) * other, self.key(x) * other, self.value(x)

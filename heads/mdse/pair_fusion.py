@@ -10,15 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spp_scl.heads.dropout import Dropout
-
 
 class PairFusion(nn.Module):
     """(a [B, d], b [B, d]) -> [B, d]."""
 
     def __init__(self, dim: int, dropout: float = 0.2) -> None:
         super().__init__()
-        self.layers = nn.Sequential(nn.Linear(2 * dim, dim), nn.LayerNorm(dim), nn.GELU(), Dropout(dropout))
+        self.layers = nn.Sequential(nn.Linear(2 * dim, dim), nn.LayerNorm(dim), nn.GELU(), nn.Dropout(dropout))
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.layers(torch.cat([a, b], dim=1))

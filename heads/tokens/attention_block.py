@@ -14,8 +14,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spp_scl.heads.dropout import Dropout
-
 
 class AttentionBlock(nn.Module):
     """(tokens [B, L, d], context [B, S, d] or None = tokens, context_padding [B, S] bool True = padding)
@@ -27,7 +25,7 @@ class AttentionBlock(nn.Module):
         self.attention_norm = nn.LayerNorm(dim)
         self.feedforward = nn.Sequential(nn.Linear(dim, feedforward_dim), nn.GELU(), nn.Linear(feedforward_dim, dim))
         self.feedforward_norm = nn.LayerNorm(dim)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(
         self, tokens: torch.Tensor, context: torch.Tensor | None = None, context_padding: torch.Tensor | None = None

@@ -9,8 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spp_scl.heads.dropout import Dropout
-
 
 class ImageTokens(nn.Module):
     """image_maps [B, C, h, w] -> tokens [B, h * w, dim]."""
@@ -19,7 +17,7 @@ class ImageTokens(nn.Module):
         super().__init__()
         # LayerNorm after the projection puts maps of any backbone (ResNet, EfficientNet, ViT grids)
         # on the scale the Transformer layers expect.
-        self.project = nn.Sequential(nn.Linear(in_channels, dim), nn.LayerNorm(dim), Dropout(dropout))
+        self.project = nn.Sequential(nn.Linear(in_channels, dim), nn.LayerNorm(dim), nn.Dropout(dropout))
 
     def forward(self, image_maps: torch.Tensor) -> torch.Tensor:
         return self.project(image_maps.flatten(2).transpose(1, 2).to(self.project[0].weight.dtype))

@@ -10,8 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spp_scl.heads.dropout import Dropout
-
 
 class TextTokens(nn.Module):
     """token_states [B, K, L, D] -> tokens [B, L, dim] of layer `token_layer`."""
@@ -22,7 +20,7 @@ class TextTokens(nn.Module):
             raise ValueError(f"token_layer={token_layer}: the head is given {num_layers} text layers")
         self.num_layers = num_layers
         self.token_layer = token_layer
-        self.project = nn.Sequential(nn.Linear(text_dim, dim), nn.LayerNorm(dim), Dropout(dropout))
+        self.project = nn.Sequential(nn.Linear(text_dim, dim), nn.LayerNorm(dim), nn.Dropout(dropout))
 
     def forward(self, token_states: torch.Tensor) -> torch.Tensor:
         if token_states.shape[1] != self.num_layers:

@@ -83,8 +83,8 @@ def run_sweep(
     data_note: str | None = None,
 ) -> dict:
     """Run (or join, or resume) the sweep's study until it is finished; returns the summary (also written). Grid
-    and random sweeps train up to `group_size` waiting trials of one architecture as one group (1 = one at a
-    time; None = spp_scl.runs.trials.executor.resolve_group_size; a group's trials are bit for bit those trained alone).
+    and random sweeps train up to `group_size` waiting trials that read the same batches interleaved (1 = one at a
+    time; None = spp_scl.runs.trials.executor.resolve_group_size; each trial trains as it does alone).
     `data_note` ("DEMO: generated data, not MVSA" for the demo) goes into the summary's title and JSON."""
     log = log or logger.info
     pruning = pruning or Pruning()

@@ -96,9 +96,9 @@ class WorkerSettings:
     pruning: Pruning = Pruning()
     threads: int | None = None
     device: int | None = None
-    # Grid and random sweeps: a worker claims up to group_size waiting trials at once and trains those of one
-    # architecture as a group (runs/train/grouped_trainer.py), taking no more than its share of the waiting trials when
-    # `workers` processes of this machine share them. 1 = one trial at a time.
+    # Grid and random sweeps: a worker claims up to group_size waiting trials at once and trains those that read
+    # the same batches interleaved (runs/train/interleaved_trials.py), taking no more than its share of the
+    # waiting trials when `workers` processes of this machine share them. 1 = one trial at a time.
     group_size: int = 1
     workers: int = 1
 
@@ -176,10 +176,10 @@ class Worker:
         return more
 
     def _run_claimed(self, trials: list[optuna.Trial]) -> None:
-        """Claimed trials (one, or up to group_size): those of one architecture as a group, the others one at a
+        """Claimed trials (one, or up to group_size): those of one interleave_key as a group, the others one at a
         time. A setting that diverges is recorded, not retried, and the sweep goes on; on Ctrl-C or a bug every
         unfinished trial is enqueued again for the next run, then the worker stops."""
-        from spp_scl.runs.train.grouped_trainer import group_key
+        from spp_scl.runs.train.interleaved_trials import interleave_key
 
         heartbeats = [self._own(trial) for trial in trials]
         by_key: dict = {}
@@ -187,7 +187,7 @@ class Worker:
             for trial, heartbeat in zip(trials, heartbeats):
                 prepared = self._prepare(trial, heartbeat)
                 if prepared is not None:
-                    by_key.setdefault(group_key(prepared[1].config(self.plan.base)), []).append(prepared)
+                    by_key.setdefault(interleave_key(prepared[1].config(self.plan.base)), []).append(prepared)
             for key, members in by_key.items():
                 for unit in [members] if key is not None else [[member] for member in members]:
                     self._train_unit(unit)
@@ -251,7 +251,7 @@ class Worker:
 
     def _train_unit(self, members: list[tuple]) -> None:
         """Claimed trials trained as one unit (runs/trials/executor.train_unit: one alone, or several of one
-        architecture as a group); each is told as soon as it finishes, and each reports its own dev metric to its
+        interleave_key interleaved); each is told as soon as it finishes, and each reports its own dev metric to its
         own Optuna trial every epoch (a pruned trial stops, or leaves the group). On Ctrl-C or a bug, _run_claimed
         enqueues again those not told yet."""
         configs = [planned.config(self.plan.base) for _, planned, _, _ in members]

@@ -1,6 +1,7 @@
 """Fit a head (config.head: SPP-SCL, CLMLF- or MDSE-style) from a feature cache alone (no encoder is ever loaded),
-select on dev, write a run: the loop of one trial. What a run folder holds and how each epoch ends (dev metrics,
-selection, the log line, patience) is runs/train/trial_run.py, shared with the grouped trainer and the probe.
+select on dev, write a run: the loop of one trial, over a TrialTraining (one trial's state and its steps), which
+interleaved trials (runs/train/interleaved_trials.py) drive too. What a run folder holds and how each epoch ends
+(dev metrics, selection, the log line, patience) is runs/train/trial_run.py, shared with the probe.
 """
 
 from __future__ import annotations
@@ -132,125 +133,154 @@ def train(
 def _train_in_locked_folder(
     cache, config: SPPSCLConfig, run_dir: Path, *, cpu, in_memory, log, splits, report_to, on_epoch
 ) -> TrainResult:
-    """train(), with its run folder locked."""
+    """train(), with its run folder locked: the loop of one trial."""
     if config.head == "probe":  # fitted in closed form, not by gradient steps
         from spp_scl.runs.train.probe import fit_probe
 
         return fit_probe(cache, config, run_dir, splits=splits, log=log)
-    log = log or logger.info
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     splits = splits or open_splits(cache, config, in_memory)
-    if "train" not in splits or "dev" not in splits:
-        raise InputError(f"{cache} needs a train and a dev split to train and select on; it has {sorted(splits)}")
-    if config.batch_size < 2:  # every batch would be skipped (below): an exit 0 that trained nothing
-        raise InputError(
-            f"batch size {config.batch_size} trains nothing: a batch of one record is skipped (BatchNorm needs 2); "
-            "use --batch-size 2 or more"
-        )
-    train_split, dev_split = splits["train"], splits["dev"]
-    if config.batch_size >= len(train_split):  # one step per epoch: on small data, a head that stays at chance
-        logger.warning(
-            f"batch size {config.batch_size} >= the {len(train_split)} training records: one step per epoch; "
-            "use a smaller --batch-size"
-        )
-    # WORLD_SIZE: torchrun and accelerate launch set it in every process they start.
-    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if processes > 1:
-        raise Refused(
-            f"training runs in one process, but this is one of {processes} (accelerate launch or torchrun): "
-            "run `spp-scl train` directly; to use several devices, run a sweep's trials side by side (--jobs)"
-        )
-    trackers = trackers_for(cpu, report_to, run_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
-    check_precision(config.precision, device)  # bfloat16 only where it is fast, float16 on a GPU
-
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    shapes = head_shapes(train_split)
-    model = build_head(config, shapes)
-    attach_input_noise(model, config)  # training-mode noise on the cached inputs, when the config asks for it
-    feed = TrainingFeed(train_split, config)  # clean features, or stored views drawn by a generator of the seed
-    step = training_step_for(config)  # the head's own training step
-    # The fused AdamW kernel: one pass over all parameters instead of a dozen per tensor (a sixth of the time on a
-    # CPU); the same update to float32 rounding.
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=config.lr,
-        betas=config.betas,
-        eps=config.eps,
-        weight_decay=config.weight_decay,
-        fused=device.type in ("cpu", "cuda"),
-    )
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma)
-    stepper = scaled_for(config.precision, optimizer, device)  # loss-scaled under float16
-    backward = getattr(stepper, "backward", None)  # None: the step calls loss.backward() itself
-    model.to(device)
-    average = weight_average(model, config.weight_average)  # None unless asked for
-    shuffle = torch.Generator().manual_seed(config.seed)
-
-    tracker = (lambda line, epoch: trackers.log(tracker_values(line), step=epoch)) if trackers else None
-    run = TrialRun(
-        run_dir,
-        cache,
-        config,
-        splits,
-        model,
-        device=device,
-        log=log,
-        on_epoch=on_epoch,
-        tracker=tracker,
-    )
-    if trackers:
-        trackers.init_trackers(run_dir.name, config=tracker_config(config))
-    # Ctrl-C or SIGTERM in `spp-scl train`: the state of the last finished epoch is saved, and a rerun resumes.
-    not_resumable = "trackers" if trackers else "float16 loss scaling" if stepper is not optimizer else None
-    parts = (model, optimizer, scheduler, average, shuffle, feed, run)
-    states = EpochStates(run_dir, config, run.cache_fingerprint_sha256, device, parts, not_resumable, log)
-    epoch, finished = states.take_up(), False
+    trial = TrialTraining(cache, config, run_dir, splits, cpu=cpu, log=log, report_to=report_to, on_epoch=on_epoch)
+    epoch, finished = trial.states.take_up(), False
     while not finished:
         epoch += 1
         started = time.perf_counter()
-        model.train()
-        run.start_epoch()
-        for batch in feed.batches(config.batch_size, shuffle):
-            if len(batch) < 2:  # BatchNorm cannot normalise a batch of one in train mode
-                continue
-            with autocast(config.precision, device):
-                report = step(model, feed.inputs(batch, device), stepper, config, backward=backward)
-            try:
-                run.add_step(report, len(batch), epoch, optimizer.param_groups[0]["lr"])
-            except Diverged:
-                check_batch_inputs(batch, "train", cache)  # a non-finite input is the cache's fault, not the rate's
-                raise
-            update_average(average, model)
+        trial.start_epoch()
+        for batch in trial.feed.batches(config.batch_size, trial.shuffle):
+            trial.train_step(batch, epoch)
             if stop_requested():  # between two steps: the state kept at the last epoch's end is whole
-                raise states.stopped()
-        lr = optimizer.param_groups[0]["lr"]
-        check_weights(model, epoch, lr)  # before the dev pass: non-finite weights are never selected
-        scheduler.step()
-        evaluated = evaluated_head(model, average)
-        layer_weights = []
-        with autocast(config.precision, device):
-            _, _, probabilities = predict(evaluated, dev_split, config.batch_size, device, layer_weights)
-        seconds = time.perf_counter() - started
-        finished = run.end_epoch(epoch, lr, probabilities, layer_weights, seconds, lambda head=evaluated: head)
+                raise trial.states.stopped()
+        finished = trial.end_epoch(epoch, time.perf_counter() - started)
         if not finished:
-            states.keep(epoch)
+            trial.states.keep(epoch)
             if stop_requested():
-                raise states.stopped()
+                raise trial.states.stopped()
+    return trial.finish()
 
-    result = run.finish()
-    if trackers:
-        trackers.log(
-            {
-                f"selected/{split}_{key}": result.metrics[split][key]
-                for split in ("dev", "test")
-                if split in result.metrics
-                for key in ("accuracy", "f1_weighted", "f1_macro")
-            },
-            step=epoch,
+
+class TrialTraining:
+    """One trial's training state (weights, optimiser, schedule, weight average, random streams, its run folder:
+    runs/train/trial_run.py) and its three moves: `train_step` on a batch, `end_epoch` (dev pass, selection, the
+    log line), `finish`. The loop of one trial (above) and interleaved trials (runs/train/interleaved_trials.py)
+    drive the same objects, so a trial trains the same either way."""
+
+    def __init__(
+        self, cache, config: SPPSCLConfig, run_dir, splits: dict, *, cpu=False, log=None, report_to=(), on_epoch=None
+    ):
+        log = log or logger.info
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if "train" not in splits or "dev" not in splits:
+            raise InputError(f"{cache} needs a train and a dev split to train and select on; it has {sorted(splits)}")
+        if config.batch_size < 2:  # every batch would be skipped (below): an exit 0 that trained nothing
+            raise InputError(
+                f"batch size {config.batch_size} trains nothing: a batch of one record is skipped (BatchNorm needs 2); "
+                "use --batch-size 2 or more"
+            )
+        train_split = splits["train"]
+        if config.batch_size >= len(train_split):  # one step per epoch: on small data, a head that stays at chance
+            logger.warning(
+                f"batch size {config.batch_size} >= the {len(train_split)} training records: one step per epoch; "
+                "use a smaller --batch-size"
+            )
+        # WORLD_SIZE: torchrun and accelerate launch set it in every process they start.
+        processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if processes > 1:
+            raise Refused(
+                f"training runs in one process, but this is one of {processes} (accelerate launch or torchrun): "
+                "run `spp-scl train` directly; to use several devices, run a sweep's trials side by side (--jobs)"
+            )
+        self.cache, self.config, self.splits = cache, config, splits
+        self.trackers = trackers = trackers_for(cpu, report_to, run_dir)
+        self.device = device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
+        check_precision(config.precision, device)  # bfloat16 only where it is fast, float16 on a GPU
+
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        self.model = model = build_head(config, head_shapes(train_split))
+        attach_input_noise(model, config)  # training-mode noise on the cached inputs, when the config asks for it
+        self.feed = TrainingFeed(
+            train_split, config
+        )  # clean features, or stored views drawn by a generator of the seed
+        self.step = training_step_for(config)  # the head's own training step
+        # The fused AdamW kernel: one pass over all parameters instead of a dozen per tensor (a sixth of the time on
+        # a CPU); the same update to float32 rounding.
+        self.optimizer = optimizer = torch.optim.AdamW(
+            model.parameters(),
+            lr=config.lr,
+            betas=config.betas,
+            eps=config.eps,
+            weight_decay=config.weight_decay,
+            fused=device.type in ("cpu", "cuda"),
         )
-        trackers.end_training()
-    return result
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=config.lr_step_size, gamma=config.lr_gamma
+        )
+        self.stepper = stepper = scaled_for(config.precision, optimizer, device)  # loss-scaled under float16
+        self.backward = getattr(stepper, "backward", None)  # None: the step calls loss.backward() itself
+        model.to(device)
+        self.average = weight_average(model, config.weight_average)  # None unless asked for
+        self.shuffle = torch.Generator().manual_seed(config.seed)
+
+        tracker = (lambda line, epoch: trackers.log(tracker_values(line), step=epoch)) if trackers else None
+        self.run = TrialRun(
+            run_dir, cache, config, splits, model, device=device, log=log, on_epoch=on_epoch, tracker=tracker
+        )
+        if trackers:
+            trackers.init_trackers(run_dir.name, config=tracker_config(config))
+        # Ctrl-C or SIGTERM in `spp-scl train`: the state of the last finished epoch is saved, and a rerun resumes.
+        not_resumable = "trackers" if trackers else "float16 loss scaling" if stepper is not optimizer else None
+        parts = (model, self.optimizer, self.scheduler, self.average, self.shuffle, self.feed, self.run)
+        self.states = EpochStates(run_dir, config, self.run.cache_fingerprint_sha256, device, parts, not_resumable, log)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def start_epoch(self) -> None:
+        self.model.train()
+        self.run.start_epoch()
+
+    def train_step(self, batch, epoch: int, inputs: dict | None = None) -> None:
+        """One iteration on `batch` (`inputs`: the batch already on the device, when a caller shares it)."""
+        if len(batch) < 2:  # BatchNorm cannot normalise a batch of one in train mode
+            return
+        inputs = dict(inputs) if inputs is not None else self.feed.inputs(batch, self.device)
+        with autocast(self.config.precision, self.device):
+            report = self.step(self.model, inputs, self.stepper, self.config, backward=self.backward)
+        try:
+            self.run.add_step(report, len(batch), epoch, self.lr)
+        except Diverged:
+            check_batch_inputs(batch, "train", self.cache)  # a non-finite input is the cache's fault, not the rate's
+            raise
+        update_average(self.average, self.model)
+
+    def end_epoch(self, epoch: int, seconds: float, dev_batches=None) -> bool:
+        """The epoch's end (`seconds` of training so far; the dev pass adds its own): whether the trial is
+        finished. `dev_batches`: the dev split's batches, when a caller read them once for several trials."""
+        config, lr = self.config, self.lr
+        check_weights(self.model, epoch, lr)  # before the dev pass: non-finite weights are never selected
+        self.scheduler.step()
+        started = time.perf_counter()
+        evaluated = evaluated_head(self.model, self.average)
+        layer_weights = []
+        with autocast(config.precision, self.device):
+            _, _, probabilities = predict(
+                evaluated, self.splits["dev"], config.batch_size, self.device, layer_weights, dev_batches
+            )
+        seconds += time.perf_counter() - started
+        return self.run.end_epoch(epoch, lr, probabilities, layer_weights, seconds, lambda head=evaluated: head)
+
+    def finish(self) -> TrainResult:
+        result = self.run.finish()
+        if self.trackers:
+            self.trackers.log(
+                {
+                    f"selected/{split}_{key}": result.metrics[split][key]
+                    for split in ("dev", "test")
+                    if split in result.metrics
+                    for key in ("accuracy", "f1_weighted", "f1_macro")
+                },
+                step=result.epochs_run,
+            )
+            self.trackers.end_training()
+        return result

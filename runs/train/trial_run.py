@@ -1,8 +1,7 @@
 """One trial as it trains: its run folder, its running sums, its dev selection, its finish.
 
-Every way of training a head goes through this: the loop of one trial (runs/train/trainer.py), the trials of a
-group (runs/train/grouped_trainer.py) and the closed-form probe (runs/train/probe.py) each build a TrialRun and
-call it in the same order:
+Every way of training a head goes through this: the trainer's TrialTraining (runs/train/trainer.py: alone or
+interleaved) and the closed-form probe (runs/train/probe.py) each build a TrialRun and call it in the same order:
 
     run = TrialRun(run_dir, cache, config, splits, model, log=...)   # config.json, an empty log.jsonl
     run.start_epoch()                                                 # per epoch: the sums start at zero
@@ -236,14 +235,15 @@ def head_shapes(split: CachedSplit) -> dict:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, split: CachedSplit, batch_size: int, device, layer_weights: list | None = None
+    model: nn.Module, split: CachedSplit, batch_size: int, device, layer_weights: list | None = None, batches=None
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(ids, labels, class probabilities) in the split's order, in consecutive batches of `batch_size`:
     fixed batches, so that even the batch-dependent "cmf-batch" fusion gives reproducible predictions.
-    `layer_weights`, a list, receives the HA layer weights [B, k] of each batch when the head has them."""
+    `layer_weights`, a list, receives the HA layer weights [B, k] of each batch when the head has them.
+    `batches`: those batches, already read (interleaved trials read the dev split once for all)."""
     model.eval()
     ids, probabilities = [], []
-    for batch in split.batches(batch_size):
+    for batch in split.batches(batch_size) if batches is None else batches:
         inputs = feature_inputs(batch, device)
         inputs.pop("labels")
         outputs = model(**inputs)

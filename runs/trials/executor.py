@@ -6,12 +6,11 @@ no-op. The cache is opened once per process and reused by every trial that proce
 trials run in worker processes (one per GPU when there are GPUs, else the CPU cores shared between them).
 
 With `group_size` > 1 (1 = every trial alone; the default, None, picks by the train split's storage:
-resolve_group_size), pending trials that share an
-architecture (runs/grouped_trainer.group_key) train as groups of up to `group_size` in one pass
-(runs/train/grouped_trainer.py: the same run folder and results row as alone, bit for bit: tests/test_grouped_trainer.py);
-the others (CLMLF- and MDSE-style heads, the probe, stored views, bfloat16, ...) and a group's lone member train
-alone as before. A group is one unit of work (one job); in one process each of its trials is recorded as soon as
-it finishes, so an interrupted group resumes with its unfinished trials only.
+resolve_group_size), pending trials that read the same batches (one train split, batch size and seed:
+runs/train/interleaved_trials.interleave_key) train interleaved in groups of up to `group_size`: each batch read
+once, every trial's step on it in turn, each trial the one trained alone (runs/train/interleaved_trials.py). The
+probe and stored views train alone. A group is one unit of work (one job); in one process each of its trials is
+recorded as soon as it finishes, so an interrupted group resumes with its unfinished trials only.
 """
 
 from __future__ import annotations
@@ -34,20 +33,17 @@ from spp_scl.runs.trials.parent_watch import exit_with_parent
 
 logger = logging.getLogger(__name__)
 
-# Trials of one architecture trained per group when the group size is left to the tool (None): bit for bit as alone
-# (tests/test_grouped_trainer.py) either way, so the choice is one of speed only.
+# Trials interleaved per group when the group size is left to the tool (None) and the split is read from the file:
+# each trial trains as alone either way, so the choice is one of speed only.
 AUTO_GROUP_SIZE = 8
 
 
 def resolve_group_size(group_size: int | None, cache: str | Path, jobs: int = 1, log=None) -> int:
-    """`group_size`, or for None the size measured on the split's storage (docs/benchmarks.md; MVSA-S, 2-core CPU,
-    two 1-thread jobs, the same trials grouped and alone, 2026-12-06): groups of AUTO_GROUP_SIZE when the train split
-    is read from the file batch by batch (a group reads and gathers each batch once for all its trials: groups of 8
-    made 2.30x the trial-epochs per hour of their trials alone, groups of 4 1.89x), alone when
-    it is held in memory (a batch then costs little to gather, and groups were no faster: 0.95x for groups of 8,
-    0.87x for groups of 4, one run each). A prediction of what the jobs' CachedSplit will decide (the train split's
-    bytes times the jobs against the memory budget now); a wrong one costs speed only, as grouped trials are bit
-    for bit those trained alone."""
+    """`group_size`, or for None the size measured on the split's storage (docs/benchmarks.md, the row "trials in
+    groups"; MVSA-S, 1 thread): groups of AUTO_GROUP_SIZE when the train split is read from the file batch by batch
+    (a group reads each batch once for all its trials: 1.90x alone in groups of 4), alone when it is held in memory
+    (a batch then costs little to gather, and groups were no faster: 1.01x). A prediction of what the jobs' CachedSplit will decide
+    (the train split's bytes times the jobs against the memory budget now); a wrong one costs speed only."""
     if group_size is not None:
         return group_size
     from spp_scl.cache.reader import fits_in_memory
@@ -113,18 +109,18 @@ class OpenedSplits:
 
 def train_unit(configs: list[SPPSCLConfig], run_dirs: list, splits: OpenedSplits, on_epoch=None, on_finish=None):
     """One unit of work, under both schedulers (run_trials' fixed list, a sweep worker's claims): one trial alone
-    (runs/train/trainer.train) or several of one group_key as a group (runs/train/grouped_trainer.train_group).
+    (runs/train/trainer.train) or several of one interleave_key interleaved (runs/train/interleaved_trials.py).
     `on_epoch(index, epoch, dev)` returning True stops that trial; `on_finish(index, result, seconds)` is called as
-    each trial finishes, with its wall time alone or its share of the group's time. Returns each trial's
+    each trial finishes, with its wall time alone or its own share of the group's. Returns each trial's
     TrainResult, or the Diverged error that ended it, in order; any other error is raised."""
-    from spp_scl.runs.train.grouped_trainer import train_group
+    from spp_scl.runs.train.interleaved_trials import train_interleaved
     from spp_scl.runs.train.trainer import train
 
     quiet = lambda *_: None  # noqa: E731  (the schedulers log one line per finished trial themselves)
     opened = splits.for_config(configs[0])
     if len(configs) > 1:
         finished = None if on_finish is None else lambda i, r: on_finish(i, r, r.seconds_per_epoch * r.epochs_run)
-        return train_group(
+        return train_interleaved(
             splits.cache, configs, run_dirs, log=quiet, splits=opened, on_epoch=on_epoch, on_finish=finished
         )
     started = time.time()
@@ -215,23 +211,20 @@ def check_reused_rows(rows: list[dict], cache: str | Path, results: Path) -> Non
 def plan_groups(
     base: SPPSCLConfig, trials: list[Trial], group_size: int, jobs: int = 1
 ) -> tuple[list[list[Trial]], list[Trial]]:
-    """(groups of trials trained together, trials trained alone). Trials of one group_key, ordered by seed (stable),
-    are cut into groups of at most `group_size`, and into at least `jobs` groups (a group is one job: fewer groups
-    than jobs would leave workers idle); a group of one trains alone. Ordered by seed, a group holds trials that
-    read the same batches where it can (a table's rows of one seed), which share the reading and gathering of
-    their inputs; trials of other seeds share only the pass."""
-    from spp_scl.runs.train.grouped_trainer import group_key
+    """(groups of trials trained together, trials trained alone). Trials of one interleave_key are cut into
+    groups of at most `group_size`, and into at least `jobs` groups (a group is one job: fewer groups than jobs
+    would leave workers idle); a group of one trains alone."""
+    from spp_scl.runs.train.interleaved_trials import interleave_key
 
     alone, by_key = [], {}
     for trial in trials:
-        key = group_key(trial.config(base)) if group_size > 1 else None
+        key = interleave_key(trial.config(base)) if group_size > 1 else None
         if key is None:
             alone.append(trial)
         else:
             by_key.setdefault(key, []).append(trial)
     groups = []
     for members in by_key.values():
-        members = sorted(members, key=lambda trial: trial.seed)
         size = min(group_size, -(-len(members) // max(jobs, 1)))
         for start in range(0, len(members), size):
             chunk = members[start : start + size]
@@ -260,7 +253,7 @@ def run_trials(
     group_size: int | None = None,
 ) -> list[dict]:
     """Run the trials not yet in `results`; returns the rows of all `trials` (finished before or now). Pending
-    trials of one architecture train in groups of up to `group_size` (1 = each alone; None = resolve_group_size)."""
+    trials that read the same batches train interleaved in groups of up to `group_size` (1 = each alone; None = resolve_group_size)."""
     log = log or logger.info
     import torch
 
@@ -301,7 +294,7 @@ def run_trials(
 
     groups, alone = plan_groups(base, pending, group_size, jobs)
     if groups:
-        log(f"{sum(len(g) for g in groups)} trials in {len(groups)} group(s) of one architecture, {len(alone)} alone")
+        log(f"{sum(len(g) for g in groups)} trials interleaved in {len(groups)} group(s), {len(alone)} alone")
     units = groups + [[trial] for trial in alone]
 
     def record_unit(members: list[Trial], rows: list) -> None:

@@ -73,10 +73,10 @@ def add_group_size(parser: argparse.ArgumentParser) -> None:
         type=whole_number("a whole number of trials", 1),
         default=None,
         metavar="N",
-        help="train up to N pending SPP-SCL trials of one architecture as one group in one pass "
-        "(runs/train/grouped_trainer.py; each trial bit for bit as trained alone); 1 = every trial alone (default: "
-        "groups of 8 when the train split is read from the cache file batch by batch, alone when it fits in "
-        "memory, where groups were no faster: docs/benchmarks.md)",
+        help="train up to N pending trials that read the same batches (one seed, fold and batch size) "
+        "interleaved: each batch read once, every trial's step on it in turn, each trial as trained alone; "
+        "1 = every trial alone (default: groups of 8 when the train split is read from the cache file batch by "
+        "batch, alone when it fits in memory, where groups were no faster: docs/benchmarks.md)",
     )
 
 
