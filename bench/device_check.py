@@ -62,7 +62,7 @@ def environment() -> dict:
 def heads(cache: Path, epochs: int, work: Path) -> list[dict]:
     """Seconds per epoch of every compared head, float32 and bfloat16, on `cache`."""
     from spp_scl.core.errors import InputError
-    from spp_scl.heads.config import resolve_config
+    from spp_scl.heads.presets import resolve_config
     from spp_scl.runs.protocols.comparison import select_methods
     from spp_scl.runs.train.trainer import open_splits, train
 

@@ -46,9 +46,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.gemm_calls import CPU_ATTENTION_FLOPS, Gemm, GemmRecorder, replay_seconds
 from spp_scl.cache.synthetic import write_synthetic_cache
-from spp_scl.heads.config import DATASET_PRESETS, resolve_config
 from spp_scl.heads.head_kinds import training_step_for
 from spp_scl.heads.precision import autocast
+from spp_scl.heads.presets import DATASET_PRESETS, resolve_config
 from spp_scl.runs.protocols.comparison import select_methods
 from spp_scl.runs.train.checkpoint import build_head
 from spp_scl.runs.train.trainer import open_splits, train

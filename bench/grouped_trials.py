@@ -46,7 +46,7 @@ GRID = list(itertools.product((0.05, 0.07, 0.1), (0.5, 0.667, 0.8), (3.0, 5.0, 8
 
 
 def grid_configs(kind: str, dataset: str, epochs: int, alone_trials: int, job: int = 0) -> list:
-    from spp_scl.heads.config import resolve_config
+    from spp_scl.heads.presets import resolve_config
 
     base = resolve_config(dataset, epochs=epochs)
     grid = GRID[8 * job % len(GRID) :] + GRID[: 8 * job % len(GRID)]  # job j starts at point 8 j

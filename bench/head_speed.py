@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from spp_scl.heads.config import DATASET_PRESETS, resolve_config
+from spp_scl.heads.presets import DATASET_PRESETS, resolve_config
 from spp_scl.runs.protocols.comparison import select_methods
 from spp_scl.runs.train.trainer import open_splits, train
 

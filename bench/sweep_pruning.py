@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from spp_scl.cache.synthetic import write_synthetic_cache
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.sweep.driver import run_sweep
 from spp_scl.runs.sweep.grid import parse_space
 from spp_scl.runs.sweep.study import SweepPlan

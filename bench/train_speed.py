@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from spp_scl.cache.synthetic import write_synthetic_cache
-from spp_scl.heads.config import resolve_config
 from spp_scl.heads.losses import inter_modal_supcon_loss
 from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.presets import resolve_config
 from spp_scl.heads.training_step import step_one_losses
 from spp_scl.runs.train.trainer import train
 

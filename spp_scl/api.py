@@ -66,14 +66,14 @@ def train(cache: str | Path, out: str | Path, preset: str | None = None, *, forc
     the finished `Run`. `preset` (mvsa-single, mvsa-multiple, hfm, ...) then `fields` (any field of
     `spp_scl.heads.config.SPPSCLConfig`: lr, epochs, patience, seed, head, ...) give the config, as
     `spp-scl train --preset P --FIELD V`. An `out` that holds a finished run is refused unless `force`."""
-    from spp_scl.heads.config import resolve_config
+    from spp_scl.heads.presets import resolve_config
     from spp_scl.runs.train.finished_run import METRICS_FILE
     from spp_scl.runs.train.trainer import train as train_run
 
     if not Path(cache).is_file():
         raise InputError(f"cache {cache}: no such file")
     if preset is None:  # the preset the cache's dataset calls for, as `spp-scl train` picks it
-        from spp_scl.heads.config import cache_preset
+        from spp_scl.heads.presets import cache_preset
 
         preset, note = cache_preset(cache)
         if note:

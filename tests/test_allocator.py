@@ -27,7 +27,7 @@ if sys.argv[1] == "keep":
     assert keep_freed_memory()
 elif sys.argv[1] == "training":  # what every training path does first: open the cache's splits
     from spp_scl.cache.synthetic import write_synthetic_cache
-    from spp_scl.heads.config import resolve_config
+    from spp_scl.heads.presets import resolve_config
     from spp_scl.runs.train.trainer import open_splits
     write_synthetic_cache(sys.argv[2], {"train": 8, "dev": 4}, layers=2, dim=8, map_shape=(4, 2, 2), mean_tokens=3, seed=1)
     open_splits(sys.argv[2], resolve_config("mvsa-single"))

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.gemm_calls import CPU_ATTENTION_FLOPS, Gemm, GemmRecorder, replay_seconds
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.train.trainer import train
 from tests.conftest import ROOT_DIR
 from tests.tiny_run import tiny_run

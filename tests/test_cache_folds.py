@@ -10,7 +10,7 @@ import torch
 from spp_scl.cache.folds import PooledSplit, fold_members
 from spp_scl.cache.reader import CachedSplit
 from spp_scl.core.errors import InputError
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.train.trainer import open_splits, train
 
 SIZES = {"train": 40, "dev": 17, "test": 12}

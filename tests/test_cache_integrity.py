@@ -20,7 +20,7 @@ from spp_scl.cache.verify import verify_cache
 from spp_scl.cli import main as spp_scl
 from spp_scl.core.errors import EXIT_INPUT, InputError
 from spp_scl.extract.pipeline import run as extract
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.train.trainer import train
 from tests.conftest import tiny_config
 from tests.tiny_run import tiny_cache

@@ -9,8 +9,8 @@ import torch
 
 from spp_scl.cache.reader import CachedSplit
 from spp_scl.cache.synthetic import write_synthetic_cache
-from spp_scl.heads.config import resolve_config
 from spp_scl.heads.head_kinds import build_head_model
+from spp_scl.heads.presets import resolve_config
 
 
 @pytest.fixture(scope="module")

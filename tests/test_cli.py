@@ -21,7 +21,8 @@ from spp_scl.cli.tables import base_config as tables_base_config
 from spp_scl.cli.train import run as train_run
 from spp_scl.core.options import dataclass_values
 from spp_scl.extract.config import ExtractConfig
-from spp_scl.heads.config import SPPSCLConfig, resolve_config
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.presets import resolve_config
 from tests.conftest import ROOT_DIR
 
 SPP_SCL = str(Path(sys.executable).with_name("spp-scl"))

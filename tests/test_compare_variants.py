@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from spp_scl.cli import main
 from spp_scl.cli.compare import parse_variants
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 
 SETTINGS = dict(layers=2, dim=16, map_shape=(8, 2, 2), mean_tokens=5, signal=0.6, seed=2)
 

@@ -7,7 +7,7 @@ import pytest
 
 from spp_scl.extract.demo import make_demo_dataset
 from spp_scl.extract.pipeline import run
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.train.trainer import open_splits, train
 from tests.conftest import tiny_config
 

@@ -189,7 +189,7 @@ def test_extract_train_and_predict_agree_with_each_family(tiny, towers, timm_mod
 
     from spp_scl.cache.layout import read_attrs
     from spp_scl.extract.pipeline import run as extract
-    from spp_scl.heads.config import resolve_config
+    from spp_scl.heads.presets import resolve_config
     from spp_scl.runs.predict.predictor import Predictor
     from spp_scl.runs.train.trainer import train
     from tests.conftest import tiny_config

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from spp_scl.cache.synthetic import write_synthetic_cache
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.train.trainer import train
 from tests.conftest import ROOT_DIR, cache_contents, tiny_config
 

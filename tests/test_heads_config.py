@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from spp_scl.heads.config import FIELDS_ADDED_AFTER_KEYS, PRESETS, SPPSCLConfig, resolve_config
+from spp_scl.heads.config import FIELDS_ADDED_AFTER_KEYS, SPPSCLConfig
+from spp_scl.heads.presets import PRESETS, resolve_config
 
 
 def test_defaults_are_the_papers():

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from spp_scl.heads.config import resolve_config
 from spp_scl.heads.hierarchical_attention import HierarchicalAttention
 from spp_scl.heads.image_reduction import ImageReduction
 from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.presets import resolve_config
 from spp_scl.heads.token_lstm import TokenSchedule, bidirectional_lstm_mean
 from spp_scl.heads.training_step import spp_scl_step, step_one_losses
 

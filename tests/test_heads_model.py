@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from spp_scl.heads.config import FUSION_KINDS, resolve_config
+from spp_scl.heads.config import FUSION_KINDS
 from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.presets import resolve_config
 
 CHANNELS, TEXT_DIM, LAYERS, CLASSES = 6, 10, 4, 3
 

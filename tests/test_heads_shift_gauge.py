@@ -4,8 +4,8 @@ zero gradient, and that is what keeps two float orders of the same training in s
 import pytest
 import torch
 
-from spp_scl.heads.config import resolve_config
 from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.presets import resolve_config
 from spp_scl.heads.shift_gauge import is_shift_gauge
 from tests.test_heads_model import CHANNELS, CLASSES, LAYERS, TEXT_DIM, random_inputs
 

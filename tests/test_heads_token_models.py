@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from spp_scl.heads.clmlf import CLMLFHead, clmlf_step
-from spp_scl.heads.config import PRESETS, SPPSCLConfig, resolve_config
+from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.heads.head_kinds import build_head_model, report_keys_for, training_step_for
 from spp_scl.heads.mdse import MDSEHead, mdse_step
 from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.presets import PRESETS, resolve_config
 from spp_scl.heads.training_step import spp_scl_step
 from tests.test_heads_model import CHANNELS, CLASSES, LAYERS, TEXT_DIM, random_inputs, take, trained_statistics
 

@@ -5,8 +5,9 @@ import time
 import pytest
 import torch
 
-from spp_scl.heads.config import SPPSCLConfig, resolve_config
+from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.presets import resolve_config
 from spp_scl.heads.training_step import spp_scl_step
 
 CHANNELS, TEXT_DIM, LAYERS, CLASSES, MAX_LENGTH = 8, 12, 3, 3, 8

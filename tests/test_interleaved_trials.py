@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from spp_scl.core.errors import Diverged
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.train.checkpoint import load_head
 from spp_scl.runs.train.interleaved_trials import interleave_key, train_interleaved
 from spp_scl.runs.train.trainer import train

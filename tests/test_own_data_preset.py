@@ -12,7 +12,7 @@ import pytest
 
 import spp_scl
 from spp_scl.cli import main
-from spp_scl.heads.config import OWN_DATA_PRESET, PRESETS, default_preset
+from spp_scl.heads.presets import OWN_DATA_PRESET, PRESETS, default_preset
 
 
 def test_the_default_preset_follows_the_dataset():

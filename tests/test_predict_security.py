@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from spp_scl.cache.checksums import ATTRS_KEY, attrs_sha256
 from spp_scl.core.errors import EXIT_CRASH, EXIT_INPUT, EXIT_REFUSED, InputError
 from spp_scl.extract.pipeline import run as extract
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.predict.encoder_choice import PluginRefused
 from spp_scl.runs.predict.predictor import Predictor
 from spp_scl.runs.train.trainer import train

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from spp_scl.cache.synthetic import write_synthetic_cache
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.protocols.comparison import METHODS
 from spp_scl.runs.sweep.grid import expand, parse_space
 from spp_scl.runs.train.checkpoint import load_head

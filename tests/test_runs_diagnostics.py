@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from spp_scl.cli import main as spp_scl
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.predict.run_folder import RunFolder
 from spp_scl.runs.report.diagnostics import modality_distances
 from spp_scl.runs.train.trainer import train

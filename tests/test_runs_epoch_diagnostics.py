@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.train.checkpoint import load_head
 from spp_scl.runs.train.trainer import open_splits, train
 

@@ -15,7 +15,7 @@ import pytest
 
 from spp_scl.cache.synthetic import write_synthetic_cache
 from spp_scl.core.errors import EXIT_INPUT, EXIT_INTERRUPTED, EXIT_REFUSED
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.predict.run_folder import RunFolder
 from spp_scl.runs.train.trainer import train
 

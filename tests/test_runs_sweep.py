@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.protocols.paper_tables import PAPER, render_table, table_rows
 from spp_scl.runs.sweep.grid import expand, parse_space, summarise
 from spp_scl.runs.trials.executor import Trial, read_results, run_trials

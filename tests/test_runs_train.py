@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.train.checkpoint import load_head
 from spp_scl.runs.train.trainer import open_splits, train
 from spp_scl.runs.train.trial_run import predict

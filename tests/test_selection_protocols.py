@@ -9,7 +9,7 @@ import pytest
 
 from spp_scl.cache.reader import CachedSplit
 from spp_scl.core.errors import InputError
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.train.trainer import train
 
 SMALL = {"train": 48, "dev": 16, "test": 16}

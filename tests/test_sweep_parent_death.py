@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow  # end to end: processes, extractions or many epoc
 TRIALS = """
 import sys
 from pathlib import Path
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.trials.executor import Trial, run_trials
 
 out = Path(sys.argv[2])

@@ -25,7 +25,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from spp_scl.core.errors import InputError
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.sweep.driver import run_sweep
 from spp_scl.runs.sweep.grid import expand, parse_space
 from spp_scl.runs.sweep.optuna_adapter import trial_id

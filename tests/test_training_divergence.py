@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from spp_scl.cache.synthetic import write_synthetic_cache
 from spp_scl.core.errors import EXIT_DIVERGED, EXIT_INPUT, Diverged, InputError
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.train.checkpoint import CheckpointError, load_head, save_head
 from spp_scl.runs.train.trainer import train
 

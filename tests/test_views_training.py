@@ -16,9 +16,10 @@ from torch import nn
 from spp_scl.cache.reader import CachedSplit
 from spp_scl.cache.views import NoViews
 from spp_scl.extract.pipeline import run as extract
-from spp_scl.heads.config import SPPSCLConfig, resolve_config
+from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.heads.losses.data_based_contrastive import data_based_contrastive_loss
 from spp_scl.heads.model import SPPSCLHead
+from spp_scl.heads.presets import resolve_config
 from spp_scl.heads.training_step import spp_scl_step
 from spp_scl.runs.protocols.comparison import METHODS, methods_for
 from spp_scl.runs.train.trainer import train

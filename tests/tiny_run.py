@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from spp_scl.extract.pipeline import run as extract
-from spp_scl.heads.config import resolve_config
+from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.train.trainer import train
 from tests.conftest import tiny_config
 

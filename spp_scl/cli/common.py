@@ -10,7 +10,8 @@ from pathlib import Path
 
 from spp_scl.core.errors import InputError
 from spp_scl.core.options import did_you_mean
-from spp_scl.heads.config import PRESETS, SPPSCLConfig, resolve_config
+from spp_scl.heads.config import SPPSCLConfig
+from spp_scl.heads.presets import PRESETS, resolve_config
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 
@@ -143,11 +144,11 @@ def read_config_file(path: str) -> SPPSCLConfig:
 
 def base_config(args: argparse.Namespace, **overrides) -> SPPSCLConfig:
     """The preset's config or the --config file's, then --faithful, then `overrides`. Without either, the preset
-    the cache's dataset calls for (spp_scl.heads.config.default_preset), said on stderr."""
+    the cache's dataset calls for (spp_scl.heads.presets.default_preset), said on stderr."""
     if args.config and args.preset:
         raise InputError("give --preset or --config, not both (a run's config already holds its preset's values)")
     if not args.config and not args.preset and getattr(args, "cache", None) and Path(args.cache).is_file():
-        from spp_scl.heads.config import cache_preset
+        from spp_scl.heads.presets import cache_preset
 
         args.preset, note = cache_preset(args.cache)
         if note:

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def base_configs(args: argparse.Namespace, caches: dict[str, str]) -> dict:
     """Per dataset: its preset (when the name is one), then --set."""
-    from spp_scl.heads.config import DATASET_PRESETS, resolve_config
+    from spp_scl.heads.presets import DATASET_PRESETS, resolve_config
     from spp_scl.runs.sweep.grid import parse_settings
 
     bases = {dataset: resolve_config(dataset if dataset in DATASET_PRESETS else None) for dataset in caches}

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def base_config(args: argparse.Namespace, dataset: str, sweep_summary: str | None = None):
     """The dataset's preset (when the name is one), --faithful, the sweep's best point, then --set."""
-    from spp_scl.heads.config import PRESETS, resolve_config
+    from spp_scl.heads.presets import PRESETS, resolve_config
     from spp_scl.runs.sweep.grid import parse_settings
 
     base = resolve_config(dataset if dataset in PRESETS else None, faithful=args.faithful)
