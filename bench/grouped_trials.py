@@ -65,9 +65,10 @@ def measure(kind: str, cache: Path, args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     configs = grid_configs(kind, args.dataset, args.epochs, args.alone_trials, args.job)
-    in_memory = {"auto": None, "yes": True, "no": False}[args.in_memory]
+    in_memory = {"auto": None, "yes": True, "no": False, "shared": None}[args.in_memory]
+    shared = Path(args.work) / "shared" if args.in_memory == "shared" else None
     opened = time.perf_counter()
-    splits = open_splits(cache, configs[0], in_memory)
+    splits = open_splits(cache, configs[0], in_memory, shared=shared)
     opened = time.perf_counter() - opened
     work = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=args.work))
     started = time.perf_counter()
@@ -87,8 +88,10 @@ def measure(kind: str, cache: Path, args) -> dict:
         "trial_epochs_per_hour": round(trial_epochs / seconds * 3600, 1),
         "seconds_opening_cache": round(opened, 2),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3),
+        "pss_gb_at_end": proportional_set_size_gb(),
         "threads": torch.get_num_threads(),
         "split_in_memory": splits["train"].in_memory,
+        "split_shared": splits["train"].shared,
     }
 
 
@@ -110,7 +113,12 @@ def main(argv=None) -> int:
         "for, the same trials; else 2)",
     )
     parser.add_argument("--threads", type=int, help="torch threads (default torch's choice)")
-    parser.add_argument("--in-memory", choices=["auto", "yes", "no"], default="auto", help="hold the splits in memory")
+    parser.add_argument(
+        "--in-memory",
+        choices=["auto", "yes", "no", "shared"],
+        default="auto",
+        help="hold the splits in memory (shared: the jobs map one copy of train and dev, cache/shared_split.py)",
+    )
     parser.add_argument("--work", help="folder for the generated cache and the runs (default a temporary one)")
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--jobs", type=int, default=1, help="processes running each measurement side by side")
@@ -129,6 +137,11 @@ def main(argv=None) -> int:
         return 0
 
     cache = Path(args.cache) if args.cache else _synthetic_cache(args)
+    if args.in_memory == "shared":  # written once, before the jobs start, as split_storage.shared_splits does
+        from spp_scl.cache.shared_split import share_split
+
+        for split in ("train", "dev"):
+            share_split(cache, split, Path(args.work) / "shared")
     rows = []
     for kind in args.kinds.split(","):
         command = [sys.executable, "-m", "bench.grouped_trials", "--one", kind, "--cache-file", str(cache)]
@@ -154,6 +167,18 @@ def main(argv=None) -> int:
     return 0
 
 
+def proportional_set_size_gb() -> float | None:
+    """This process's proportional set size now (pages shared with other processes counted in part: a mapped
+    split shared by J jobs counts 1 / J in each), from /proc/self/smaps_rollup; None where there is none."""
+    try:
+        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return round(int(line.split()[1]) / 1024**2, 3)
+    except OSError:
+        pass
+    return None
+
+
 def run_jobs(command: list[str], jobs: int) -> dict:
     """One measurement in `jobs` processes side by side; their figures combined (one job: its own row)."""
     processes = [
@@ -174,6 +199,7 @@ def run_jobs(command: list[str], jobs: int) -> dict:
         "seconds": seconds,
         "trial_epochs_per_hour": round(trial_epochs / seconds * 3600, 1),
         "peak_rss_gb": max(part["peak_rss_gb"] for part in parts),
+        "pss_gb_at_end": [part["pss_gb_at_end"] for part in parts],
         "per_job_seconds": [part["seconds"] for part in parts],
     }
 

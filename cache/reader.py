@@ -25,6 +25,7 @@ import torch
 
 from spp_scl.cache.checksums import CheckedDataset, check_small_datasets, damage_as_error, damaged
 from spp_scl.cache.layout import is_verifiable, open_cache, read_attrs
+from spp_scl.cache.shared_split import shared_arrays
 from spp_scl.core.errors import InputError
 
 
@@ -89,7 +90,8 @@ class CachedSplit:
     features, None = the cache's own (float16); `token_dtype`: of the token states only, if not `dtype` (None =
     the cache's own). The trainer keeps tokens in float16: a padded batch is half the bytes to fill and move,
     and the heads widen only the tokens they read; image maps are widened once per batch, for both forwards of
-    the two-step rule (every head reads them whole)."""
+    the two-step rule (every head reads them whole). `shared`: a folder of shared copies (cache/shared_split.py);
+    when it holds one of this split, its large features are mapped from there and held as in memory."""
 
     def __init__(
         self,
@@ -99,6 +101,7 @@ class CachedSplit:
         in_memory: bool | None = None,
         dtype: torch.dtype | None = torch.float32,
         token_dtype: torch.dtype | None | str = "same",
+        shared: str | Path | None = None,
     ):
         self.path = Path(path)
         self.split = split
@@ -116,9 +119,9 @@ class CachedSplit:
             raise ValueError(f"layers {layers}: the cache holds {len(positions)} layers {self.cached_layers}") from None
         self.layers = [self.cached_layers[i] for i in self.layer_index]
         with damage_as_error(self.path, f"the {split} split"):  # metadata too damaged for h5py: one line
-            self._open(split, in_memory)
+            self._open(split, in_memory, shared)
 
-    def _open(self, split: str, in_memory: bool | None) -> None:
+    def _open(self, split: str, in_memory: bool | None, shared: str | Path | None = None) -> None:
         self._file = open_cache(self.path)
         if split not in self._file:
             available = [name for name in self._file if isinstance(self._file[name], h5py.Group)]
@@ -134,6 +137,13 @@ class CachedSplit:
         self.map_shape = tuple(group["image_maps"].shape[1:])
         self.text_dim = group["token_states"].shape[2]
         self.nbytes = feature_bytes(group)
+        mapped = shared_arrays(self.path, split, shared) if shared is not None else None
+        self.shared = mapped is not None
+        if mapped is not None:  # one copy on this machine, mapped: held as in memory
+            self.in_memory = True
+            self._arrays = {**mapped, "first_token": group["first_token"][:]}
+            self._file.close()
+            return
         budget = memory_budget()
         self.in_memory = self.nbytes <= budget if in_memory is None else in_memory
         if self.in_memory:

@@ -215,13 +215,14 @@ def test_run_trials_in_groups_gives_the_rows_of_alone(cache, tmp_path):
 
 
 def test_the_default_group_size_follows_where_the_train_split_is_read_from(cache, monkeypatch):
-    """Left to the tool, trials train alone when every job can hold the train split in memory and interleaved when
-    they read it from the file batch by batch (whichever trained faster; the results are the same either way)."""
+    """Left to the tool, trials train alone when every job can hold the train split in memory (or map one shared
+    copy) and interleaved when they read it from the file batch by batch (whichever trained faster; the results are
+    the same either way)."""
     import h5py
 
     import spp_scl.cache.reader as reader
     from spp_scl.cache.reader import CachedSplit, feature_bytes, fits_in_memory
-    from spp_scl.runs.trials.executor import AUTO_GROUP_SIZE, resolve_group_size
+    from spp_scl.runs.trials.split_storage import AUTO_GROUP_SIZE, resolve_group_size
 
     with h5py.File(cache, "r") as file:
         needed = feature_bytes(file["train"])
@@ -234,8 +235,7 @@ def test_the_default_group_size_follows_where_the_train_split_is_read_from(cache
     messages = []
     assert resolve_group_size(None, cache, jobs=2, log=messages.append) == 1
     assert messages == ["group size 1: the train split will be held in memory (--group-size sets it)"]
-    assert resolve_group_size(None, cache, jobs=3) == AUTO_GROUP_SIZE
-    monkeypatch.setattr(reader, "memory_budget", lambda: 0)
+    monkeypatch.setattr(reader, "memory_budget", lambda: needed - 1)
     assert resolve_group_size(None, cache, jobs=1) == AUTO_GROUP_SIZE
 
 

@@ -36,7 +36,7 @@ from spp_scl.runs.sweep.study import (
 )
 from spp_scl.runs.sweep.worker import Pruning, Worker, WorkerSettings
 from spp_scl.runs.sweep.worker_exits import guarded_worker_process, workers_error
-from spp_scl.runs.trials.executor import resolve_group_size
+from spp_scl.runs.trials.split_storage import resolve_group_size, shared_splits
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def run_sweep(
 ) -> dict:
     """Run (or join, or resume) the sweep's study until it is finished; returns the summary (also written). Grid
     and random sweeps train up to `group_size` waiting trials that read the same batches interleaved (1 = one at a
-    time; None = spp_scl.runs.trials.executor.resolve_group_size; each trial trains as it does alone).
+    time; None = spp_scl.runs.trials.split_storage.resolve_group_size; each trial trains as it does alone).
     `data_note` ("DEMO: generated data, not MVSA" for the demo) goes into the summary's title and JSON."""
     log = log or logger.info
     pruning = pruning or Pruning()
@@ -120,7 +120,8 @@ def run_sweep(
     if jobs <= 1:
         Worker(settings, study, log).run()
     else:
-        run_worker_processes(settings, jobs)
+        with shared_splits(plan.cache, jobs, folder, log) as shared:
+            run_worker_processes(replace(settings, shared=shared and str(shared)), jobs)
     summary = {"data_note": data_note, **study_summary(study, plan, storage, pruning)}
     export_results(study, plan, folder / "results.jsonl")
     from spp_scl.runs.sweep.optuna_plots import plot_study

@@ -101,6 +101,7 @@ class WorkerSettings:
     # waiting trials when `workers` processes of this machine share them. 1 = one trial at a time.
     group_size: int = 1
     workers: int = 1
+    shared: str | None = None  # the jobs' shared copies of the splits (runs/trials/split_storage.py)
 
     @property
     def grace(self) -> int:
@@ -127,7 +128,7 @@ class Worker:
     def __init__(self, settings: WorkerSettings, study: optuna.Study, log=None) -> None:
         self.settings, self.study, self.plan = settings, study, settings.plan
         self.log = log or logger.info
-        self.splits = OpenedSplits(settings.plan.cache)
+        self.splits = OpenedSplits(settings.plan.cache, settings.shared)
         self.trained = 0
         self.repeats = 0  # TPE points in a row that were taken already
 

@@ -35,10 +35,13 @@ from spp_scl.runs.train.weight_average import evaluated_head, update_average, we
 logger = logging.getLogger(__name__)
 
 
-def open_splits(cache: str | Path, config: SPPSCLConfig, in_memory: bool | None = None) -> dict[str, CachedSplit]:
+def open_splits(
+    cache: str | Path, config: SPPSCLConfig, in_memory: bool | None = None, shared: str | Path | None = None
+) -> dict[str, CachedSplit]:
     """The cache's splits, reading only the text layers the config uses (the last k of those cached). Batches keep
-    the tokens in the cache's dtype (float16): the heads widen only the tokens they read. Every training path opens
-    its splits here, so this is also where the process starts reusing freed memory (spp_scl/core/allocator.py)."""
+    the tokens in the cache's dtype (float16): the heads widen only the tokens they read. `shared`: a folder of
+    shared copies the jobs of one machine map (cache/shared_split.py). Every training path opens its splits here,
+    so this is also where the process starts reusing freed memory (spp_scl/core/allocator.py)."""
     from spp_scl.cache.layout import split_sizes
 
     keep_freed_memory()
@@ -48,7 +51,8 @@ def open_splits(cache: str | Path, config: SPPSCLConfig, in_memory: bool | None 
         present = [split for split in present if split != "test"]  # never opened under k-fold selection
     layers = list(range(-config.text_layers_last, 0)) if config.text_layers_last else None
     splits = {
-        split: CachedSplit(cache, split, layers=layers, in_memory=in_memory, token_dtype=None) for split in present
+        split: CachedSplit(cache, split, layers=layers, in_memory=in_memory, token_dtype=None, shared=shared)
+        for split in present
     }
     return for_selection(splits, config)
 

@@ -30,29 +30,9 @@ from tqdm.auto import tqdm
 from spp_scl.core.errors import Diverged
 from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.runs.trials.parent_watch import exit_with_parent
+from spp_scl.runs.trials.split_storage import resolve_group_size, shared_splits
 
 logger = logging.getLogger(__name__)
-
-# Trials interleaved per group when the group size is left to the tool (None) and the split is read from the file:
-# each trial trains as alone either way, so the choice is one of speed only.
-AUTO_GROUP_SIZE = 8
-
-
-def resolve_group_size(group_size: int | None, cache: str | Path, jobs: int = 1, log=None) -> int:
-    """`group_size`, or for None the size measured on the split's storage (docs/benchmarks.md, the row "trials in
-    groups"; MVSA-S, 1 thread): groups of AUTO_GROUP_SIZE when the train split is read from the file batch by batch
-    (a group reads each batch once for all its trials: 1.90x alone in groups of 4), alone when it is held in memory
-    (a batch then costs little to gather, and groups were no faster: 1.01x). A prediction of what the jobs' CachedSplit will decide
-    (the train split's bytes times the jobs against the memory budget now); a wrong one costs speed only."""
-    if group_size is not None:
-        return group_size
-    from spp_scl.cache.reader import fits_in_memory
-
-    held = fits_in_memory(cache, "train", processes=jobs)
-    if log is not None:
-        storage = "held in memory" if held else "read from the cache file"
-        log(f"group size {1 if held else AUTO_GROUP_SIZE}: the train split will be {storage} (--group-size sets it)")
-    return 1 if held else AUTO_GROUP_SIZE
 
 
 @dataclass(frozen=True)
@@ -94,8 +74,8 @@ def read_results(path: Path) -> list[dict]:
 class OpenedSplits:
     """A cache's splits, opened once per process per text-layer selection and reused by every trial it trains."""
 
-    def __init__(self, cache: str | Path) -> None:
-        self.cache = str(cache)
+    def __init__(self, cache: str | Path, shared: str | Path | None = None) -> None:
+        self.cache, self.shared = str(cache), shared  # shared: the jobs' shared copies (runs/trials/split_storage.py)
         self.by_layers: dict = {}
 
     def for_config(self, config: SPPSCLConfig) -> dict:
@@ -103,7 +83,8 @@ class OpenedSplits:
         from spp_scl.runs.train.trainer import for_selection, open_splits
 
         if config.text_layers_last not in self.by_layers:
-            self.by_layers[config.text_layers_last] = open_splits(self.cache, config.replace(selection="dev"))
+            dev_selection = config.replace(selection="dev")
+            self.by_layers[config.text_layers_last] = open_splits(self.cache, dev_selection, shared=self.shared)
         return for_selection(self.by_layers[config.text_layers_last], config)
 
 
@@ -154,14 +135,14 @@ def result_row(trial: Trial, config: SPPSCLConfig, result, seconds: float, run_d
 _process: dict = {}  # a worker process's OpenedSplits
 
 
-def _init_worker(cache: str, threads: int, devices, parent_pid: int) -> None:
+def _init_worker(cache: str, threads: int, devices, parent_pid: int, shared: str | None = None) -> None:
     exit_with_parent(parent_pid)  # a sweep killed with kill -9 must not leave its workers running
     import torch
 
     if devices is not None:  # one GPU per worker, taken from a shared queue
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
     torch.set_num_threads(threads)
-    _process["splits"] = OpenedSplits(cache)
+    _process["splits"] = OpenedSplits(cache, shared)
 
 
 def _run_unit(base: dict, trials: list[Trial], run_dirs: list[str], splits: OpenedSplits | None = None, on_row=None):
@@ -325,11 +306,11 @@ def run_trials(
             for index in range(jobs):
                 devices.put(index % gpus)
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(
-            jobs, mp_context=context, initializer=_init_worker, initargs=(str(cache), threads, devices, os.getpid())
-        ) as pool:
-            futures = {pool.submit(_run_unit, base_dict, members, run_dirs(members)): members for members in units}
-            for future in as_completed(futures):
-                record_unit(futures[future], future.result())
+        with shared_splits(cache, jobs, results.parent, log) as shared:
+            initargs = (str(cache), threads, devices, os.getpid(), shared and str(shared))
+            with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
+                futures = {pool.submit(_run_unit, base_dict, members, run_dirs(members)): members for members in units}
+                for future in as_completed(futures):
+                    record_unit(futures[future], future.result())
     bar.close()
     return [done[t.key(base)] for t in trials]
