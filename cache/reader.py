@@ -15,6 +15,7 @@ Memory layouts, chosen for the heads' matrix products (the shapes are the same a
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ from spp_scl.cache.checksums import CheckedDataset, check_small_datasets, damage
 from spp_scl.cache.layout import is_verifiable, open_cache, read_attrs
 from spp_scl.cache.shared_split import shared_arrays
 from spp_scl.core.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -137,7 +140,12 @@ class CachedSplit:
         self.map_shape = tuple(group["image_maps"].shape[1:])
         self.text_dim = group["token_states"].shape[2]
         self.nbytes = feature_bytes(group)
-        mapped = shared_arrays(self.path, split, shared) if shared is not None else None
+        mapped = None
+        if shared is not None:
+            try:
+                mapped = shared_arrays(self.path, split, shared)
+            except (OSError, ValueError) as error:  # a copy removed or cut while opening: do without it
+                logger.warning(f"{split}: the shared copy in {shared} could not be mapped ({error})")
         self.shared = mapped is not None
         if mapped is not None:  # one copy on this machine, mapped: held as in memory
             self.in_memory = True
@@ -195,8 +203,8 @@ class CachedSplit:
             record = record if layer_index is None else record[:, layer_index]
             if same_dtype:
                 fill[row, :length] = record
-            else:
-                fill[row, :length].copy_(torch.from_numpy(record))
+            else:  # (a shared copy's slices are read-only: torch takes a writable copy of them)
+                fill[row, :length].copy_(torch.from_numpy(record if record.flags.writeable else record.copy()))
         mask = np.arange(longest)[None, :] < lengths[:, None]
         return FeatureBatch(
             _converted(image_maps, self.dtype).permute(0, 3, 1, 2),

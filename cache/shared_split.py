@@ -56,20 +56,21 @@ def share_split(cache: str | Path, split: str, folder: str | Path) -> Path:
 
 def _write_array(dataset, path: Path, channels_last: bool, cache, records_per_read: int = 256) -> None:
     """`dataset` into a .npy file at `path`, a few hundred records at a time (never a whole copy in memory); image
-    maps [N, C, h, w] as [N, h, w, C], the layout CachedSplit holds them in."""
+    maps [N, C, h, w] as [N, h, w, C], the layout CachedSplit holds them in. Plain writes, not a writable map: a
+    full disk is an OSError here, not a SIGBUS later."""
     shape = dataset.shape
     if channels_last:
         shape = (shape[0], *shape[2:], shape[1])
-    partial = path.with_suffix(".partial.npy")
-    out = np.lib.format.open_memmap(partial, mode="w+", dtype=dataset.dtype, shape=shape)
-    for start in range(0, dataset.shape[0], records_per_read):
-        try:
-            part = dataset[start : start + records_per_read]
-        except OSError as error:  # a chunk that fails its fletcher32 check
-            raise damaged(cache, dataset.name.lstrip("/"), error) from None
-        out[start : start + len(part)] = part.transpose(0, 2, 3, 1) if channels_last else part
-    out.flush()
-    del out
+    partial = path.with_suffix(".partial")
+    with open(partial, "wb") as out:
+        header = {"descr": np.lib.format.dtype_to_descr(dataset.dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(out, header)
+        for start in range(0, dataset.shape[0], records_per_read):
+            try:
+                part = dataset[start : start + records_per_read]
+            except OSError as error:  # a chunk that fails its fletcher32 check
+                raise damaged(cache, dataset.name.lstrip("/"), error) from None
+            out.write(np.ascontiguousarray(part.transpose(0, 2, 3, 1) if channels_last else part).tobytes())
     partial.replace(path)
 
 

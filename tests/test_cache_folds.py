@@ -78,3 +78,23 @@ def test_training_under_fold_selection_never_reads_the_test_split(cache, tmp_pat
     held_out = fold_members({s: CachedSplit(cache, s).labels for s in ("train", "dev")}, 3, 1)["dev"]
     assert result.metrics["dev"]["records"] == len(held_out) == 19  # a third of the 57 records of train+dev
     assert set(open_splits(cache, config)) == {"train", "dev"}
+
+
+def test_the_trials_of_a_table_under_fold_selection_never_open_the_test_split(cache, monkeypatch):
+    """The splits a process opens once for all its trials (tables, compare, sweeps): under k-fold selection the
+    test split is not even opened (nor held in memory), while a dev-selected trial of the same process gets it."""
+    from spp_scl.runs.trials.executor import OpenedSplits
+
+    opened = []
+    original = CachedSplit.__init__
+
+    def recording(self, path, split, *args, **kwargs):
+        opened.append(split)
+        original(self, path, split, *args, **kwargs)
+
+    monkeypatch.setattr(CachedSplit, "__init__", recording)
+    splits = OpenedSplits(cache)
+    folds = resolve_config("mvsa-single", selection="folds", folds=3, fold=1)
+    assert set(splits.for_config(folds)) == {"train", "dev"} and "test" not in opened
+    assert set(splits.for_config(folds.replace(fold=2))) == {"train", "dev"} and "test" not in opened
+    assert "test" in splits.for_config(resolve_config("mvsa-single"))

@@ -36,7 +36,7 @@ from spp_scl.runs.sweep.study import (
 )
 from spp_scl.runs.sweep.worker import Pruning, Worker, WorkerSettings
 from spp_scl.runs.sweep.worker_exits import guarded_worker_process, workers_error
-from spp_scl.runs.trials.split_storage import resolve_group_size, shared_splits
+from spp_scl.runs.trials.split_storage import resolve_group_size, shared_splits, train_split_storage
 
 logger = logging.getLogger(__name__)
 
@@ -115,12 +115,14 @@ def run_sweep(
     finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     log(f"{finished} of {planned} trials already in the study {name} ({storage.shown})")
     log(f"pruning: {pruning.describe(plan.base.epochs)}")
+    split_storage = "memory"  # where the jobs find the train split: decided once, for the group size and sharing
     if finished < planned:
-        settings = replace(settings, group_size=resolve_group_size(group_size, plan.cache, jobs, log))
+        split_storage = train_split_storage(plan.cache, jobs)
+        settings = replace(settings, group_size=resolve_group_size(group_size, plan.cache, jobs, log, split_storage))
     if jobs <= 1:
         Worker(settings, study, log).run()
     else:
-        with shared_splits(plan.cache, jobs, folder, log) as shared:
+        with shared_splits(plan.cache, jobs, folder, log, split_storage) as shared:
             run_worker_processes(replace(settings, shared=shared and str(shared)), jobs)
     summary = {"data_note": data_note, **study_summary(study, plan, storage, pruning)}
     export_results(study, plan, folder / "results.jsonl")

@@ -8,8 +8,8 @@ interleaving adds is only the order in which the trials' steps run. Two things k
   before its step and taken back after (the CUDA generator too on a GPU);
 - its batches: trials interleave only when their batches are the same ones (interleave_key: one train split, one
   batch size, one seed, so one shuffled order; clean features, as stored views would be drawn per trial).
-What a trial gains is the read: a batch gathered (from memory) or read (from the file) once for the group, the dev
-split read once per epoch when it is read from the file. A trial that stops (its epochs, its patience, a pruner,
+What a trial gains is the read: a train or dev batch gathered (from memory) or read (from the file) once for the
+group, and moved to the device once. A trial that stops (its epochs, its patience, a pruner,
 a divergence) leaves; the others go on. log.jsonl's "seconds" is the trial's own steps and dev pass plus its share
 of the reads.
 """
@@ -91,9 +91,9 @@ def train_interleaved(
         tagged = None if log is None else (lambda line, label=label: log(f"{label}: {line}"))
         trial = TrialTraining(cache, config, run_dir, splits, cpu=cpu, log=tagged, on_epoch=hook)
         trials.append(_Interleaved(index, trial))
-    first = trials[0].trial
-    batch_size, device = first.config.batch_size, first.device
-    shuffle = torch.Generator().manual_seed(first.config.seed)  # the order every trial's own generator draws
+    feed, device = trials[0].trial.feed, trials[0].trial.device  # the batches every member reads (one key)
+    batch_size = configs[0].batch_size
+    shuffle = torch.Generator().manual_seed(configs[0].seed)  # the order every trial's own generator draws
     outcomes: dict[int, TrainResult | Exception] = {}
 
     def leave(member: _Interleaved, outcome) -> None:
@@ -102,36 +102,45 @@ def train_interleaved(
         if on_finish is not None and isinstance(outcome, TrainResult):
             on_finish(member.index, outcome)
 
+    def each(move: str, *args) -> None:
+        """The TrialTraining method `move` for every member in turn, in its own stream; one that diverges leaves."""
+        for member in list(trials):
+            try:
+                with member.own_stream() as trial:
+                    getattr(trial, move)(*args)
+            except Diverged as error:
+                leave(member, error)
+
     epoch = 0
     while trials:
         epoch += 1
-        reading = 0.0
+        reading = 0.0  # seconds of reading batches, shared among the members
         for member in trials:
             member.seconds = 0.0
-            member.trial.start_epoch()
-        batches = first.feed.batches(batch_size, shuffle)
+        each("start_epoch")
+        train_batches = feed.batches(batch_size, shuffle)
         while trials:
             started = time.perf_counter()
-            batch = next(batches, None)
-            inputs = None if batch is None else first.feed.inputs(batch, device)
+            batch = next(train_batches, None)
+            inputs = None if batch is None else feed.inputs(batch, device)  # on the device once for all
             reading += time.perf_counter() - started
             if batch is None:
                 break
-            for member in list(trials):
-                try:
-                    with member.own_stream() as trial:
-                        trial.train_step(batch, epoch, inputs)
-                except Diverged as error:
-                    leave(member, error)
-        dev = splits["dev"]
-        started = time.perf_counter()
-        dev_batches = list(dev.batches(batch_size)) if len(trials) > 1 and not dev.in_memory else None
-        reading += time.perf_counter() - started
+            each("train_step", batch, epoch, inputs)
+        each("start_dev_pass", epoch)
+        dev_batches = splits["dev"].batches(batch_size)
+        while trials:
+            started = time.perf_counter()
+            batch = next(dev_batches, None)
+            reading += time.perf_counter() - started
+            if batch is None:
+                break
+            each("dev_batch", batch)
         share = reading / max(len(trials), 1)
         for member in list(trials):
             try:
                 with member.own_stream() as trial:
-                    finished = trial.end_epoch(epoch, member.seconds + share, dev_batches)
+                    finished = trial.end_epoch(epoch, member.seconds + share)
                     result = trial.finish() if finished else None
             except Diverged as error:
                 leave(member, error)

@@ -28,7 +28,7 @@ from spp_scl.runs.train.non_finite import check_batch_inputs
 from spp_scl.runs.train.resume import EpochStates
 from spp_scl.runs.train.run_lock import run_lock
 from spp_scl.runs.train.stop_signals import stop_requested
-from spp_scl.runs.train.trial_run import TrainResult, TrialRun, head_shapes, predict
+from spp_scl.runs.train.trial_run import TrainResult, TrialRun, batch_probabilities, head_shapes
 from spp_scl.runs.train.view_feed import TrainingFeed
 from spp_scl.runs.train.weight_average import evaluated_head, update_average, weight_average
 
@@ -38,10 +38,18 @@ logger = logging.getLogger(__name__)
 def open_splits(
     cache: str | Path, config: SPPSCLConfig, in_memory: bool | None = None, shared: str | Path | None = None
 ) -> dict[str, CachedSplit]:
-    """The cache's splits, reading only the text layers the config uses (the last k of those cached). Batches keep
-    the tokens in the cache's dtype (float16): the heads widen only the tokens they read. `shared`: a folder of
-    shared copies the jobs of one machine map (cache/shared_split.py). Every training path opens its splits here,
-    so this is also where the process starts reusing freed memory (spp_scl/core/allocator.py)."""
+    """The splits `config` trains, selects and reports on: cache_splits, under k-fold selection its fold."""
+    return for_selection(cache_splits(cache, config, in_memory, shared), config)
+
+
+def cache_splits(
+    cache: str | Path, config: SPPSCLConfig, in_memory: bool | None = None, shared: str | Path | None = None
+) -> dict[str, CachedSplit]:
+    """The cache's splits (without test under k-fold selection: never opened), reading only the text layers the
+    config uses (the last k of those cached). Batches keep the tokens in the cache's dtype (float16): the heads
+    widen only the tokens they read. `shared`: a folder of shared copies the jobs of one machine map
+    (cache/shared_split.py). Every training path opens its splits here, so this is also where the process starts
+    reusing freed memory (spp_scl/core/allocator.py)."""
     from spp_scl.cache.layout import split_sizes
 
     keep_freed_memory()
@@ -50,11 +58,10 @@ def open_splits(
     if config.selection == "folds":
         present = [split for split in present if split != "test"]  # never opened under k-fold selection
     layers = list(range(-config.text_layers_last, 0)) if config.text_layers_last else None
-    splits = {
+    return {
         split: CachedSplit(cache, split, layers=layers, in_memory=in_memory, token_dtype=None, shared=shared)
         for split in present
     }
-    return for_selection(splits, config)
 
 
 def for_selection(splits: dict, config: SPPSCLConfig) -> dict:
@@ -153,6 +160,9 @@ def _train_in_locked_folder(
             trial.train_step(batch, epoch)
             if stop_requested():  # between two steps: the state kept at the last epoch's end is whole
                 raise trial.states.stopped()
+        trial.start_dev_pass(epoch)
+        for batch in splits["dev"].batches(config.batch_size):  # fixed consecutive batches
+            trial.dev_batch(batch)
         finished = trial.end_epoch(epoch, time.perf_counter() - started)
         if not finished:
             trial.states.keep(epoch)
@@ -163,9 +173,10 @@ def _train_in_locked_folder(
 
 class TrialTraining:
     """One trial's training state (weights, optimiser, schedule, weight average, random streams, its run folder:
-    runs/train/trial_run.py) and its three moves: `train_step` on a batch, `end_epoch` (dev pass, selection, the
-    log line), `finish`. The loop of one trial (above) and interleaved trials (runs/train/interleaved_trials.py)
-    drive the same objects, so a trial trains the same either way."""
+    runs/train/trial_run.py) and its moves: `train_step` per batch; at the epoch's end `start_dev_pass`,
+    `dev_batch` per dev batch and `end_epoch` (selection, the log line, whether it is finished); `finish`. The loop
+    of one trial (above) and interleaved trials (runs/train/interleaved_trials.py) drive the same objects, so a
+    trial trains the same either way."""
 
     def __init__(
         self, cache, config: SPPSCLConfig, run_dir, splits: dict, *, cpu=False, log=None, report_to=(), on_epoch=None
@@ -258,21 +269,28 @@ class TrialTraining:
             raise
         update_average(self.average, self.model)
 
-    def end_epoch(self, epoch: int, seconds: float, dev_batches=None) -> bool:
-        """The epoch's end (`seconds` of training so far; the dev pass adds its own): whether the trial is
-        finished. `dev_batches`: the dev split's batches, when a caller read them once for several trials."""
-        config, lr = self.config, self.lr
-        check_weights(self.model, epoch, lr)  # before the dev pass: non-finite weights are never selected
+    def start_dev_pass(self, epoch: int) -> None:
+        """The epoch's training is over: non-finite weights are never selected, the schedule moves on, and the head
+        that dev selection sees (the weights, or their average) goes into eval mode for `dev_batch`."""
+        self.epoch_lr = self.lr
+        check_weights(self.model, epoch, self.epoch_lr)
         self.scheduler.step()
-        started = time.perf_counter()
-        evaluated = evaluated_head(self.model, self.average)
-        layer_weights = []
-        with autocast(config.precision, self.device):
-            _, _, probabilities = predict(
-                evaluated, self.splits["dev"], config.batch_size, self.device, layer_weights, dev_batches
-            )
-        seconds += time.perf_counter() - started
-        return self.run.end_epoch(epoch, lr, probabilities, layer_weights, seconds, lambda head=evaluated: head)
+        self.evaluated = evaluated_head(self.model, self.average).eval()
+        self.dev_probabilities, self.dev_layer_weights = [], []
+
+    def dev_batch(self, batch) -> None:
+        """One batch of the dev pass, in the dev split's fixed consecutive batches."""
+        with autocast(self.config.precision, self.device):
+            probabilities = batch_probabilities(self.evaluated, batch, self.device, self.dev_layer_weights)
+        self.dev_probabilities.append(probabilities)
+
+    def end_epoch(self, epoch: int, seconds: float) -> bool:
+        """The dev metrics, selection and log line of the epoch (`seconds` of it, dev pass included); whether the
+        trial is finished."""
+        evaluated, probabilities = self.evaluated, np.concatenate(self.dev_probabilities)
+        return self.run.end_epoch(
+            epoch, self.epoch_lr, probabilities, self.dev_layer_weights, seconds, lambda head=evaluated: head
+        )
 
     def finish(self) -> TrainResult:
         result = self.run.finish()

@@ -235,23 +235,29 @@ def head_shapes(split: CachedSplit) -> dict:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, split: CachedSplit, batch_size: int, device, layer_weights: list | None = None, batches=None
+    model: nn.Module, split: CachedSplit, batch_size: int, device, layer_weights: list | None = None
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(ids, labels, class probabilities) in the split's order, in consecutive batches of `batch_size`:
     fixed batches, so that even the batch-dependent "cmf-batch" fusion gives reproducible predictions.
-    `layer_weights`, a list, receives the HA layer weights [B, k] of each batch when the head has them.
-    `batches`: those batches, already read (interleaved trials read the dev split once for all)."""
+    `layer_weights`, a list, receives the HA layer weights [B, k] of each batch when the head has them."""
     model.eval()
     ids, probabilities = [], []
-    for batch in split.batches(batch_size) if batches is None else batches:
-        inputs = feature_inputs(batch, device)
-        inputs.pop("labels")
-        outputs = model(**inputs)
-        probabilities.append(torch.softmax(outputs["logits"].float(), dim=1).cpu().numpy())
-        if layer_weights is not None and outputs.get("text_layer_weights") is not None:
-            layer_weights.append(outputs["text_layer_weights"].float().cpu().numpy())
+    for batch in split.batches(batch_size):
+        probabilities.append(batch_probabilities(model, batch, device, layer_weights))
         ids.extend(batch.ids)
     return ids, split.labels.copy(), np.concatenate(probabilities)
+
+
+@torch.no_grad()
+def batch_probabilities(model: nn.Module, batch, device, layer_weights: list | None = None) -> np.ndarray:
+    """One batch's class probabilities from `model` (in eval mode); its HA layer weights appended to
+    `layer_weights` when the head has them."""
+    inputs = feature_inputs(batch, device)
+    inputs.pop("labels")
+    outputs = model(**inputs)
+    if layer_weights is not None and outputs.get("text_layer_weights") is not None:
+        layer_weights.append(outputs["text_layer_weights"].float().cpu().numpy())
+    return torch.softmax(outputs["logits"].float(), dim=1).cpu().numpy()
 
 
 def epoch_diagnostics(reports: dict, layer_weights: list) -> dict:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from spp_scl.core.errors import Diverged
 from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.runs.trials.parent_watch import exit_with_parent
-from spp_scl.runs.trials.split_storage import resolve_group_size, shared_splits
+from spp_scl.runs.trials.split_storage import resolve_group_size, shared_splits, train_split_storage
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +79,14 @@ class OpenedSplits:
         self.by_layers: dict = {}
 
     def for_config(self, config: SPPSCLConfig) -> dict:
-        """The splits `config` trains on; the folds of k-fold selection share the opened train and dev."""
-        from spp_scl.runs.train.trainer import for_selection, open_splits
+        """The splits `config` trains on; the folds of k-fold selection share the opened train and dev (and never
+        open test)."""
+        from spp_scl.runs.train.trainer import cache_splits, for_selection
 
-        if config.text_layers_last not in self.by_layers:
-            dev_selection = config.replace(selection="dev")
-            self.by_layers[config.text_layers_last] = open_splits(self.cache, dev_selection, shared=self.shared)
-        return for_selection(self.by_layers[config.text_layers_last], config)
+        key = (config.text_layers_last, config.selection == "folds")
+        if key not in self.by_layers:
+            self.by_layers[key] = cache_splits(self.cache, config, shared=self.shared)
+        return for_selection(self.by_layers[key], config)
 
 
 def train_unit(configs: list[SPPSCLConfig], run_dirs: list, splits: OpenedSplits, on_epoch=None, on_finish=None):
@@ -234,7 +235,8 @@ def run_trials(
     group_size: int | None = None,
 ) -> list[dict]:
     """Run the trials not yet in `results`; returns the rows of all `trials` (finished before or now). Pending
-    trials that read the same batches train interleaved in groups of up to `group_size` (1 = each alone; None = resolve_group_size)."""
+    trials that read the same batches train interleaved in groups of up to `group_size` (1 = each alone; None =
+    resolve_group_size)."""
     log = log or logger.info
     import torch
 
@@ -247,7 +249,8 @@ def run_trials(
     pending = [t for t in trials if t.key(base) not in done]
     if len(pending) < len(trials):
         log(f"{len(trials) - len(pending)} of {len(trials)} trials already in {results}")
-    group_size = resolve_group_size(group_size, cache, jobs, log if pending else None)
+    storage = train_split_storage(cache, jobs) if pending else "memory"  # decided once: group size and sharing
+    group_size = resolve_group_size(group_size, cache, jobs, log if pending else None, storage)
     base_dict = base.to_dict()
     # On a terminal only (tqdm's disable=None): logs keep one line per finished trial and no bar redraws.
     bar = tqdm(
@@ -306,7 +309,7 @@ def run_trials(
             for index in range(jobs):
                 devices.put(index % gpus)
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with shared_splits(cache, jobs, results.parent, log) as shared:
+        with shared_splits(cache, jobs, results.parent, log, storage) as shared:
             initargs = (str(cache), threads, devices, os.getpid(), shared and str(shared))
             with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
                 futures = {pool.submit(_run_unit, base_dict, members, run_dirs(members)): members for members in units}
