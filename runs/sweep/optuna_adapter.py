@@ -1,5 +1,5 @@
-"""Every use of Optuna beyond its public API, in one place: the storage behind a study, a trial's storage id, and
-the heartbeat interface. Optuna offers no public way to claim a WAITING trial from several processes or to write a
+"""Every use of Optuna beyond its public API, in one place: the storage behind a study, a trial's storage id, the
+heartbeat interface, and the Redis journal's client. Optuna offers no public way to claim a WAITING trial from several processes or to write a
 trial's system attributes, which a sweep whose workers come and go needs; these few accessors are what an Optuna
 upgrade has to check (pyproject.toml pins optuna>=5,<6, and tests/test_sweep_study.py runs each of them).
 """
@@ -31,3 +31,8 @@ def stored_trial(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
 
 def set_system_attr(study: optuna.Study, trial: optuna.Trial, key: str, value) -> None:
     study._storage.set_trial_system_attr(trial._trial_id, key, value)
+
+
+def check_redis_connection(backend) -> None:
+    """A Redis journal connects lazily: ping it now, so that a wrong host or port fails here, named."""
+    backend._redis.ping()

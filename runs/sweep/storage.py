@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 
 from spp_scl.core.errors import InputError
 from spp_scl.runs.sweep.journal_lock import MIN_GRACE, JournalLock
-from spp_scl.runs.sweep.optuna_adapter import BaseHeartbeat, trial_id
+from spp_scl.runs.sweep.optuna_adapter import BaseHeartbeat, check_redis_connection, trial_id
 from spp_scl.runs.sweep.storage_url import StorageUrl, read_storage_url, scrub
 
 JOURNAL_NAME = "optuna.journal"
@@ -211,7 +211,7 @@ def _redis_storage(parsed: StorageUrl, heartbeat: int, grace: int, stale_callbac
         with warnings.catch_warnings():  # the Redis journal is marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             backend = JournalRedisBackend(url)
-        backend._redis.ping()  # Optuna connects lazily; a wrong host or port should fail here, named
+        check_redis_connection(backend)
         storage = HeartbeatJournalStorage(backend, heartbeat, grace, stale_callback)
     except (redis.exceptions.RedisError, ValueError) as error:
         raise InputError(f"--storage {shown}: cannot use Redis: {first_line(error, parsed)}") from None
