@@ -272,6 +272,7 @@ class TrialTraining:
     def start_dev_pass(self, epoch: int) -> None:
         """The epoch's training is over: non-finite weights are never selected, the schedule moves on, and the head
         that dev selection sees (the weights, or their average) goes into eval mode for `dev_batch`."""
+        self.run.check_trained(epoch)  # before the schedule moves: it never moves without a step
         self.epoch_lr = self.lr
         check_weights(self.model, epoch, self.epoch_lr)
         self.scheduler.step()

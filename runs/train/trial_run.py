@@ -122,6 +122,15 @@ class TrialRun:
             self.diagnostics[key] += report[key]
         self.steps += 1
 
+    def check_trained(self, epoch: int) -> None:
+        """Every batch of the epoch skipped means nothing trained, and an exit 0 would say it did: an error."""
+        if not self.steps:
+            raise InputError(
+                f"epoch {epoch} trained nothing: no batch of the {len(self.splits['train'])} training records had "
+                f"2 or more records (batch size {self.config.batch_size}; BatchNorm needs 2): use --batch-size 2 "
+                "or more"
+            )
+
     def write_line(self, line: dict) -> None:
         """One epoch's line of log.jsonl (and of the trackers); its epoch is the last one run."""
         self.epochs_run = line["epoch"]
@@ -143,11 +152,7 @@ class TrialRun:
         gives the module to save), the log line; whether the trial is finished: patience, then the caller's hook
         (told of the last epoch too), then the last epoch."""
         config, metric, dev_split = self.config, self.config.selection_metric, self.splits["dev"]
-        if not self.steps:  # every batch was skipped: nothing trained, and an exit 0 would say it did
-            raise InputError(
-                f"epoch {epoch} trained nothing: no batch of the {len(self.splits['train'])} training records had "
-                f"2 or more records (batch size {config.batch_size}; BatchNorm needs 2): use --batch-size 2 or more"
-            )
+        self.check_trained(epoch)
         check_probabilities(dev_probabilities, dev_split, "dev", self.cache, epoch)  # never counted when not finite
         dev = classification_metrics(dev_split.labels, dev_probabilities.argmax(1), dev_split.class_names)
         self.seconds.append(seconds)
