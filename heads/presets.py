@@ -44,9 +44,9 @@ TUNED_PRESETS: dict[str, dict[str, Any]] = {
 }
 # Data that is not one of the paper's: the settings that held on MVSA-Single (the tuned preset's), because the
 # paper's lr 1e-4 with 150 epochs and no patience sits at chance on a small own set for many epochs. Measured there
-# over 5 folds of train+dev (1 seed): 0.731 accuracy against 0.718 for the paper's preset run to convergence, ahead
-# at 5% in both F1s and over posts (docs/results/mvsa-single-folds.md); `train` picks it when the cache's dataset
-# is not a paper dataset.
+# over 5 folds x 3 seeds of train+dev (without weight averaging): 0.732 accuracy against 0.715 for the paper's
+# preset run to convergence, ahead at 5% in accuracy, both F1s and over posts (docs/results/mvsa-single-folds.md);
+# `train` picks it when the cache's dataset is not a paper dataset.
 OWN_DATA_PRESET = "own-data"
 TUNED_PRESETS[OWN_DATA_PRESET] = TUNED_PRESETS["mvsa-single+tuned"]
 PRESETS: dict[str, dict[str, Any]] = {
