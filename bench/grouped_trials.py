@@ -66,9 +66,8 @@ def measure(kind: str, cache: Path, args) -> dict:
         torch.set_num_threads(args.threads)
     configs = grid_configs(kind, args.dataset, args.epochs, args.alone_trials, args.job)
     in_memory = {"auto": None, "yes": True, "no": False, "shared": None}[args.in_memory]
-    shared = Path(args.work) / "shared" if args.in_memory == "shared" else None
     opened = time.perf_counter()
-    splits = open_splits(cache, configs[0], in_memory, shared=shared)
+    splits = open_splits(cache, configs[0], in_memory, shared=args.shared_folder)
     opened = time.perf_counter() - opened
     work = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=args.work))
     started = time.perf_counter()
@@ -125,6 +124,7 @@ def main(argv=None) -> int:
     parser.add_argument("--job", type=int, default=0, help=argparse.SUPPRESS)  # a side-by-side process's index
     parser.add_argument("--one", choices=KINDS, help=argparse.SUPPRESS)  # a measurement's own process
     parser.add_argument("--cache-file", help=argparse.SUPPRESS)
+    parser.add_argument("--shared-folder", help=argparse.SUPPRESS)  # the shared copy a measurement's jobs map
     args = parser.parse_args(argv)
     if args.alone_trials is None:
         args.alone_trials = max([GROUP_SIZES.get(kind, 0) for kind in args.kinds.split(",")] + [2])
@@ -137,20 +137,13 @@ def main(argv=None) -> int:
         return 0
 
     cache = Path(args.cache) if args.cache else _synthetic_cache(args)
-    if args.in_memory == "shared":  # written once, before the jobs start, as split_storage.shared_splits does
-        from spp_scl.cache.shared_split import share_split
+    from spp_scl.runs.trials.split_storage import shared_splits
 
-        for split in ("train", "dev"):
-            share_split(cache, split, Path(args.work) / "shared")
-    rows = []
-    for kind in args.kinds.split(","):
-        command = [sys.executable, "-m", "bench.grouped_trials", "--one", kind, "--cache-file", str(cache)]
-        command += ["--synthetic", "--dataset", args.dataset, "--epochs", str(args.epochs), "--work", args.work]
-        command += ["--alone-trials", str(args.alone_trials), "--in-memory", args.in_memory]
-        command += ["--threads", str(args.threads)] if args.threads else []
-        rows.append(run_jobs(command, args.jobs))
-        print(json.dumps(rows[-1]), flush=True)
+    # --in-memory shared: the copy is written once before the jobs start and removed after, as a run does it.
+    with shared_splits(cache, args.in_memory, args.work) as shared:
+        rows = measure_kinds(args, cache, shared)
     alone_row = next((row for row in rows if row["kind"] == "alone"), None)
+
     print(f"\ncache {cache}, {args.epochs} epoch(s) per trial")
     print(f"{'kind':<16}{'trials':>7}{'seconds':>10}{'trial-epochs/h':>16}{'x alone':>9}{'peak RSS GB':>13}")
     for row in rows:
@@ -165,6 +158,20 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"cache": str(cache), "rows": rows}, indent=1))
     return 0
+
+
+def measure_kinds(args, cache: Path, shared: Path | None) -> list[dict]:
+    """Each kind's measurement, in its own processes (`args.jobs` side by side); `shared`: the splits' shared copy."""
+    rows = []
+    for kind in args.kinds.split(","):
+        command = [sys.executable, "-m", "bench.grouped_trials", "--one", kind, "--cache-file", str(cache)]
+        command += ["--synthetic", "--dataset", args.dataset, "--epochs", str(args.epochs), "--work", args.work]
+        command += ["--alone-trials", str(args.alone_trials), "--in-memory", args.in_memory]
+        command += ["--threads", str(args.threads)] if args.threads else []
+        command += ["--shared-folder", str(shared)] if shared else []
+        rows.append(run_jobs(command, args.jobs))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def proportional_set_size_gb() -> float | None:

@@ -143,7 +143,7 @@ class CachedSplit:
         mapped = None
         if shared is not None:
             try:
-                mapped = shared_arrays(self.path, split, shared)
+                mapped = shared_arrays(self.path, split, shared, self.attrs["fingerprint"])
             except (OSError, ValueError) as error:  # a copy removed or cut while opening: do without it
                 logger.warning(f"{split}: the shared copy in {shared} could not be mapped ({error})")
         self.shared = mapped is not None

@@ -7,14 +7,13 @@ A shared split is the split's large features written once as plain arrays (`.npy
 the token states, in the cache's dtype, read through the cache's checksummed chunks) into a folder; each job maps
 them read-only, so the page cache holds one copy whatever the number of jobs, and a batch is gathered as from memory.
 
-The folder names the cache it was written from (path, size, modification time, fingerprint); a folder that does not
-match, or that a stopped writer left without its record, is written again. The caller removes it when its jobs are
-done (`remove_shared`).
+The folder records the cache it was written from (path, size, modification time, fingerprint); a copy that does not
+match the cache as it is now, or that a stopped writer left without its record, is never taken. The run that writes
+it removes it when its jobs are done (`remove_shared`; runs/trials/split_storage.py).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 from pathlib import Path
@@ -28,29 +27,27 @@ SHARED_ARRAYS = ("image_maps", "token_states")  # the first-token vectors are sm
 RECORD = "source.json"
 
 
-def _source(cache: str | Path) -> dict:
+def _source(cache: str | Path, fingerprint: dict | None = None) -> dict:
+    """What a copy was written from, as its record reads back (JSON: tuples as lists)."""
     cache = Path(cache).resolve()
     stat = cache.stat()
-    fingerprint = read_attrs(cache)["fingerprint"]
-    return {"cache": str(cache), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "fingerprint": fingerprint}
+    fingerprint = read_attrs(cache)["fingerprint"] if fingerprint is None else fingerprint
+    source = {"cache": str(cache), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "fingerprint": fingerprint}
+    return json.loads(json.dumps(source))
 
 
 def share_split(cache: str | Path, split: str, folder: str | Path) -> Path:
-    """`folder/<split>/`, holding `split`'s SHARED_ARRAYS as .npy files, written unless a matching copy is there
-    (one writer at a time: a lock file beside it)."""
+    """`folder/<split>/`, holding `split`'s SHARED_ARRAYS as .npy files and, written last, the record of the cache
+    they come from (a copy without it is never taken). One writer per folder: the run that owns it."""
     target = Path(folder) / split
     target.mkdir(parents=True, exist_ok=True)
+    (target / RECORD).unlink(missing_ok=True)
     source = _source(cache)
-    with open(target.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second job waits for the first one's copy rather than writing its own
-        if _record(target) == json.loads(json.dumps(source)):  # as the record reads back
-            return target
-        (target / RECORD).unlink(missing_ok=True)  # written last: a copy without it is never taken
-        with open_cache(cache) as file, damage_as_error(cache, f"the {split} split"):
-            group = file[split]
-            for name in SHARED_ARRAYS:
-                _write_array(group[name], target / f"{name}.npy", channels_last=name == "image_maps", cache=cache)
-        (target / RECORD).write_text(json.dumps(source))
+    with open_cache(cache) as file, damage_as_error(cache, f"the {split} split"):
+        group = file[split]
+        for name in SHARED_ARRAYS:
+            _write_array(group[name], target / f"{name}.npy", channels_last=name == "image_maps", cache=cache)
+    (target / RECORD).write_text(json.dumps(source))
     return target
 
 
@@ -81,15 +78,17 @@ def _record(target: Path) -> dict | None:
         return None
 
 
-def shared_arrays(cache: str | Path, split: str, folder: str | Path) -> dict[str, np.ndarray] | None:
+def shared_arrays(
+    cache: str | Path, split: str, folder: str | Path, fingerprint: dict | None = None
+) -> dict[str, np.ndarray] | None:
     """`split`'s SHARED_ARRAYS mapped read-only from `folder`, or None when the folder holds no copy of this cache
-    as it is now (the caller then holds or reads its own)."""
+    as it is now (the caller then holds or reads its own). `fingerprint`: the cache's, when the caller has read it."""
     target = Path(folder) / split
-    if _record(target) != json.loads(json.dumps(_source(cache))):  # as the record reads back
+    if _record(target) != _source(cache, fingerprint):
         return None
     return {name: np.load(target / f"{name}.npy", mmap_mode="r") for name in SHARED_ARRAYS}
 
 
 def remove_shared(folder: str | Path) -> None:
-    """The shared copies and their locks (mapped arrays stay readable until their processes close them)."""
+    """The shared copies (mapped arrays stay readable until their processes close them)."""
     shutil.rmtree(folder, ignore_errors=True)

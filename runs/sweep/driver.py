@@ -122,7 +122,7 @@ def run_sweep(
     if jobs <= 1:
         Worker(settings, study, log).run()
     else:
-        with shared_splits(plan.cache, jobs, folder, log, split_storage) as shared:
+        with shared_splits(plan.cache, split_storage, folder, log) as shared:
             run_worker_processes(replace(settings, shared=shared and str(shared)), jobs)
     summary = {"data_note": data_note, **study_summary(study, plan, storage, pruning)}
     export_results(study, plan, folder / "results.jsonl")

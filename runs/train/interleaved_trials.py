@@ -91,9 +91,10 @@ def train_interleaved(
         tagged = None if log is None else (lambda line, label=label: log(f"{label}: {line}"))
         trial = TrialTraining(cache, config, run_dir, splits, cpu=cpu, log=tagged, on_epoch=hook)
         trials.append(_Interleaved(index, trial))
-    feed, device = trials[0].trial.feed, trials[0].trial.device  # the batches every member reads (one key)
+    # The batches every member reads (one key): the first trial's feed, in the order its shuffling generator draws
+    # (every member's own generator, seeded alike, would draw the same).
+    feed, device, shuffle = trials[0].trial.feed, trials[0].trial.device, trials[0].trial.shuffle
     batch_size = configs[0].batch_size
-    shuffle = torch.Generator().manual_seed(configs[0].seed)  # the order every trial's own generator draws
     outcomes: dict[int, TrainResult | Exception] = {}
 
     def leave(member: _Interleaved, outcome) -> None:

@@ -309,7 +309,7 @@ def run_trials(
             for index in range(jobs):
                 devices.put(index % gpus)
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with shared_splits(cache, jobs, results.parent, log, storage) as shared:
+        with shared_splits(cache, storage, results.parent, log) as shared:
             initargs = (str(cache), threads, devices, os.getpid(), shared and str(shared))
             with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
                 futures = {pool.submit(_run_unit, base_dict, members, run_dirs(members)): members for members in units}

@@ -56,15 +56,15 @@ def resolve_group_size(
 
 
 @contextlib.contextmanager
-def shared_splits(cache: str | Path, jobs: int, folder: str | Path, log=None, storage: str | None = None):
-    """The folder of shared copies (train and dev) for `jobs` jobs writing into `folder`, or None when the train
-    split is not to be shared (or its copy could not be written: the jobs then do without); removed when the jobs
-    are done. Each run has its own folder (`.shared-splits/<process id>`), so that two runs into one output folder
+def shared_splits(cache: str | Path, storage: str, folder: str | Path, log=None):
+    """The folder of shared copies (train and dev) for the jobs of a run writing into `folder`, or None when
+    `storage` (the caller's train_split_storage) is not "shared", or the copy could not be written (the jobs then
+    do without); removed when the jobs are done. Each run has its own folder (`.shared-splits/<process id>`), so that two runs into one output folder
     never remove each other's; those of runs no longer alive are removed first."""
     from spp_scl.cache.layout import split_sizes
     from spp_scl.cache.shared_split import remove_shared, share_split
 
-    if jobs <= 1 or (storage or train_split_storage(cache, jobs)) != "shared":
+    if storage != "shared":
         yield None
         return
     say = log or (lambda *_: None)
@@ -79,7 +79,7 @@ def shared_splits(cache: str | Path, jobs: int, folder: str | Path, log=None, st
             say(f"no shared copy of the splits ({error}): each job holds or reads its own")
             yield None
             return
-        say(f"the {jobs} jobs share one copy of the train and dev splits' features ({target}, removed at the end)")
+        say(f"the jobs share one copy of the train and dev splits' features ({target}, removed at the end)")
         yield target
     finally:
         remove_shared(target)
