@@ -126,6 +126,11 @@ def test_trials_resume_without_repeating(small_cache, tmp_path):
     assert len(read_results(results)) == 3
     assert run_trials(small_cache, base, trials, results, tmp_path / "trials", log=messages.append) == rows
     assert len(read_results(results)) == 3
+    # Another command's trial of the same config and seed (compare's "SPP-SCL" is tables' full model) is reused,
+    # and reported under the name asked for now: the table groups its rows by that name.
+    renamed = run_trials(small_cache, base, [Trial("full", {"theta": 0.5}, 2)], results, tmp_path / "trials",
+                         log=lambda *_: None)  # fmt: skip
+    assert renamed == [{**rows[1], "name": "full"}] and len(read_results(results)) == 3
     # A changed base config makes new trials: results of other settings are never reused.
     other = run_trials(
         small_cache, base.replace(lr=5e-4), trials[:1], results, tmp_path / "trials", log=lambda *_: None

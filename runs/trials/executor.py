@@ -316,4 +316,6 @@ def run_trials(
                 for future in as_completed(futures):
                     record_unit(futures[future], future.result())
     bar.close()
-    return [done[t.key(base)] for t in trials]
+    # Under the asking trial's name: a trial another command (compare, sweep) finished in the same --out is the same
+    # config and seed, and its row joins this command's table under this command's label.
+    return [{**done[t.key(base)], "name": t.name} for t in trials]
