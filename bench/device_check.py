@@ -8,13 +8,14 @@ Parts, each written to the JSON as soon as it is done (a run stopped at its time
 2. heads: each compared head (runs/protocols/comparison.py) trains --epochs epochs on a generated cache of the
    paper's shapes (MVSA-Single-sized: 3,611 train / 450 dev; BERT-base's 4 x 768 token states, ResNet-50's
    2048 x 7 x 7 maps), in float32 and in bfloat16 where it is fast (the trainer refuses it elsewhere, and the JSON
-   says so); seconds of the first epoch and the mean of the later ones, and the peak GPU memory. Eager only:
-   compiled steps are not written yet;
-3. sweep: bench/grouped_trials.py's trials alone, the 27-point tau / theta / lambda grid at --sweep-epochs epochs,
+   says so); seconds of the first epoch and the mean of the later ones, and the peak GPU memory;
+3. compiled: bench/compiled_step.py on the same cache: the compared heads' training iteration eager against the forward
+   through torch.compile (the text branch's data-dependent parts eager between graphs), with the compile time;
+4. sweep: bench/grouped_trials.py's trials alone, the 27-point tau / theta / lambda grid at --sweep-epochs epochs,
    one after the other: wall time and trial-epochs per hour;
-4. extraction: bench/extract_throughput.py with BERT-base and ResNet-50 architectures (random weights) on a
+5. extraction: bench/extract_throughput.py with BERT-base and ResNet-50 architectures (random weights) on a
    generated split folder: the pipeline's records per second against the encoders' bare forward;
-5. tests: the tests marked `gpu` (pytest -m gpu), which skip without a GPU.
+6. tests: the tests marked `gpu` (pytest -m gpu), which skip without a GPU.
 --tiny shrinks every size so that the whole check runs in seconds on a CPU.
 """
 
@@ -91,6 +92,18 @@ def heads(cache: Path, epochs: int, work: Path) -> list[dict]:
     return rows
 
 
+def compiled(cache: Path, tiny: bool, work: Path) -> list[dict]:
+    figures = work / "compiled.json"
+    work.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "bench.compiled_step", "--cache", str(cache), "--json", str(figures)]
+    # The three compared heads (text and image only are parts of SPP-SCL's): each compiles for a minute or more.
+    command += (
+        ["--methods", "spp-scl", "--iterations", "2", "--warm-up", "2"] if tiny else ["--methods", "spp-scl,clmlf,mdse"]
+    )
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(figures.read_text())["rows"]
+
+
 def sweep(cache: Path, trials: int, epochs: int, work: Path) -> dict:
     figures = work / "sweep.json"
     command = [sys.executable, "-m", "bench.grouped_trials", "--cache", str(cache), "--kinds", "alone"]
@@ -131,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-trials", type=int, help="trials of the sweep (default 27; tiny 2)")
     parser.add_argument("--sweep-epochs", type=int, help="epochs per sweep trial (default 6; tiny 1)")
     parser.add_argument("--extract-records", type=int, help="records extracted (default 512; tiny 8)")
-    parser.add_argument("--parts", default="heads,sweep,extraction,tests", help="which parts, comma-separated")
+    parser.add_argument("--parts", default="heads,compiled,sweep,extraction,tests", help="which parts, comma-separated")
     parser.add_argument("--work", help="folder for the generated data (default a temporary one)")
     args = parser.parse_args(argv)
     tiny = args.tiny
@@ -151,13 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     save("started", True)
     parts = args.parts.split(",")
     cache = work / "paper-shapes.h5"
-    if {"heads", "sweep"} & set(parts) and not cache.exists():
+    if {"heads", "compiled", "sweep"} & set(parts) and not cache.exists():
         from spp_scl.cache.synthetic import write_synthetic_cache
 
         write_synthetic_cache(cache, shapes["sizes"], layers=shapes["layers"], dim=shapes["dim"],
                               map_shape=shapes["map_shape"], mean_tokens=31.0)  # fmt: skip
     if "heads" in parts:
         save("heads", heads(cache, args.epochs or (2 if tiny else 3), work / "heads"))
+    if "compiled" in parts:
+        save("compiled", compiled(cache, tiny, work / "compiled"))
     if "sweep" in parts:
         save("sweep", sweep(cache, args.sweep_trials or (2 if tiny else 27), args.sweep_epochs or (1 if tiny else 6),
                             work / "sweep"))  # fmt: skip

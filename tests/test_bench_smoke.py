@@ -225,6 +225,9 @@ def test_the_device_check_writes_every_part_on_the_cpu(tmp_path):
     assert set(rows) == {(method.key, p) for method in select_methods(None) for p in ("float32", "bfloat16")}
     for row in rows.values():  # timed, or refused in the trainer's words (bfloat16 where it is slow)
         assert row.get("later_epoch_seconds", 0) > 0 or row["refused"].startswith("precision bfloat16 needs")
+    (compiled,) = report["compiled"]  # SPP-SCL's iteration eager and compiled, its graphs cut at the eager islands
+    assert compiled["method"] == "spp-scl" and compiled["eager_seconds"] > 0 and compiled["compiled_seconds"] > 0
+    assert (compiled["graphs"], compiled["graph_breaks"]) == (4, 3)
     assert report["sweep"]["trials"] == 2 and report["sweep"]["trial_epochs_per_hour"] > 0
     assert report["extraction"]["records"] == 8 and 0 < report["extraction"]["pipeline_over_bare"]
     assert report["tests"]["exit_status"] == 0  # the gpu-marked tests: skipped without a GPU, passed with one

@@ -1,0 +1,177 @@
+"""Training iterations eager against `torch.compile`d: does compiling a head's forward (and so its backward) pay?
+
+For each compared head (runs/protocols/comparison.py's methods without the closed-form probe) on one cache, with
+the dataset preset, the trainer's step runs on the same batches (read beforehand) from the same seed, twice:
+
+- eager: the head as the trainer runs it;
+- compiled: the head's forward through `torch.compile` (inductor; dynamic shapes, since the token length and the
+  last batch's size vary), so that AOTAutograd compiles the backward too. The text branch's data-dependent parts
+  (the token schedule, which reads the batch's lengths to the host, and the recurrence, a Python loop over those
+  lengths: heads/token_lstm.py) run eagerly between compiled graphs (`torch.compiler.disable`): traced, they
+  break the graph at every host read and recompile for every new set of lengths.
+
+Reported per head: seconds per iteration (the median of the timed ones, after --warm-up iterations; for the
+compiled head the warm-up holds the compilation, reported as its own figure), the compiled / eager ratio, the
+graphs and graph breaks dynamo made, and the first iteration's step-one loss of both (equal within float rounding
+with --same-random: inductor then draws dropout masks as eager does; without it they differ by their masks).
+The run is what it is on this machine: compare only figures of one run.
+
+    python -m bench.compiled_step --cache cache/files/mvsa-single.h5 --threads 1
+    python -m bench.compiled_step --synthetic --tiny --iterations 3     # seconds: the test's size
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from spp_scl.cache.synthetic import write_synthetic_cache
+from spp_scl.heads.head_kinds import training_step_for
+from spp_scl.heads.presets import resolve_config
+from spp_scl.runs.protocols.comparison import select_methods
+from spp_scl.runs.train.checkpoint import build_head
+from spp_scl.runs.train.trainer import open_splits
+from spp_scl.runs.train.trial_run import head_shapes
+from spp_scl.runs.train.view_feed import feature_inputs
+
+HEADS = "spp-scl,clmlf,mdse,text-only,image-only"
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@contextlib.contextmanager
+def eager_islands():
+    """The text branch's data-dependent parts kept out of compiled graphs while the context is open."""
+    from spp_scl.heads import hierarchical_attention, token_lstm
+
+    names = {"real_token_lengths": hierarchical_attention, "bidirectional_lstm_mean": hierarchical_attention}
+    saved = {name: getattr(module, name) for name, module in names.items()}
+    saved_schedule = token_lstm.TokenSchedule.from_lengths
+    try:
+        for name, module in names.items():
+            setattr(module, name, torch.compiler.disable(saved[name]))
+        token_lstm.TokenSchedule.from_lengths = torch.compiler.disable(saved_schedule)
+        yield
+    finally:
+        for name, module in names.items():
+            setattr(module, name, saved[name])
+        token_lstm.TokenSchedule.from_lengths = saved_schedule
+
+
+def run_iterations(config, shapes, batches: list[dict], compiled: bool, warm_up: int) -> dict:
+    """The trainer's step (fused AdamW) on `batches` from the config's seed; seconds of the warm-up and of each
+    later iteration, and the first iteration's report."""
+    torch.manual_seed(config.seed)
+    model = build_head(config, shapes).to(DEVICE).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    step = training_step_for(config)
+    if compiled:
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        model.forward = torch.compile(model.forward, dynamic=True)
+    started = time.perf_counter()
+    first = step(model, batches[0], optimizer, config)
+    for batch in batches[1:warm_up]:
+        step(model, batch, optimizer, config)
+    synchronize()
+    warm_up_seconds = time.perf_counter() - started
+    seconds = []
+    for batch in batches[warm_up:]:
+        started = time.perf_counter()
+        step(model, batch, optimizer, config)
+        synchronize()
+        seconds.append(time.perf_counter() - started)
+    found = {"warm_up_seconds": warm_up_seconds, "seconds": seconds, "first_loss": first["loss_step_one"]}
+    if compiled:
+        counters = torch._dynamo.utils.counters
+        found["graphs"] = int(counters["stats"]["unique_graphs"])
+        found["graph_breaks"] = int(sum(counters["graph_break"].values()))
+    return found
+
+
+def measure(cache: Path, methods: str, iterations: int, warm_up: int, same_random: bool) -> list[dict]:
+    base = resolve_config("mvsa-single")
+    splits = open_splits(cache, base, in_memory=True)
+    shapes = head_shapes(splits["train"])
+    order = torch.Generator().manual_seed(base.seed)
+    batches = splits["train"].batches(base.batch_size, shuffle=True, generator=order, longest_first=True)
+    batches = [feature_inputs(batch, DEVICE) for batch in itertools.islice(batches, warm_up + iterations)]
+    batches = list(itertools.islice(itertools.cycle(batches), warm_up + iterations))  # a small cache: round again
+    rows = []
+    for method in select_methods(methods):
+        config = base.replace(**method.overrides)
+        eager = run_iterations(config, shapes, batches, compiled=False, warm_up=warm_up)
+        with eager_islands(), torch._inductor.config.patch(fallback_random=same_random):
+            compiled = run_iterations(config, shapes, batches, compiled=True, warm_up=warm_up)
+        eager_median, compiled_median = statistics.median(eager["seconds"]), statistics.median(compiled["seconds"])
+        row = {
+            "method": method.key,
+            "eager_seconds": round(eager_median, 5),
+            "compiled_seconds": round(compiled_median, 5),
+            "compiled_over_eager": round(compiled_median / eager_median, 3),
+            "compile_warm_up_seconds": round(compiled["warm_up_seconds"], 1),
+            "eager_warm_up_seconds": round(eager["warm_up_seconds"], 1),
+            "graphs": compiled["graphs"],
+            "graph_breaks": compiled["graph_breaks"],
+            "first_loss": [eager["first_loss"], compiled["first_loss"]],
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cache", help="a feature cache (the real MVSA-S one)")
+    source.add_argument("--synthetic", action="store_true", help="a generated cache of MVSA-Single's size")
+    parser.add_argument("--tiny", action="store_true", help="with --synthetic: tiny shapes (a smoke run)")
+    parser.add_argument("--methods", default=HEADS, help=f"heads (default {HEADS})")
+    parser.add_argument("--iterations", type=int, default=40, help="timed iterations per head and mode")
+    parser.add_argument("--warm-up", type=int, default=8, help="iterations before timing (the compilation)")
+    parser.add_argument("--threads", type=int, help="torch threads (default torch's choice)")
+    parser.add_argument("--same-random", action="store_true", help="inductor draws dropout masks as eager does")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as work:
+        cache = Path(args.cache) if args.cache else Path(work) / "synthetic.h5"
+        if args.synthetic:
+            sizes = {"train": 200, "dev": 40} if args.tiny else {"train": 3611, "dev": 450}
+            shapes = dict(layers=2, dim=16, map_shape=(8, 2, 2)) if args.tiny else {}
+            write_synthetic_cache(cache, sizes, mean_tokens=31.0, **shapes)
+        rows = measure(cache, args.methods, args.iterations, args.warm_up, args.same_random)
+    print(
+        f"\n{DEVICE}, {torch.get_num_threads()} torch threads; seconds per training iteration (median of {args.iterations})"
+    )
+    print("| head | eager s | compiled s | compiled / eager | compile warm-up s | graphs / breaks |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['method']} | {row['eager_seconds']:.4f} | {row['compiled_seconds']:.4f} | "
+            f"{row['compiled_over_eager']:.2f} | {row['compile_warm_up_seconds']} | "
+            f"{row['graphs']} / {row['graph_breaks']} |"
+        )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"device": str(DEVICE), "threads": torch.get_num_threads(), "rows": rows}, indent=1)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
