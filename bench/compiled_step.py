@@ -34,14 +34,11 @@ from pathlib import Path
 
 import torch
 
+from bench.epoch_floor import training_iterations
 from spp_scl.cache.synthetic import write_synthetic_cache
-from spp_scl.heads.head_kinds import training_step_for
 from spp_scl.heads.presets import resolve_config
 from spp_scl.runs.protocols.comparison import select_methods
-from spp_scl.runs.train.checkpoint import build_head
 from spp_scl.runs.train.trainer import open_splits
-from spp_scl.runs.train.trial_run import head_shapes
-from spp_scl.runs.train.view_feed import feature_inputs
 
 HEADS = "spp-scl,clmlf,mdse,text-only,image-only"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -71,27 +68,27 @@ def eager_islands():
         token_lstm.TokenSchedule.from_lengths = saved_schedule
 
 
-def run_iterations(config, shapes, batches: list[dict], compiled: bool, warm_up: int) -> dict:
-    """The trainer's step (fused AdamW) on `batches` from the config's seed; seconds of the warm-up and of each
-    later iteration, and the first iteration's report."""
-    torch.manual_seed(config.seed)
-    model = build_head(config, shapes).to(DEVICE).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
-    step = training_step_for(config)
-    if compiled:
-        torch._dynamo.reset()
-        torch._dynamo.utils.counters.clear()
-        model.forward = torch.compile(model.forward, dynamic=True)
+def compile_forward(model) -> None:
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    model.forward = torch.compile(model.forward, dynamic=True)
+
+
+def run_iterations(config, splits, count: int, warm_up: int, compiled: bool) -> dict:
+    """`count` of the trainer's iterations (bench/epoch_floor.py's, from the config's seed; a small split's batches
+    round again); seconds of the first `warm_up` together and of each later one, and the first iteration's report."""
+    runs = training_iterations(config, splits, device=DEVICE, prepare=compile_forward if compiled else None)
+    runs = list(itertools.islice(itertools.cycle(list(itertools.islice(runs, count))), count))
     started = time.perf_counter()
-    first = step(model, batches[0], optimizer, config)
-    for batch in batches[1:warm_up]:
-        step(model, batch, optimizer, config)
+    first = runs[0]()
+    for run in runs[1:warm_up]:
+        run()
     synchronize()
     warm_up_seconds = time.perf_counter() - started
     seconds = []
-    for batch in batches[warm_up:]:
+    for run in runs[warm_up:]:
         started = time.perf_counter()
-        step(model, batch, optimizer, config)
+        run()
         synchronize()
         seconds.append(time.perf_counter() - started)
     found = {"warm_up_seconds": warm_up_seconds, "seconds": seconds, "first_loss": first["loss_step_one"]}
@@ -105,17 +102,12 @@ def run_iterations(config, shapes, batches: list[dict], compiled: bool, warm_up:
 def measure(cache: Path, methods: str, iterations: int, warm_up: int, same_random: bool) -> list[dict]:
     base = resolve_config("mvsa-single")
     splits = open_splits(cache, base, in_memory=True)
-    shapes = head_shapes(splits["train"])
-    order = torch.Generator().manual_seed(base.seed)
-    batches = splits["train"].batches(base.batch_size, shuffle=True, generator=order, longest_first=True)
-    batches = [feature_inputs(batch, DEVICE) for batch in itertools.islice(batches, warm_up + iterations)]
-    batches = list(itertools.islice(itertools.cycle(batches), warm_up + iterations))  # a small cache: round again
     rows = []
     for method in select_methods(methods):
         config = base.replace(**method.overrides)
-        eager = run_iterations(config, shapes, batches, compiled=False, warm_up=warm_up)
+        eager = run_iterations(config, splits, warm_up + iterations, warm_up, compiled=False)
         with eager_islands(), torch._inductor.config.patch(fallback_random=same_random):
-            compiled = run_iterations(config, shapes, batches, compiled=True, warm_up=warm_up)
+            compiled = run_iterations(config, splits, warm_up + iterations, warm_up, compiled=True)
         eager_median, compiled_median = statistics.median(eager["seconds"]), statistics.median(compiled["seconds"])
         row = {
             "method": method.key,

@@ -109,20 +109,24 @@ def bf16_seconds_per_flop(gemms: list[Gemm], samples: int, seed: int = 0) -> flo
     return sum(per_flop) / len(per_flop)
 
 
-def training_iterations(config, splits, precision: str = "float32"):
+def training_iterations(config, splits, precision: str = "float32", device="cpu", prepare=None):
     """The trainer's iterations (its step, fused AdamW, batches) outside the trainer, from the config's seed:
-    yields a callable per iteration that runs it (under `precision`'s autocast) on inputs read beforehand."""
+    yields a callable per iteration of one epoch that runs it (under `precision`'s autocast) on inputs read
+    beforehand and returns the step's report. `prepare(model)`, when given, is applied to the head before its
+    optimiser is made (bench/compiled_step.py compiles it there)."""
     torch.manual_seed(config.seed)
-    model = build_head(config, head_shapes(splits["train"])).train()
+    model = build_head(config, head_shapes(splits["train"])).to(device).train()
+    if prepare is not None:
+        prepare(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     step = training_step_for(config)
     order = torch.Generator().manual_seed(config.seed)
     for batch in splits["train"].batches(config.batch_size, shuffle=True, generator=order, longest_first=True):
-        inputs = feature_inputs(batch, "cpu")
+        inputs = feature_inputs(batch, device)
 
-        def run(inputs=inputs) -> None:
-            with autocast(precision, "cpu"):
-                step(model, inputs, optimizer, config)
+        def run(inputs=inputs) -> dict:
+            with autocast(precision, device):
+                return step(model, inputs, optimizer, config)
 
         yield run
 
