@@ -37,6 +37,7 @@ from spp_scl.runs.sweep.study import (
 from spp_scl.runs.sweep.worker import Pruning, Worker, WorkerSettings
 from spp_scl.runs.sweep.worker_exits import guarded_worker_process, workers_error
 from spp_scl.runs.trials.split_storage import resolve_group_size, shared_splits, train_split_storage
+from spp_scl.runs.trials.worker_resources import threads_per_worker, worker_gpus
 
 logger = logging.getLogger(__name__)
 
@@ -144,13 +145,13 @@ def run_worker_processes(settings: WorkerSettings, jobs: int) -> None:
     import torch
 
     context = multiprocessing.get_context("spawn")
-    gpus = torch.cuda.device_count()
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    gpus = worker_gpus(jobs, torch.cuda.device_count())
+    threads = threads_per_worker(jobs)
     level = logging.getLogger("runs").getEffectiveLevel()
     processes = [
         context.Process(
             target=guarded_worker_process,
-            args=(replace(settings, threads=threads, device=index % gpus if gpus else None), os.getpid(), level),
+            args=(replace(settings, threads=threads, device=gpus[index] if gpus else None), os.getpid(), level),
             name=f"sweep-worker-{index}",
         )
         for index in range(jobs)

@@ -47,6 +47,7 @@ from spp_scl.runs.sweep.study import (
 from spp_scl.runs.sweep.trial_watch import Heartbeat, PrunerWatch
 from spp_scl.runs.sweep.worker_identity import this_process
 from spp_scl.runs.trials.executor import OpenedSplits, result_row, train_unit
+from spp_scl.runs.trials.worker_resources import pin_to_gpu
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class WorkerSettings:
     heartbeat: int = 30
     pruning: Pruning = Pruning()
     threads: int | None = None
-    device: int | None = None
+    device: str | None = None  # this worker's CUDA_VISIBLE_DEVICES (runs/trials/worker_resources.py)
     # Grid and random sweeps: a worker claims up to group_size waiting trials at once and trains those that read
     # the same batches interleaved (runs/train/interleaved_trials.py), taking no more than its share of the
     # waiting trials when `workers` processes of this machine share them. 1 = one trial at a time.
@@ -325,8 +326,7 @@ def worker_process(settings: WorkerSettings, parent_pid: int, log_level: int) ->
     from spp_scl.runs.trials.parent_watch import exit_with_parent
 
     exit_with_parent(parent_pid)  # a sweep killed with kill -9 must not leave its workers training
-    if settings.device is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(settings.device)
+    pin_to_gpu(settings.device)
     logging.basicConfig(level=log_level, format="%(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     import torch

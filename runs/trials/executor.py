@@ -31,6 +31,7 @@ from spp_scl.core.errors import Diverged
 from spp_scl.heads.config import SPPSCLConfig
 from spp_scl.runs.trials.parent_watch import exit_with_parent
 from spp_scl.runs.trials.split_storage import resolve_group_size, shared_splits, train_split_storage
+from spp_scl.runs.trials.worker_resources import pin_to_gpu, threads_per_worker, worker_gpus
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _init_worker(cache: str, threads: int, devices, parent_pid: int, shared: str
     import torch
 
     if devices is not None:  # one GPU per worker, taken from a shared queue
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
+        pin_to_gpu(devices.get())
     torch.set_num_threads(threads)
     _process["splits"] = OpenedSplits(cache, shared)
 
@@ -302,13 +303,13 @@ def run_trials(
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        gpus = torch.cuda.device_count()
+        gpus = worker_gpus(jobs, torch.cuda.device_count())
         devices = None
         if gpus:
             devices = context.SimpleQueue()  # handed to the workers as they start: no manager process to outlive us
-            for index in range(jobs):
-                devices.put(index % gpus)
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+            for name in gpus:
+                devices.put(name)
+        threads = threads_per_worker(jobs)
         with shared_splits(cache, storage, results.parent, log) as shared:
             initargs = (str(cache), threads, devices, os.getpid(), shared and str(shared))
             with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
