@@ -9,13 +9,16 @@ Parts, each written to the JSON as soon as it is done (a run stopped at its time
    paper's shapes (MVSA-Single-sized: 3,611 train / 450 dev; BERT-base's 4 x 768 token states, ResNet-50's
    2048 x 7 x 7 maps), in float32 and in bfloat16 where it is fast (the trainer refuses it elsewhere, and the JSON
    says so); seconds of the first epoch and the mean of the later ones, and the peak GPU memory;
-3. compiled: bench/compiled_step.py on the same cache: the compared heads' training iteration eager against the forward
+3. recurrence: bench/text_recurrence.py at MVSA-Single's shapes: the text branch's BiLSTM as the head runs it (per
+   step kernels on the real tokens) against nn.LSTM on the zero-padded batch (cuDNN), training and no-grad
+   milliseconds per batch and their difference (the same vectors within float32 rounding);
+4. compiled: bench/compiled_step.py on the same cache: the compared heads' training iteration eager against the forward
    through torch.compile (the text branch's data-dependent parts eager between graphs), with the compile time;
-4. sweep: bench/grouped_trials.py's trials alone, the 27-point tau / theta / lambda grid at --sweep-epochs epochs,
+5. sweep: bench/grouped_trials.py's trials alone, the 27-point tau / theta / lambda grid at --sweep-epochs epochs,
    one after the other: wall time and trial-epochs per hour;
-5. extraction: bench/extract_throughput.py with BERT-base and ResNet-50 architectures (random weights) on a
+6. extraction: bench/extract_throughput.py with BERT-base and ResNet-50 architectures (random weights) on a
    generated split folder: the pipeline's records per second against the encoders' bare forward;
-6. tests: the tests marked `gpu` (pytest -m gpu), which skip without a GPU.
+7. tests: the tests marked `gpu` (pytest -m gpu), which skip without a GPU.
 --tiny shrinks every size so that the whole check runs in seconds on a CPU.
 """
 
@@ -92,6 +95,14 @@ def heads(cache: Path, epochs: int, work: Path) -> list[dict]:
     return rows
 
 
+def recurrence(tiny: bool) -> dict:
+    from bench.text_recurrence import measure
+
+    if tiny:
+        return measure(batch=4, tokens=12, longest=5, dim=16, hidden=8, repeats=2)
+    return measure()
+
+
 def compiled(cache: Path, tiny: bool, work: Path) -> list[dict]:
     figures = work / "compiled.json"
     work.mkdir(parents=True, exist_ok=True)
@@ -144,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-trials", type=int, help="trials of the sweep (default 27; tiny 2)")
     parser.add_argument("--sweep-epochs", type=int, help="epochs per sweep trial (default 6; tiny 1)")
     parser.add_argument("--extract-records", type=int, help="records extracted (default 512; tiny 8)")
-    parser.add_argument("--parts", default="heads,compiled,sweep,extraction,tests", help="which parts, comma-separated")
+    parser.add_argument(
+        "--parts", default="heads,recurrence,compiled,sweep,extraction,tests", help="which parts, comma-separated"
+    )
     parser.add_argument("--work", help="folder for the generated data (default a temporary one)")
     args = parser.parse_args(argv)
     tiny = args.tiny
@@ -171,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                               map_shape=shapes["map_shape"], mean_tokens=31.0)  # fmt: skip
     if "heads" in parts:
         save("heads", heads(cache, args.epochs or (2 if tiny else 3), work / "heads"))
+    if "recurrence" in parts:
+        save("recurrence", recurrence(tiny))
     if "compiled" in parts:
         save("compiled", compiled(cache, tiny, work / "compiled"))
     if "sweep" in parts:

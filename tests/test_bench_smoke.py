@@ -225,9 +225,32 @@ def test_the_device_check_writes_every_part_on_the_cpu(tmp_path):
     assert set(rows) == {(method.key, p) for method in select_methods(None) for p in ("float32", "bfloat16")}
     for row in rows.values():  # timed, or refused in the trainer's words (bfloat16 where it is slow)
         assert row.get("later_epoch_seconds", 0) > 0 or row["refused"].startswith("precision bfloat16 needs")
+    recurrence = report["recurrence"]  # the head's BiLSTM and nn.LSTM on the padded batch: same vectors, both timed
+    assert recurrence["texts"] == 4 and recurrence["steps"] == 5 and recurrence["max_abs_difference"] < 1e-5
+    assert recurrence["schedule_train_ms"] > 0 and recurrence["padded_no_grad_ms"] > 0
     (compiled,) = report["compiled"]  # SPP-SCL's iteration eager and compiled, its graphs cut at the eager islands
     assert compiled["method"] == "spp-scl" and compiled["eager_seconds"] > 0 and compiled["compiled_seconds"] > 0
     assert (compiled["graphs"], compiled["graph_breaks"]) == (4, 3)
     assert report["sweep"]["trials"] == 2 and report["sweep"]["trial_epochs_per_hour"] > 0
     assert report["extraction"]["records"] == 8 and 0 < report["extraction"]["pipeline_over_bare"]
     assert report["tests"]["exit_status"] == 0  # the gpu-marked tests: skipped without a GPU, passed with one
+
+
+def test_the_padded_lstm_the_recurrence_bench_times_gives_the_heads_text_vectors():
+    # bench/text_recurrence.py compares speeds only if both paths compute the same thing: a bias-free LSTM read
+    # backwards over right padding starts each text from an exact zero state.
+    from torch import nn
+
+    from bench.text_recurrence import padded_lstm_mean
+    from spp_scl.heads.token_lstm import TokenSchedule, bidirectional_lstm_mean
+
+    torch.manual_seed(0)
+    lstm = nn.LSTM(6, 5, batch_first=True, bidirectional=True, bias=False).double()
+    schedule = TokenSchedule.from_lengths(torch.tensor([3, 7, 1, 7, 4]))
+    tokens = torch.randn(len(schedule.steps), 6, dtype=torch.float64, requires_grad=True)
+    head, padded = bidirectional_lstm_mean(tokens, schedule, lstm), padded_lstm_mean(tokens, schedule, lstm)
+    torch.testing.assert_close(padded, head, rtol=1e-12, atol=1e-12)
+    weights = torch.randn_like(head)
+    (head_grad,) = torch.autograd.grad((head * weights).sum(), tokens)
+    (padded_grad,) = torch.autograd.grad((padded * weights).sum(), tokens)
+    torch.testing.assert_close(padded_grad, head_grad, rtol=1e-12, atol=1e-12)
