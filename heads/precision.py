@@ -26,7 +26,11 @@ def fast_bfloat16(device: torch.device | str) -> bool:
     has bfloat16 instructions (AVX512-BF16 or AMX)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # NVIDIA's compute capability 8 (Ampere) and later, or ROCm. torch.cuda.is_bf16_supported() also says yes
+        # for a V100 or T4, which can hold bfloat16 tensors but multiply them slowly: float16 is for those.
+        if not torch.cuda.is_available():
+            return False
+        return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
     if device.type == "cpu":
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False

@@ -32,8 +32,13 @@ class AlignmentDecision:
 def alignment_decision(
     t: torch.Tensor, v: torch.Tensor, labels: torch.Tensor, theta: float = 2.0 / 3.0
 ) -> AlignmentDecision:
-    """t [B, d], v [B, d], labels [B] -> AlignmentDecision(aligned = c >= theta * P, c, P, m, saturated share)."""
-    similarity = torch.sigmoid(t @ v.transpose(0, 1))
+    """t [B, d], v [B, d], labels [B] -> AlignmentDecision(aligned = c >= theta * P, c, P, m, saturated share).
+
+    Computed in float32 (float64 stays float64) whatever the autocast state and the embeddings' dtype: in bfloat16
+    S has 8 bits of mantissa, so many entries tie with m (or saturate at 1.0) and c, hence the decision, changes."""
+    dtype = torch.promote_types(t.dtype, torch.float32)
+    with torch.autocast(t.device.type, enabled=False):
+        similarity = torch.sigmoid(t.to(dtype) @ v.to(dtype).transpose(0, 1))
     diagonal_mean = similarity.diagonal().mean()
     below_mean_count = int((similarity < diagonal_mean).sum())
     same_label_pairs = int((labels.unsqueeze(0) == labels.unsqueeze(1)).sum())

@@ -67,3 +67,16 @@ def test_the_deprecated_mixed_precision_option_warns_and_sets_the_precision(tmp_
                "bf16"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT_DIR)
     assert "warning: --mixed-precision is deprecated and goes in 0.12: use --precision bfloat16" in done.stderr
+
+
+@pytest.mark.parametrize("major, fast", [(7, False), (8, True), (9, True)])
+def test_bfloat16_counts_as_fast_from_ampere_on_not_on_a_v100_or_t4(monkeypatch, major, fast):
+    from types import SimpleNamespace
+
+    from spp_scl.heads.precision import fast_bfloat16
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(major=major))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True)  # emulation would pass
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert fast_bfloat16("cuda") is fast

@@ -90,3 +90,16 @@ def test_decision_reports_m_and_the_saturated_share_of_s():
     # t_2 . v_0 = t_2 . v_2 = 20: sigmoid(20) is exactly 1.0 in float32, 2 of the 9 entries.
     assert decision.saturated_fraction == pytest.approx(2 / 9)
     assert torch.sigmoid(torch.tensor(20.0)) == 1.0 and torch.sigmoid(torch.tensor(15.0)) < 1.0
+
+
+def test_the_rule_is_decided_in_float32_under_bfloat16_autocast():
+    # Under autocast t v^T would be a bfloat16 product: S would keep 8 bits of mantissa, entries would tie with m,
+    # and c would change. Embeddings that come out of a bfloat16 forward are decided on as they are, in float32.
+    generator = torch.Generator().manual_seed(0)
+    t, v = torch.randn(64, 32, generator=generator) * 0.6, torch.randn(64, 32, generator=generator) * 0.6
+    labels = torch.randint(0, 3, (64,), generator=generator)
+    plain = alignment_decision(t, v, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert alignment_decision(t, v, labels) == plain
+        rounded = alignment_decision(t.bfloat16(), v.bfloat16(), labels)
+    assert rounded == alignment_decision(t.bfloat16().float(), v.bfloat16().float(), labels)

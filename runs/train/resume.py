@@ -70,9 +70,9 @@ def capture(epoch: int, model, optimizer, scheduler, average, shuffle, feed, run
     tensors["rng.shuffle"] = shuffle.get_state()
     if feed.views is not None:
         tensors["rng.views"] = feed.generator.get_state()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{index}"] = state
+    device = next(model.parameters()).device
+    if device.type == "cuda":  # the training GPU's stream only: a rerun may see other GPUs, or fewer
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     kind, keys, position, has_gauss, gauss = np.random.get_state()
     tensors["rng.numpy"] = torch.from_numpy(keys.astype(np.int64))
     record = {
@@ -200,9 +200,9 @@ def restore(snapshot: Snapshot, model, optimizer, scheduler, average, shuffle, f
     shuffle.set_state(tensors["rng.shuffle"])
     if feed.views is not None:
         feed.generator.set_state(tensors["rng.views"])
-    cuda = sorted(name for name in tensors if name.startswith("rng.cuda."))
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([tensors[name] for name in cuda])
+    device = next(model.parameters()).device
+    if "rng.cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
     kind, position, has_gauss, gauss = record["numpy_rng"]
     np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), position, has_gauss, gauss))
     version, internal, gauss_next = record["python_rng"]
