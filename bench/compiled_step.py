@@ -17,6 +17,7 @@ with --same-random: inductor then draws dropout masks as eager does; without it 
 The run is what it is on this machine: compare only figures of one run.
 
     python -m bench.compiled_step --cache cache/files/mvsa-single.h5 --threads 1
+    python -m bench.compiled_step --cache cache/files/mvsa-single.h5 --threads 1 --precision bfloat16
     python -m bench.compiled_step --synthetic --tiny --iterations 3     # seconds: the test's size
 """
 
@@ -74,10 +75,11 @@ def compile_forward(model) -> None:
     model.forward = torch.compile(model.forward, dynamic=True)
 
 
-def run_iterations(config, splits, count: int, warm_up: int, compiled: bool) -> dict:
+def run_iterations(config, splits, count: int, warm_up: int, compiled: bool, precision: str = "float32") -> dict:
     """`count` of the trainer's iterations (bench/epoch_floor.py's, from the config's seed; a small split's batches
     round again); seconds of the first `warm_up` together and of each later one, and the first iteration's report."""
-    runs = training_iterations(config, splits, device=DEVICE, prepare=compile_forward if compiled else None)
+    prepare = compile_forward if compiled else None
+    runs = training_iterations(config, splits, precision, device=DEVICE, prepare=prepare)
     runs = list(itertools.islice(itertools.cycle(list(itertools.islice(runs, count))), count))
     started = time.perf_counter()
     first = runs[0]()
@@ -99,18 +101,21 @@ def run_iterations(config, splits, count: int, warm_up: int, compiled: bool) -> 
     return found
 
 
-def measure(cache: Path, methods: str, iterations: int, warm_up: int, same_random: bool) -> list[dict]:
+def measure(
+    cache: Path, methods: str, iterations: int, warm_up: int, same_random: bool, precision: str = "float32"
+) -> list[dict]:
     base = resolve_config("mvsa-single")
     splits = open_splits(cache, base, in_memory=True)
     rows = []
     for method in select_methods(methods):
         config = base.replace(**method.overrides)
-        eager = run_iterations(config, splits, warm_up + iterations, warm_up, compiled=False)
+        eager = run_iterations(config, splits, warm_up + iterations, warm_up, compiled=False, precision=precision)
         with eager_islands(), torch._inductor.config.patch(fallback_random=same_random):
-            compiled = run_iterations(config, splits, warm_up + iterations, warm_up, compiled=True)
+            compiled = run_iterations(config, splits, warm_up + iterations, warm_up, compiled=True, precision=precision)
         eager_median, compiled_median = statistics.median(eager["seconds"]), statistics.median(compiled["seconds"])
         row = {
             "method": method.key,
+            "precision": precision,
             "eager_seconds": round(eager_median, 5),
             "compiled_seconds": round(compiled_median, 5),
             "compiled_over_eager": round(compiled_median / eager_median, 3),
@@ -136,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm-up", type=int, default=8, help="iterations before timing (the compilation)")
     parser.add_argument("--threads", type=int, help="torch threads (default torch's choice)")
     parser.add_argument("--same-random", action="store_true", help="inductor draws dropout masks as eager does")
+    parser.add_argument(
+        "--precision", default="float32", choices=("float32", "bfloat16"), help="both modes under this autocast"
+    )
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args(argv)
     if args.threads:
@@ -146,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             sizes = {"train": 200, "dev": 40} if args.tiny else {"train": 3611, "dev": 450}
             shapes = dict(layers=2, dim=16, map_shape=(8, 2, 2)) if args.tiny else {}
             write_synthetic_cache(cache, sizes, mean_tokens=31.0, **shapes)
-        rows = measure(cache, args.methods, args.iterations, args.warm_up, args.same_random)
+        rows = measure(cache, args.methods, args.iterations, args.warm_up, args.same_random, args.precision)
     print(
-        f"\n{DEVICE}, {torch.get_num_threads()} torch threads; seconds per training iteration (median of {args.iterations})"
+        f"\n{DEVICE}, {torch.get_num_threads()} torch threads, {args.precision}; seconds per training iteration "
+        f"(median of {args.iterations})"
     )
     print("| head | eager s | compiled s | compiled / eager | compile warm-up s | graphs / breaks |")
     print("|---|---|---|---|---|---|")
