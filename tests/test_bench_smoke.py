@@ -236,21 +236,23 @@ def test_the_device_check_writes_every_part_on_the_cpu(tmp_path):
     assert report["tests"]["exit_status"] == 0  # the gpu-marked tests: skipped without a GPU, passed with one
 
 
-def test_the_padded_lstm_the_recurrence_bench_times_gives_the_heads_text_vectors():
-    # bench/text_recurrence.py compares speeds only if both paths compute the same thing: a bias-free LSTM read
-    # backwards over right padding starts each text from an exact zero state.
+def test_the_lstms_the_recurrence_bench_times_give_the_heads_text_vectors():
+    # bench/text_recurrence.py compares speeds only if its paths compute the same thing: a bias-free LSTM read
+    # backwards over right padding starts each text from an exact zero state; the masked one holds it at zero.
     from torch import nn
 
-    from bench.text_recurrence import padded_lstm_mean
+    from bench.text_recurrence import masked_lstm_mean, padded_lstm_mean
     from spp_scl.heads.token_lstm import TokenSchedule, bidirectional_lstm_mean
 
     torch.manual_seed(0)
     lstm = nn.LSTM(6, 5, batch_first=True, bidirectional=True, bias=False).double()
     schedule = TokenSchedule.from_lengths(torch.tensor([3, 7, 1, 7, 4]))
     tokens = torch.randn(len(schedule.steps), 6, dtype=torch.float64, requires_grad=True)
-    head, padded = bidirectional_lstm_mean(tokens, schedule, lstm), padded_lstm_mean(tokens, schedule, lstm)
-    torch.testing.assert_close(padded, head, rtol=1e-12, atol=1e-12)
+    head = bidirectional_lstm_mean(tokens, schedule, lstm)
     weights = torch.randn_like(head)
     (head_grad,) = torch.autograd.grad((head * weights).sum(), tokens)
-    (padded_grad,) = torch.autograd.grad((padded * weights).sum(), tokens)
-    torch.testing.assert_close(padded_grad, head_grad, rtol=1e-12, atol=1e-12)
+    for path in (padded_lstm_mean, masked_lstm_mean):  # masked: the compile-friendly recurrence, here eager
+        other = path(tokens, schedule, lstm)
+        torch.testing.assert_close(other, head, rtol=1e-12, atol=1e-12)
+        (other_grad,) = torch.autograd.grad((other * weights).sum(), tokens)
+        torch.testing.assert_close(other_grad, head_grad, rtol=1e-12, atol=1e-12)
