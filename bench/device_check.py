@@ -18,7 +18,9 @@ Parts, each written to the JSON as soon as it is done (a run stopped at its time
    one after the other: wall time and trial-epochs per hour;
 6. extraction: bench/extract_throughput.py with BERT-base and ResNet-50 architectures (random weights) on a
    generated split folder: the pipeline's records per second against the encoders' bare forward;
-7. tests: the tests marked `gpu` (pytest -m gpu), which skip without a GPU.
+7. tests: the tests marked `gpu` (pytest -m gpu), which skip without a GPU;
+8. recurrence_compiled (last, so a time limit cuts it first): part 3 again with the compile-friendly recurrence
+   through torch.compile as a third path, its compile time included (minutes on a CPU: GPU runs only unless tiny).
 --tiny shrinks every size so that the whole check runs in seconds on a CPU.
 """
 
@@ -95,12 +97,12 @@ def heads(cache: Path, epochs: int, work: Path) -> list[dict]:
     return rows
 
 
-def recurrence(tiny: bool) -> dict:
+def recurrence(tiny: bool, compiled: bool = False) -> dict:
     from bench.text_recurrence import measure
 
     if tiny:
-        return measure(batch=4, tokens=12, longest=5, dim=16, hidden=8, repeats=2)
-    return measure()
+        return measure(batch=4, tokens=12, longest=5, dim=16, hidden=8, repeats=2, compiled=compiled)
+    return measure(compiled=compiled)
 
 
 def compiled(cache: Path, tiny: bool, work: Path) -> list[dict]:
@@ -156,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-epochs", type=int, help="epochs per sweep trial (default 6; tiny 1)")
     parser.add_argument("--extract-records", type=int, help="records extracted (default 512; tiny 8)")
     parser.add_argument(
-        "--parts", default="heads,recurrence,compiled,sweep,extraction,tests", help="which parts, comma-separated"
+        "--parts",
+        default="heads,recurrence,compiled,sweep,extraction,tests,recurrence_compiled",
+        help="which parts, comma-separated",
     )
     parser.add_argument("--work", help="folder for the generated data (default a temporary one)")
     args = parser.parse_args(argv)
@@ -195,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         save("extraction", extraction(args.extract_records or (8 if tiny else 512), tiny, work / "extraction"))
     if "tests" in parts:
         save("tests", gpu_tests())
+    if "recurrence_compiled" in parts and (tiny or torch.cuda.is_available()):
+        save("recurrence_compiled", recurrence(tiny, compiled=True))
     return 0
 
 

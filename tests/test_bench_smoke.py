@@ -228,6 +228,8 @@ def test_the_device_check_writes_every_part_on_the_cpu(tmp_path):
     recurrence = report["recurrence"]  # the head's BiLSTM and nn.LSTM on the padded batch: same vectors, both timed
     assert recurrence["texts"] == 4 and recurrence["steps"] == 5 and recurrence["max_abs_difference"] < 1e-5
     assert recurrence["schedule_train_ms"] > 0 and recurrence["padded_no_grad_ms"] > 0
+    compiled_recurrence = report["recurrence_compiled"]  # the compile-friendly one, through torch.compile
+    assert compiled_recurrence["masked_max_abs_difference"] < 1e-5 and compiled_recurrence["masked_compile_seconds"] > 0
     (compiled,) = report["compiled"]  # SPP-SCL's iteration eager and compiled, its graphs cut at the eager islands
     assert compiled["method"] == "spp-scl" and compiled["eager_seconds"] > 0 and compiled["compiled_seconds"] > 0
     assert (compiled["graphs"], compiled["graph_breaks"]) == (4, 3)
