@@ -171,3 +171,19 @@ def test_command_line_single_pair_and_pair_files(tiny, run_dir, tmp_path, capsys
     not_a_model = ["predict", str(run_dir), "--image", str(pairs[0][1]), "--text", "x", "--text-encoder", str(tmp_path)]
     assert spp_scl(not_a_model) == 3
     assert f"--text-encoder {tmp_path}: the folder has no config.json" in capsys.readouterr().err
+
+
+def test_a_bfloat16_runs_predictions_are_what_predict_gives(tiny, tmp_path_factory):
+    # Trained under bfloat16 autocast, the run's weights are float32; predictions.csv and metrics.json are computed
+    # from them in float32, as predict does on any device (under autocast they differed by ~1e-2).
+    from spp_scl.heads.precision import fast_bfloat16
+
+    if not fast_bfloat16("cpu"):
+        pytest.skip("bfloat16 training needs AVX512-BF16 or AMX on this CPU")
+    run_dir = tiny_run(tiny, tmp_path_factory, precision="bfloat16")
+    predictor = Predictor(run_dir, batch_size=5)
+    with (run_dir / "predictions.csv").open() as handle:
+        saved = [row for row in csv.DictReader(handle) if row["split"] == "dev"]
+    stored = np.array([[float(row[f"p_{name}"]) for name in predictor.class_names] for row in saved])
+    results = list(predictor.predict(_dev_pairs(tiny)))
+    np.testing.assert_allclose(_probabilities(results, predictor.class_names), stored, atol=2e-5)

@@ -204,8 +204,9 @@ class TrialRun:
         return test[self.config.selection_metric]
 
     def finish(self, extra_metrics: dict | None = None) -> TrainResult:
-        """The selected checkpoint, read back from the run folder, on dev and test (under the precision that
-        selected it): metrics.json and predictions.csv."""
+        """The selected checkpoint, read back from the run folder, on dev and test: metrics.json and predictions.csv.
+        In float32 whatever the training precision, as `spp-scl predict` and `evaluate` compute them on any device:
+        a bfloat16 run's epochs (log.jsonl, the selection) ran under autocast, its saved weights are float32."""
         config, class_names = self.config, self.splits["train"].class_names
         selected, _, _ = load_head(self.run_dir, self.device)
         rows = {}
@@ -215,8 +216,7 @@ class TrialRun:
         metrics.update(extra_metrics or {})
         for name in ("dev", "test"):
             if name in self.splits:
-                with autocast(config.precision, self.device):
-                    rows[name] = predict(selected, self.splits[name], config.batch_size, self.device)
+                rows[name] = predict(selected, self.splits[name], config.batch_size, self.device)
                 check_probabilities(rows[name][2], self.splits[name], name, self.cache, None)
                 metrics[name] = classification_metrics(rows[name][1], rows[name][2].argmax(1), class_names)
         write_predictions(self.run_dir / "predictions.csv", rows, class_names)
