@@ -93,17 +93,19 @@ def masked_lstm_mean(tokens: torch.Tensor, schedule: TokenSchedule, lstm: nn.LST
 
 def _seconds(function, repeats: int, device: torch.device) -> float:
     """The median of `repeats` timed calls, after two warm-up calls."""
+
+    def finished() -> float:  # a GPU's queued kernels done
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
     for _ in range(2):
         function()
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
+        started = finished()
         function()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - started)
+        times.append(finished() - started)
     return sorted(times)[len(times) // 2]
 
 
@@ -116,14 +118,16 @@ def measure(batch=64, tokens=1916, longest=59, dim=768, hidden=64, repeats=20, d
     paths = {"schedule": bidirectional_lstm_mean, "padded": padded_lstm_mean}
     with torch.no_grad():
         reference, padded = (path(real_tokens, schedule, lstm) for path in paths.values())
-    compile_seconds = None
+    compiled_figures = {}
     if compiled:  # the compile-friendly recurrence through torch.compile: compiled here, forward and backward
         paths["masked_compiled"] = lambda *inputs: masked_lstm_mean(*inputs, compiled=True)
         started = time.perf_counter()
         masked = masked_lstm_mean(real_tokens, schedule, lstm, compiled=True)
         masked.sum().backward()
-        compile_seconds = round(time.perf_counter() - started, 1)
-        masked_difference = float((reference - masked.detach()).abs().max())
+        compiled_figures = {
+            "masked_compile_seconds": round(time.perf_counter() - started, 1),
+            "masked_max_abs_difference": float((reference - masked.detach()).abs().max()),
+        }
     row = {
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(),
@@ -143,15 +147,11 @@ def measure(batch=64, tokens=1916, longest=59, dim=768, hidden=64, repeats=20, d
             with torch.no_grad():
                 path(real_tokens, schedule, lstm)
 
-        row[f"{name}_train_ms"] = round(1000 * _seconds(training, repeats, device), 3)
-        row[f"{name}_no_grad_ms"] = round(1000 * _seconds(inference, repeats, device), 3)
-    for name in paths:
-        if name != "schedule":
-            row[f"{name}_speedup_train"] = round(row["schedule_train_ms"] / row[f"{name}_train_ms"], 2)
-            row[f"{name}_speedup_no_grad"] = round(row["schedule_no_grad_ms"] / row[f"{name}_no_grad_ms"], 2)
-    if compiled:
-        row.update(masked_compile_seconds=compile_seconds, masked_max_abs_difference=masked_difference)
-    return row
+        for mode, function in (("train", training), ("no_grad", inference)):
+            row[f"{name}_{mode}_ms"] = round(1000 * _seconds(function, repeats, device), 3)
+            if name != "schedule":  # the head's own path is timed first
+                row[f"{name}_speedup_{mode}"] = round(row[f"schedule_{mode}_ms"] / row[f"{name}_{mode}_ms"], 2)
+    return {**row, **compiled_figures}
 
 
 def main(argv: list[str] | None = None) -> int:
